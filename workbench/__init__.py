@@ -1,0 +1,2 @@
+"""Sharpness & Poisoning Workbench."""
+__version__ = "0.1.0"

@@ -1,0 +1,602 @@
+"""Dataclass configurations for runs, validated on construction.
+
+A :class:`RunConfig` bundles five sections:
+
+* :class:`DataConfig`      which dataset, which classes, how it is split;
+* :class:`ModelConfig`     which architecture and its size parameters;
+* :class:`OptimConfig`     SGD / SAM / ASAM / Adam and their hyperparameters;
+* :class:`ScheduleConfig`  learning-rate schedule;
+* :class:`TrainConfig`     epochs, batch size, seed, device, logging.
+
+Every section validates itself in ``__post_init__``: a bad value raises
+``ValueError`` naming the field (dotted, e.g. ``optim.rho``), the value and the
+allowed range or choices, before any work starts. Configs round-trip through
+plain dicts, JSON and YAML, and accept dotted overrides such as
+``optim.rho=0.05`` (values parsed as YAML scalars, so ``0.05`` is a float,
+``[60,120]`` a list and ``null`` is ``None``).
+
+This module is part of the core: it imports neither ``ipywidgets`` nor
+``plotly``.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+# Names accepted by the registries.  ``workbench.data`` and ``workbench.models``
+# register exactly these (a test keeps them in sync).
+DATASET_CHOICES = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100", "gaussians-2d", "moons")
+MODEL_CHOICES = ("lenet5", "mlp", "resnet18", "wide_resnet", "densenet", "logistic_regression")
+OPTIMIZER_CHOICES = ("sgd", "sam", "asam", "adam")
+BASE_OPTIMIZER_CHOICES = ("sgd", "adam")
+SCHEDULE_CHOICES = ("constant", "multistep", "cosine")
+BN_POLICY_CHOICES = ("freeze", "update", "eval")
+SPLIT_CHOICES = ("official", "pooled")
+DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as people write it."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+    |\.[0-9_]+(?:[eE][-+][0-9]+)?
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    """Parse YAML safely (no object construction), reading ``1e-3`` as a float."""
+    return yaml.load(text, Loader=_Loader)
+
+
+def _fail(name: str, value: Any, allowed: str) -> None:
+    raise ValueError(f"{name}={value!r} is invalid: {allowed}")
+
+
+def _check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
+    choices = tuple(choices)
+    if value not in choices:
+        _fail(name, value, "choose one of " + ", ".join(repr(c) for c in choices))
+
+
+def _check_positive(name: str, value: Any, *, integer: bool = False) -> None:
+    kind = "integer" if integer else "number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        _fail(name, value, f"must be a positive {kind} (> 0)")
+    if not math.isfinite(value) or value <= 0:
+        _fail(name, value, f"must be a positive {kind} (> 0)")
+
+
+def _check_nonneg(name: str, value: Any, *, integer: bool = False) -> None:
+    kind = "integer" if integer else "number"
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integer and not isinstance(value, int)):
+        _fail(name, value, f"must be a non-negative {kind} (>= 0)")
+    if not math.isfinite(value) or value < 0:
+        _fail(name, value, f"must be a non-negative {kind} (>= 0)")
+
+
+def _check_fraction(name: str, value: Any, *, low_open: bool = False, high_open: bool = True) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        _fail(name, value, "must be a number in [0, 1)")
+    lo_ok = value > 0 if low_open else value >= 0
+    hi_ok = value < 1 if high_open else value <= 1
+    if not (lo_ok and hi_ok):
+        lo = "(0" if low_open else "[0"
+        hi = "1)" if high_open else "1]"
+        _fail(name, value, f"must lie in {lo}, {hi}")
+
+
+class _Section:
+    """Mixin: prefix for error messages and dict conversion."""
+
+    _prefix = ""
+
+    def _name(self, f: str) -> str:
+        return f"{self._prefix}.{f}" if self._prefix else f
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class DataConfig(_Section):
+    """Which data to train on.
+
+    Attributes:
+        name: dataset name, one of :data:`DATASET_CHOICES`. ``digits`` is
+            scikit-learn's bundled 8x8 handwritten digits (1,797 images, works
+            offline); ``mnist``/``fashion-mnist``/``cifar10``/``cifar100`` use
+            torchvision's readers on files under ``root``; ``gaussians-2d`` and
+            ``moons`` are toy 2-D problems.
+        root: directory searched for torchvision datasets. ``None`` means the
+            ``WORKBENCH_DATA`` environment variable, else ``~/.cache/workbench/data``.
+        download: let torchvision download missing files (needs network).
+        classes: keep only these original class labels, relabelled 0..k-1 in
+            the given order (e.g. ``[0, 8]`` for digits 0 vs 8). ``None`` keeps all.
+        split: ``official`` keeps the dataset's own train/test files (train is
+            split again into train/validation); ``pooled`` pools every available
+            file and splits it by ``val_fraction``/``test_fraction``. Datasets
+            without an official test set (digits, toy) are always pooled.
+        val_fraction: fraction held out for validation (stratified).
+        test_fraction: fraction held out for testing when pooled.
+        split_seed: seed of the train/validation/test split (independent of
+            the training seed, so several training seeds share one split).
+        max_train: keep at most this many training examples (seeded, stratified);
+            ``None`` keeps all. Useful for CPU demos on big datasets.
+        augment: random crop (padding 4) + horizontal flip on training batches;
+            ``None`` means on for CIFAR, off otherwise.
+        normalize: standardize inputs per channel with training-split statistics.
+        resize: resize images to ``resize x resize`` pixels (e.g. 28 to run
+            MNIST-shaped models on digits). ``None`` keeps the native size.
+        n_samples: number of points for the toy 2-D datasets.
+        noise: noise level of the toy datasets (moons: sklearn ``noise``;
+            gaussians-2d: standard deviation of each class around its mean).
+        in_memory: hold every split as one tensor on the training device and
+            slice batches from it (no DataLoader). ``False`` uses a
+            ``torch.utils.data.DataLoader``.
+        num_workers: DataLoader workers when ``in_memory`` is ``False``.
+        poison: path of a saved poison (perturbation keyed by dataset index)
+            to add to the training split; used by the poisoning studies.
+    """
+
+    _prefix = "data"
+
+    name: str = "digits"
+    root: str | None = None
+    download: bool = False
+    classes: list[int] | None = None
+    split: str = "official"
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
+    split_seed: int = 0
+    max_train: int | None = None
+    augment: bool | None = None
+    normalize: bool = True
+    resize: int | None = None
+    n_samples: int = 1000
+    noise: float = 0.2
+    in_memory: bool = True
+    num_workers: int = 0
+    poison: str | None = None
+
+    def __post_init__(self) -> None:
+        _check_choice(self._name("name"), self.name, DATASET_CHOICES)
+        _check_choice(self._name("split"), self.split, SPLIT_CHOICES)
+        _check_fraction(self._name("val_fraction"), self.val_fraction)
+        _check_fraction(self._name("test_fraction"), self.test_fraction)
+        if self.val_fraction + self.test_fraction >= 1:
+            _fail(self._name("val_fraction"), self.val_fraction,
+                  f"val_fraction + test_fraction must be < 1 (test_fraction={self.test_fraction})")
+        if self.classes is not None:
+            if not isinstance(self.classes, (list, tuple)) or len(self.classes) < 2:
+                _fail(self._name("classes"), self.classes, "must be a list of at least two class labels or null")
+            if any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in self.classes):
+                _fail(self._name("classes"), self.classes, "class labels must be non-negative integers")
+            if len(set(self.classes)) != len(self.classes):
+                _fail(self._name("classes"), self.classes, "class labels must be distinct")
+            self.classes = list(self.classes)
+        if self.max_train is not None:
+            _check_positive(self._name("max_train"), self.max_train, integer=True)
+        if self.resize is not None:
+            _check_positive(self._name("resize"), self.resize, integer=True)
+        _check_positive(self._name("n_samples"), self.n_samples, integer=True)
+        _check_nonneg(self._name("noise"), self.noise)
+        _check_nonneg(self._name("num_workers"), self.num_workers, integer=True)
+        if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool):
+            _fail(self._name("split_seed"), self.split_seed, "must be an integer")
+
+
+@dataclass
+class ModelConfig(_Section):
+    """Which architecture.
+
+    Attributes:
+        name: one of :data:`MODEL_CHOICES`.
+        hidden_sizes: widths of the hidden layers of ``mlp``.
+        depth: depth of ``wide_resnet`` (16, 22, 28, 40: ``(depth - 4) % 6 == 0``)
+            and ``densenet`` (40, 100, ...: ``(depth - 4) % 3 == 0``, and
+            ``% 6`` for DenseNet-BC).
+        widen_factor: ``k`` of WRN-depth-k.
+        growth_rate: DenseNet growth rate ``k``.
+        bottleneck: DenseNet-BC (bottleneck layers + compression 0.5) instead of
+            the plain DenseNet (e.g. DenseNet-40, k=12).
+        dropout: dropout probability (MLP hidden layers, WRN blocks, DenseNet layers).
+        width: channel multiplier for ``lenet5`` (1.0: the classic 6/16 channels)
+            and ``resnet18`` (1.0: the standard 64-128-256-512 channels). Values
+            below 1 give small models for CPU demos.
+    """
+
+    _prefix = "model"
+
+    name: str = "lenet5"
+    hidden_sizes: list[int] = field(default_factory=lambda: [512, 512])
+    depth: int = 28
+    widen_factor: int = 10
+    growth_rate: int = 12
+    bottleneck: bool = False
+    dropout: float = 0.0
+    width: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_choice(self._name("name"), self.name, MODEL_CHOICES)
+        if not isinstance(self.hidden_sizes, (list, tuple)) or not self.hidden_sizes:
+            _fail(self._name("hidden_sizes"), self.hidden_sizes, "must be a non-empty list of positive integers")
+        for h in self.hidden_sizes:
+            _check_positive(self._name("hidden_sizes"), h, integer=True)
+        self.hidden_sizes = list(self.hidden_sizes)
+        _check_positive(self._name("depth"), self.depth, integer=True)
+        _check_positive(self._name("widen_factor"), self.widen_factor, integer=True)
+        _check_positive(self._name("growth_rate"), self.growth_rate, integer=True)
+        _check_fraction(self._name("dropout"), self.dropout)
+        _check_positive(self._name("width"), self.width)
+        if self.name == "wide_resnet" and (self.depth - 4) % 6 != 0:
+            _fail(self._name("depth"), self.depth, "wide_resnet needs (depth - 4) divisible by 6 (e.g. 16, 22, 28, 40)")
+        if self.name == "densenet":
+            step = 6 if self.bottleneck else 3
+            if self.depth < 4 + step or (self.depth - 4) % step != 0:
+                _fail(self._name("depth"), self.depth,
+                      f"densenet needs (depth - 4) divisible by {step} (e.g. 40 plain, 100 BC)")
+
+
+@dataclass
+class OptimConfig(_Section):
+    """Optimizer.
+
+    Attributes:
+        name: ``sgd``, ``adam``, ``sam`` (Foret et al.; 000 report Eq. 2.7-2.8)
+            or ``asam`` (SAM with ``adaptive=True``).
+        lr: learning rate (> 0).
+        momentum: SGD momentum in [0, 1).
+        nesterov: Nesterov momentum (needs momentum > 0).
+        weight_decay: L2 penalty coefficient (>= 0), applied by the base optimizer.
+        betas: Adam's (beta1, beta2).
+        base: base optimizer that SAM/ASAM wraps: ``sgd`` or ``adam``.
+        rho: SAM neighbourhood radius (>= 0; 0 recovers the base optimizer's
+            gradient). ASAM typically needs larger values (0.5-2.0).
+        adaptive: scale the perturbation elementwise by ``|w| + eta`` (ASAM).
+            Forced on for ``asam``.
+        eta: ASAM's offset in ``T_w = |w| + eta``.
+        m: m-SAM chunk size: the batch is split into chunks of ``m`` examples,
+            each with its own ascent point; the SAM gradients are averaged
+            (001 thesis Eq. 5.4). ``None`` means the whole batch.
+        bn_policy: BatchNorm during SAM's second (perturbed) pass. ``freeze``
+            (default): batch statistics normalise, running statistics are not
+            updated; ``update``: running statistics updated by both passes;
+            ``eval``: the second pass uses running statistics (eval mode).
+        perturb_weight_decay: include the L2 term ``weight_decay * w`` in the
+            gradient that defines the ascent direction (google-research/sam puts
+            L2 in the loss; davda54/sam does not).
+    """
+
+    _prefix = "optim"
+
+    name: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    base: str = "sgd"
+    rho: float = 0.05
+    adaptive: bool = False
+    eta: float = 0.0
+    m: int | None = None
+    bn_policy: str = "freeze"
+    perturb_weight_decay: bool = False
+
+    def __post_init__(self) -> None:
+        _check_choice(self._name("name"), self.name, OPTIMIZER_CHOICES)
+        _check_choice(self._name("base"), self.base, BASE_OPTIMIZER_CHOICES)
+        _check_choice(self._name("bn_policy"), self.bn_policy, BN_POLICY_CHOICES)
+        _check_positive(self._name("lr"), self.lr)
+        _check_fraction(self._name("momentum"), self.momentum)
+        _check_nonneg(self._name("weight_decay"), self.weight_decay)
+        _check_nonneg(self._name("rho"), self.rho)
+        _check_nonneg(self._name("eta"), self.eta)
+        if self.nesterov and self.momentum == 0:
+            _fail(self._name("nesterov"), self.nesterov, "Nesterov momentum needs optim.momentum > 0")
+        if not isinstance(self.betas, (list, tuple)) or len(self.betas) != 2:
+            _fail(self._name("betas"), self.betas, "must be a pair [beta1, beta2], each in [0, 1)")
+        for b in self.betas:
+            _check_fraction(self._name("betas"), b)
+        self.betas = list(self.betas)
+        if self.m is not None:
+            _check_positive(self._name("m"), self.m, integer=True)
+        if self.name == "asam":
+            self.adaptive = True
+
+    @property
+    def is_sam(self) -> bool:
+        return self.name in ("sam", "asam")
+
+
+@dataclass
+class ScheduleConfig(_Section):
+    """Learning-rate schedule, evaluated per step (fractional epochs).
+
+    Attributes:
+        name: ``constant``, ``multistep`` or ``cosine``.
+        milestones: epochs at which ``multistep`` multiplies the rate by ``gamma``
+            (e.g. ``[60, 120, 160]`` with ``gamma=0.2``).
+        milestone_fractions: the same as fractions of the total number of
+            epochs (e.g. ``[0.5, 0.75]`` with ``gamma=0.1``: "divide by 10 at 50%
+            and 75%", 000 report §4.3.1). Use one of the two lists, not both.
+        gamma: multiplicative factor at each milestone, in (0, 1].
+        warmup_epochs: linear warm-up from ``warmup_start_factor * lr`` over this
+            many epochs (fractional allowed), combined with any schedule.
+        warmup_start_factor: starting fraction of the rate for the warm-up.
+        min_lr_factor: cosine decays to ``min_lr_factor * lr``.
+    """
+
+    _prefix = "schedule"
+
+    name: str = "constant"
+    milestones: list[int] = field(default_factory=list)
+    milestone_fractions: list[float] = field(default_factory=list)
+    gamma: float = 0.1
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.0
+    min_lr_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_choice(self._name("name"), self.name, SCHEDULE_CHOICES)
+        self.milestones = list(self.milestones or [])
+        self.milestone_fractions = list(self.milestone_fractions or [])
+        for m in self.milestones:
+            _check_positive(self._name("milestones"), m, integer=True)
+        for m in self.milestone_fractions:
+            _check_fraction(self._name("milestone_fractions"), m, low_open=True)
+        if self.milestones and self.milestone_fractions:
+            _fail(self._name("milestones"), self.milestones, "give milestones or milestone_fractions, not both")
+        if sorted(self.milestones) != self.milestones:
+            _fail(self._name("milestones"), self.milestones, "must be increasing")
+        if sorted(self.milestone_fractions) != self.milestone_fractions:
+            _fail(self._name("milestone_fractions"), self.milestone_fractions, "must be increasing")
+        if self.name == "multistep" and not (self.milestones or self.milestone_fractions):
+            _fail(self._name("milestones"), self.milestones, "multistep needs milestones or milestone_fractions")
+        _check_fraction(self._name("gamma"), self.gamma, low_open=True, high_open=False)
+        _check_nonneg(self._name("warmup_epochs"), self.warmup_epochs)
+        _check_fraction(self._name("warmup_start_factor"), self.warmup_start_factor)
+        _check_fraction(self._name("min_lr_factor"), self.min_lr_factor)
+
+
+@dataclass
+class TrainConfig(_Section):
+    """Training loop.
+
+    Attributes:
+        epochs: number of epochs (> 0).
+        batch_size: training batch size (> 0).
+        eval_batch_size: batch size of the per-epoch evaluation passes.
+        seed: seed of initialisation, shuffling, augmentation and dropout.
+        device: ``auto`` (CUDA, then MPS, then CPU), ``cpu``, ``cuda``,
+            ``cuda:1``, ``mps``.
+        deterministic: ``torch.use_deterministic_algorithms(True)`` and
+            deterministic cuDNN (slower on GPU).
+        num_threads: CPU threads for torch (``None`` leaves torch's default).
+        log_every: write a step record every this many steps.
+        eval_every: evaluate the full splits every this many epochs (and always
+            after the last one).
+        checkpoint_every: write ``checkpoints/last.pt`` every this many epochs
+            (and always on stop, pause-to-disk and at the end).
+        keep_checkpoints: also keep ``checkpoints/epoch_XXXX.pt`` snapshots.
+        label_smoothing: cross-entropy label smoothing in [0, 1).
+        max_grad_norm: clip the (SAM) gradient to this global norm; ``None`` disables.
+    """
+
+    _prefix = "train"
+
+    epochs: int = 30
+    batch_size: int = 64
+    eval_batch_size: int = 1024
+    seed: int = 0
+    device: str = "auto"
+    deterministic: bool = False
+    num_threads: int | None = None
+    log_every: int = 1
+    eval_every: int = 1
+    checkpoint_every: int = 1
+    keep_checkpoints: bool = False
+    label_smoothing: float = 0.0
+    max_grad_norm: float | None = None
+
+    def __post_init__(self) -> None:
+        _check_positive(self._name("epochs"), self.epochs, integer=True)
+        _check_positive(self._name("batch_size"), self.batch_size, integer=True)
+        _check_positive(self._name("eval_batch_size"), self.eval_batch_size, integer=True)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            _fail(self._name("seed"), self.seed, "must be an integer")
+        if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICE_PREFIXES:
+            _fail(self._name("device"), self.device, "choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if self.num_threads is not None:
+            _check_positive(self._name("num_threads"), self.num_threads, integer=True)
+        _check_positive(self._name("log_every"), self.log_every, integer=True)
+        _check_positive(self._name("eval_every"), self.eval_every, integer=True)
+        _check_positive(self._name("checkpoint_every"), self.checkpoint_every, integer=True)
+        _check_fraction(self._name("label_smoothing"), self.label_smoothing)
+        if self.max_grad_norm is not None:
+            _check_positive(self._name("max_grad_norm"), self.max_grad_norm)
+
+
+_SECTIONS = {
+    "data": DataConfig,
+    "model": ModelConfig,
+    "optim": OptimConfig,
+    "schedule": ScheduleConfig,
+    "train": TrainConfig,
+}
+
+
+@dataclass
+class RunConfig:
+    """A whole run: name, output root and the five sections.
+
+    Attributes:
+        name: human-readable run name (part of the run folder name). ``None``
+            derives one from optimizer, model and dataset.
+        root: directory under which the run folder is created.
+        tags: free-form labels (shown by ``workbench runs``).
+    """
+
+    name: str | None = None
+    root: str = "runs"
+    tags: list[str] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        for key, cls in _SECTIONS.items():
+            value = getattr(self, key)
+            if isinstance(value, Mapping):
+                setattr(self, key, _section_from_dict(cls, value, key))
+            elif not isinstance(value, cls):
+                _fail(key, value, f"must be a {cls.__name__} or a mapping")
+        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+            _fail("name", self.name, "must be a non-empty string or null")
+        if not isinstance(self.root, str) or not self.root:
+            _fail("root", self.root, "must be a non-empty path")
+        self.tags = list(self.tags or [])
+        m = self.optim.m
+        if self.optim.is_sam and m is not None and self.train.batch_size % m != 0:
+            _fail("optim.m", m, f"must divide train.batch_size={self.train.batch_size} "
+                  f"(choose m in {_divisors(self.train.batch_size)})")
+        if self.optim.is_sam and m is not None and m > self.train.batch_size:
+            _fail("optim.m", m, f"must be <= train.batch_size={self.train.batch_size}")
+
+    # ------------------------------------------------------------------ naming
+    @property
+    def display_name(self) -> str:
+        if self.name:
+            return self.name
+        opt = self.optim.name.upper()
+        if self.optim.is_sam:
+            opt += f"(rho={self.optim.rho:g}" + (f", m={self.optim.m}" if self.optim.m else "") + ")"
+        return f"{opt}-{self.model.name}-{self.data.name}"
+
+    # ------------------------------------------------------------- conversion
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        if not isinstance(d, Mapping):
+            raise ValueError(f"a run config must be a mapping, got {type(d).__name__}")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s) {unknown}: choose from {sorted(known)}")
+        return cls(**copy.deepcopy(dict(d)))
+
+    def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
+        text = json.dumps(self.to_dict(), indent=indent)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> "RunConfig":
+        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
+        text = p.read_text() if p is not None else str(text_or_path)
+        return cls.from_dict(json.loads(text))
+
+    def to_yaml(self, path: str | Path | None = None) -> str:
+        text = yaml.safe_dump(self.to_dict(), sort_keys=False)
+        if path is not None:
+            Path(path).write_text(text)
+        return text
+
+    @classmethod
+    def from_yaml(cls, text_or_path: str | Path) -> "RunConfig":
+        s = str(text_or_path)
+        if "\n" not in s and Path(s).exists():
+            s = Path(s).read_text()
+        return cls.from_dict(yaml_load(s) or {})
+
+    @classmethod
+    def load(cls, path: str | Path) -> "RunConfig":
+        """Read a ``.json``, ``.yaml`` or ``.yml`` file."""
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file {str(p)!r} does not exist")
+        if p.suffix == ".json":
+            return cls.from_json(p)
+        if p.suffix in (".yaml", ".yml"):
+            return cls.from_yaml(p)
+        raise ValueError(f"config file {str(p)!r}: unknown extension {p.suffix!r}; use .json, .yaml or .yml")
+
+    def save(self, path: str | Path) -> None:
+        p = Path(path)
+        if p.suffix == ".json":
+            self.to_json(p)
+        else:
+            self.to_yaml(p)
+
+    # -------------------------------------------------------------- overrides
+    def with_overrides(self, overrides: Iterable[str] | Mapping[str, Any]) -> "RunConfig":
+        """Return a new, validated config with dotted overrides applied.
+
+        ``overrides`` is either ``["optim.rho=0.05", "train.epochs=3"]`` (values
+        parsed as YAML scalars) or a mapping ``{"optim.rho": 0.05}``.
+
+        Raises:
+            ValueError: malformed override, unknown key, or an invalid value.
+        """
+        d = self.to_dict()
+        items = overrides.items() if isinstance(overrides, Mapping) else (_parse_override(o) for o in overrides)
+        for key, value in items:
+            parts = key.split(".")
+            target = d
+            for i, part in enumerate(parts[:-1]):
+                if not isinstance(target, dict) or part not in target:
+                    raise ValueError(f"override {key!r}: unknown key {'.'.join(parts[: i + 1])!r}")
+                target = target[part]
+            leaf = parts[-1]
+            if not isinstance(target, dict) or leaf not in target:
+                choices = sorted(target) if isinstance(target, dict) else []
+                raise ValueError(f"override {key!r}: unknown key {leaf!r}; choose from {choices}")
+            target[leaf] = value
+        return RunConfig.from_dict(d)
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    if not isinstance(text, str) or "=" not in text:
+        raise ValueError(f"override {text!r} must look like key=value, e.g. optim.rho=0.05")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ValueError(f"override {text!r} has an empty key")
+    try:
+        value = yaml_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:  # pragma: no cover - yaml is permissive
+        raise ValueError(f"override {text!r}: cannot parse value: {e}") from e
+    return key, value
+
+
+def _section_from_dict(cls, d: Mapping[str, Any], prefix: str):
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) {[prefix + '.' + u for u in unknown]}: "
+                         f"choose from {sorted(known)}")
+    return cls(**dict(d))
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
