@@ -1,0 +1,446 @@
+"""The training engine: SGD / Adam / SAM / ASAM / m-SAM on any registered model and dataset.
+
+:class:`Trainer` runs one :class:`~workbench.config.RunConfig`, writes the run
+folder as it goes (``metrics.jsonl`` flushed per record, atomic checkpoints,
+``status.json``) and emits events (:mod:`workbench.training.events`) to
+callbacks: the CLI's tqdm bar and the notebook dashboard both listen to the
+same events.
+
+Stop and pause are thread-safe (``threading.Event``) and honoured within one
+optimizer step. A non-finite loss ends the run with status ``diverged``; an
+exception with ``failed`` (and the error text); a stop with ``stopped`` and a
+checkpoint from which :meth:`Trainer.from_run` resumes exactly where it
+stopped (same batches, same random streams). When the trainer runs on the
+main thread, Ctrl-C / "interrupt kernel" requests a graceful stop at the end
+of the current step; a second Ctrl-C aborts at once.
+
+No UI imports.
+"""
+from __future__ import annotations
+
+import json
+import math
+import signal
+import threading
+import time
+import traceback
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from ..config import RunConfig
+from ..data import BatchLoader, DataBundle, load_data
+from ..models import build_model, count_parameters
+from ..optim import SAM, build_optimizer, build_scheduler, sam_step
+from ..runs import Run, load_checkpoint
+from .device import resolve_device, seed_everything, set_deterministic
+from .evaluate import evaluate
+from .events import EpochEnd, RunEnded, RunStarted, StatusChanged, StepEnd
+
+__all__ = ["Trainer", "TrainResult", "load_data_cached", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = 1
+_DATA_CACHE: "OrderedDict[str, DataBundle]" = OrderedDict()
+_DATA_CACHE_LOCK = threading.Lock()
+
+
+def load_data_cached(cfg, maxsize: int = 4) -> DataBundle:
+    """:func:`workbench.data.load_data` with a small in-process LRU cache.
+
+    Several runs on the same data (SGD vs SAM, seeds) then share one copy.
+    The bundle's tensors must be treated as read-only.
+    """
+    key = json.dumps(cfg.to_dict(), sort_keys=True)
+    with _DATA_CACHE_LOCK:
+        if key in _DATA_CACHE:
+            _DATA_CACHE.move_to_end(key)
+            return _DATA_CACHE[key]
+    bundle = load_data(cfg)
+    with _DATA_CACHE_LOCK:
+        _DATA_CACHE[key] = bundle
+        while len(_DATA_CACHE) > maxsize:
+            _DATA_CACHE.popitem(last=False)
+    return bundle
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :meth:`Trainer.run`.
+
+    Attributes:
+        status: finished, stopped, diverged or failed.
+        run_path: the run folder (None when ``store=False``).
+        epochs_done: completed epochs; steps: optimizer steps done.
+        final_metrics: the last epoch record (losses in nats, accuracies in [0, 1]).
+        history: all epoch records of this attempt.
+        error: error text for failed/diverged runs.
+        model: the trained model (on its training device).
+    """
+
+    status: str
+    run_path: Path | None
+    epochs_done: int
+    steps: int
+    final_metrics: dict
+    history: list[dict] = field(default_factory=list)
+    error: str | None = None
+    model: torch.nn.Module | None = None
+
+
+class Trainer:
+    """Train one configuration.
+
+    Args:
+        config: the run configuration (validated).
+        callbacks: callables receiving events (see :mod:`~workbench.training.events`).
+        store: write a run folder under ``config.root`` (default). ``False``
+            trains in memory only (tests, benchmarks).
+        data: a pre-loaded :class:`~workbench.data.DataBundle` for ``config.data``
+            (default: loaded and cached per process).
+        handle_sigint: on the main thread, turn the first Ctrl-C into a graceful stop.
+
+    Example::
+
+        result = Trainer(RunConfig.load("configs/quickstart_sam.yaml")).run()
+    """
+
+    def __init__(self, config: RunConfig, *, callbacks: Iterable[Callable] = (), store: bool = True,
+                 data: DataBundle | None = None, handle_sigint: bool = True, _run: Run | None = None,
+                 _checkpoint: dict | None = None):
+        if not isinstance(config, RunConfig):
+            raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
+        self.config = config
+        self._callbacks = list(callbacks)
+        self._store = store
+        self._data = data
+        self._handle_sigint = handle_sigint
+        self._run = _run
+        self._checkpoint = _checkpoint
+        self._stop_event = threading.Event()
+        self._unpaused = threading.Event()
+        self._unpaused.set()
+        self._lock = threading.Lock()
+        self.status = "created"
+        self.model: torch.nn.Module | None = None
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.device: torch.device | None = None
+        self.bundle: DataBundle | None = None
+
+    # ------------------------------------------------------------- controls
+    def add_callback(self, fn: Callable) -> None:
+        self._callbacks.append(fn)
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current step (thread-safe)."""
+        self._stop_event.set()
+        self._unpaused.set()
+
+    def pause(self) -> None:
+        """Pause before the next step (thread-safe); :meth:`resume` continues."""
+        self._unpaused.clear()
+
+    def resume(self) -> None:
+        """Continue a paused run (thread-safe)."""
+        self._unpaused.set()
+
+    @property
+    def stop_requested(self) -> bool:
+        return self._stop_event.is_set()
+
+    @property
+    def paused(self) -> bool:
+        return not self._unpaused.is_set()
+
+    @property
+    def run_path(self) -> Path | None:
+        return self._run.path if self._run is not None else None
+
+    # ------------------------------------------------------------ resuming
+    @classmethod
+    def from_run(cls, path: str | Path, *, epochs: int | None = None, checkpoint: str = "last.pt",
+                 callbacks: Iterable[Callable] = (), data: DataBundle | None = None,
+                 handle_sigint: bool = True) -> "Trainer":
+        """Continue a stopped (or killed) run from its checkpoint, in the same folder.
+
+        Args:
+            path: the run folder.
+            epochs: new total number of epochs (default: the configured one).
+            checkpoint: checkpoint file name in ``checkpoints/``.
+
+        Raises:
+            FileNotFoundError: not a run folder.
+            CheckpointError: the checkpoint is missing or corrupted.
+            ValueError: ``epochs`` not larger than the epochs already done for a finished run.
+        """
+        run = Run(path)
+        config = run.config()
+        ck = load_checkpoint(run.checkpoint_dir / checkpoint, map_location="cpu")
+        if ck.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(f"checkpoint format {ck.get('format')!r} is not supported (expected {CHECKPOINT_FORMAT})")
+        if epochs is not None:
+            config = config.with_overrides({"train.epochs": int(epochs)})
+            run.write_config(config)
+        if ck["epoch"] >= config.train.epochs and ck["batch"] == 0:
+            raise ValueError(f"train.epochs={config.train.epochs} is invalid: the checkpoint already completed "
+                             f"{ck['epoch']} epochs; pass a larger epochs= to continue training")
+        return cls(config, callbacks=callbacks, store=True, data=data, handle_sigint=handle_sigint,
+                   _run=run, _checkpoint=ck)
+
+    # -------------------------------------------------------------- events
+    def _emit(self, event) -> None:
+        for fn in list(self._callbacks):
+            try:
+                fn(event)
+            except Exception as e:  # a broken callback must not kill training
+                warnings.warn(f"training callback {fn!r} raised {type(e).__name__}: {e}; it is disabled",
+                              RuntimeWarning, stacklevel=2)
+                try:
+                    self._callbacks.remove(fn)
+                except ValueError:
+                    pass
+
+    def _set_status(self, status: str, **info) -> None:
+        self.status = status
+        if self._run is not None:
+            self._run.set_status(status, **info)
+        self._emit(StatusChanged(self._run_id, status, info))
+
+    # ---------------------------------------------------------------- setup
+    def _setup(self) -> None:
+        cfg = self.config
+        t = cfg.train
+        self.device = resolve_device(t.device)
+        if t.num_threads is not None:
+            torch.set_num_threads(t.num_threads)
+        set_deterministic(t.deterministic)
+        self.bundle = self._data if self._data is not None else load_data_cached(cfg.data)
+        b = self.bundle
+        if len(b.train) == 0:
+            raise ValueError("the training split is empty: check data.classes / data.max_train / fractions")
+        seed_everything(t.seed)
+        self.model = build_model(cfg.model, tuple(b.input_shape), b.num_classes).to(self.device)
+        self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
+        augment = cfg.data.augment if cfg.data.augment is not None else cfg.data.name.startswith("cifar")
+        self.loader = BatchLoader(b.train, t.batch_size, shuffle=True, seed=t.seed, device=self.device,
+                                  augment=augment, drop_last=False, in_memory=cfg.data.in_memory,
+                                  num_workers=cfg.data.num_workers)
+        self.steps_per_epoch = len(self.loader)
+        self.scheduler = build_scheduler(self.optimizer, cfg.schedule, t.epochs, self.steps_per_epoch)
+        self._splits = {"train": b.train, "val": b.val, "test": b.test}
+        if cfg.data.in_memory:
+            self._splits = {k: (ds.to(self.device) if len(ds) else ds) for k, ds in self._splits.items()}
+        self.start_epoch, self.start_batch, self.step, self.attempt = 0, 0, 0, 1
+        if self._checkpoint is not None:
+            ck = self._checkpoint
+            self.model.load_state_dict(ck["model"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            self.start_epoch, self.start_batch, self.step = int(ck["epoch"]), int(ck["batch"]), int(ck["step"])
+            self.attempt = int(ck.get("attempt", 1)) + 1
+            rng = ck.get("rng", {})
+            if "torch" in rng:
+                torch.set_rng_state(rng["torch"])
+            if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+                torch.cuda.set_rng_state_all(list(rng["cuda"]))
+        if self._store and self._run is None:
+            self._run = Run.create(self.config.root, self.config)
+        self._run_id = self._run.id if self._run is not None else f"memory-{id(self):x}"
+
+    def _loss_fn(self):
+        ls = self.config.train.label_smoothing
+        return (lambda out, y: F.cross_entropy(out, y, label_smoothing=ls)) if ls else F.cross_entropy
+
+    def _checkpoint_state(self, epoch: int, batch: int, metrics: dict) -> dict:
+        rng = {"torch": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "model": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "epoch": epoch, "batch": batch, "step": self.step, "attempt": self.attempt,
+            "rng": rng,
+            "input_shape": list(self.bundle.input_shape), "num_classes": int(self.bundle.num_classes),
+            "config": self.config.to_json(),
+            "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None},
+        }
+
+    def _save_checkpoint(self, epoch: int, batch: int, metrics: dict, *, snapshot: bool = False) -> None:
+        if self._run is None:
+            return
+        state = self._checkpoint_state(epoch, batch, metrics)
+        self._run.save_checkpoint(state, "last.pt")
+        if snapshot:
+            self._run.save_checkpoint(state, f"epoch_{epoch:04d}.pt")
+
+    def _evaluate(self, epoch: int) -> dict:
+        bs = self.config.train.eval_batch_size
+        out = {}
+        for name, ds in self._splits.items():
+            if len(ds) == 0:
+                continue
+            loss, acc = evaluate(self.model, ds.x, ds.y, batch_size=bs, device=self.device)
+            out[f"{name}_loss"], out[f"{name}_acc"] = loss, acc
+        return out
+
+    # ------------------------------------------------------------------ run
+    def run(self) -> TrainResult:
+        """Train to the configured number of epochs (or until stopped).
+
+        Returns:
+            :class:`TrainResult`.
+
+        Raises:
+            Exception: whatever failed (after recording status ``failed`` with
+                the error in ``status.json``); ``KeyboardInterrupt`` on a second Ctrl-C.
+        """
+        self._run_id = "pending"
+        try:
+            self._setup()
+        except Exception as e:
+            if self._run is not None:
+                self._run.set_status("failed", error=f"{type(e).__name__}: {e}")
+            raise
+        old_handler = None
+        on_main = threading.current_thread() is threading.main_thread()
+        if self._handle_sigint and on_main:
+            presses = {"n": 0}
+
+            def _handler(signum, frame):
+                presses["n"] += 1
+                if presses["n"] >= 2:
+                    raise KeyboardInterrupt
+                print("\nStopping after this step (a checkpoint will be written); interrupt again to abort.",
+                      flush=True)
+                self.stop()
+
+            try:
+                old_handler = signal.signal(signal.SIGINT, _handler)
+            except ValueError:  # pragma: no cover - not in main interpreter thread
+                old_handler = None
+        try:
+            return self._train()
+        finally:
+            if old_handler is not None:
+                signal.signal(signal.SIGINT, old_handler)
+            if self._run is not None:
+                self._run.close()
+
+    def _train(self) -> TrainResult:
+        cfg, t = self.config, self.config.train
+        model, opt, loader = self.model, self.optimizer, self.loader
+        loss_fn = self._loss_fn()
+        is_sam = isinstance(opt, SAM)
+        spe = self.steps_per_epoch
+        total = spe * t.epochs
+        history: list[dict] = []
+        last_metrics: dict = {}
+        t0 = time.perf_counter()
+        epoch, batch = self.start_epoch, self.start_batch
+        run = self._run
+        if run is not None:
+            info = dict(attempt=self.attempt, device=str(self.device), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+                        steps_per_epoch=spe, total_steps=total, num_parameters=count_parameters(model),
+                        input_shape=list(self.bundle.input_shape), num_classes=self.bundle.num_classes,
+                        split_sizes={k: len(v) for k, v in self._splits.items()})
+            if self.attempt > 1:
+                run.append({"kind": "resume", "attempt": self.attempt, "step": self.step, "epoch": epoch,
+                            "batch": batch})
+            self._set_status("running", **info)
+        else:
+            self._set_status("running")
+        self._emit(RunStarted(self._run_id, str(run.path) if run else None, cfg.display_name, cfg.to_dict(),
+                              str(self.device), spe, total, self.step, epoch, self.attempt,
+                              count_parameters(model)))
+        status, error = "finished", None
+        try:
+            model.train()
+            while epoch < t.epochs:
+                loader.set_epoch(epoch)
+                ep_t0 = time.perf_counter()
+                it = loader.iter_from(batch) if batch else iter(loader)
+                for xb, yb, _idx in it:
+                    if not self._unpaused.is_set():
+                        self._set_status("paused", step=self.step)
+                        self._save_checkpoint(epoch, batch, last_metrics)
+                        self._unpaused.wait()
+                        if not self._stop_event.is_set():
+                            self._set_status("running", step=self.step)
+                    if self._stop_event.is_set():
+                        status = "stopped"
+                        break
+                    res = sam_step(model, loss_fn, xb, yb, opt, m=cfg.optim.m, bn=cfg.optim.bn_policy,
+                                   max_grad_norm=t.max_grad_norm)
+                    lr = opt.param_groups[0]["lr"]
+                    self.scheduler.step()
+                    self.step += 1
+                    batch += 1
+                    if self.step % t.log_every == 0 or batch == spe:
+                        vals = [res.loss, res.correct, res.grad_norm]
+                        if is_sam:
+                            vals += [res.sam_grad_norm, res.cosine]
+                        vals = torch.stack([v.detach().double().reshape(()).cpu() for v in vals]).tolist()
+                        m = {"loss": vals[0], "acc": vals[1] / xb.shape[0], "lr": lr, "grad_norm": vals[2]}
+                        if is_sam:
+                            m["sam_grad_norm"], m["cosine"] = vals[3], vals[4]
+                        rec = {"kind": "step", "attempt": self.attempt, "step": self.step,
+                               "epoch": self.step / spe, **m}
+                        if run is not None:
+                            run.append(rec)
+                        self._emit(StepEnd(self._run_id, self.step, self.step / spe, m, time.perf_counter() - t0))
+                        if not math.isfinite(m["loss"]):
+                            status, error = "diverged", f"non-finite loss {m['loss']} at step {self.step}"
+                            break
+                if status != "finished":
+                    break
+                # ---- end of epoch
+                epoch += 1
+                batch = 0
+                rec = {"kind": "epoch", "attempt": self.attempt, "epoch": epoch, "step": self.step,
+                       "lr": opt.param_groups[0]["lr"], "epoch_seconds": time.perf_counter() - ep_t0}
+                if epoch % t.eval_every == 0 or epoch == t.epochs:
+                    rec.update(self._evaluate(epoch))
+                    if not math.isfinite(rec.get("train_loss", 0.0)):
+                        status, error = "diverged", f"non-finite training loss after epoch {epoch}"
+                last_metrics = rec
+                history.append(rec)
+                if run is not None:
+                    run.append(rec)
+                    run.sync()
+                self._emit(EpochEnd(self._run_id, epoch, self.step, dict(rec), time.perf_counter() - t0))
+                if status == "diverged":
+                    break
+                if epoch % t.checkpoint_every == 0 or epoch == t.epochs:
+                    self._save_checkpoint(epoch, 0, rec, snapshot=t.keep_checkpoints)
+            if status == "stopped":
+                self._save_checkpoint(epoch, batch, last_metrics)
+        except Exception as e:
+            status, error = "failed", f"{type(e).__name__}: {e}"
+            tb = traceback.format_exc()
+            if run is not None:
+                run.set_status("failed", error=error, traceback=tb, step=self.step, epoch=epoch)
+            self.status = "failed"
+            self._emit(StatusChanged(self._run_id, "failed", {"error": error}))
+            self._emit(RunEnded(self._run_id, "failed", error, last_metrics, self.step, epoch))
+            raise
+        except KeyboardInterrupt:
+            status, error = "stopped", "interrupted"
+            if run is not None:
+                run.set_status("stopped", error="interrupted (second Ctrl-C); last checkpoint is from the last epoch end",
+                               step=self.step, epoch=epoch)
+            self.status = "stopped"
+            self._emit(RunEnded(self._run_id, "stopped", error, last_metrics, self.step, epoch))
+            raise
+        final = {"step": self.step, "epoch": epoch, "seconds": time.perf_counter() - t0}
+        if error:
+            final["error"] = error
+        self._set_status(status, finished=time.strftime("%Y-%m-%dT%H:%M:%S"), **final)
+        self._emit(RunEnded(self._run_id, status, error, last_metrics, self.step, epoch))
+        return TrainResult(status=status, run_path=run.path if run else None, epochs_done=epoch, steps=self.step,
+                           final_metrics=last_metrics, history=history, error=error, model=model)

@@ -1,0 +1,146 @@
+"""Live figure updates: trainer events -> buffers -> throttled FigureWidget redraws.
+
+The training thread only appends to buffers under a lock (microseconds per
+event); a separate refresher thread redraws at most every ``interval`` seconds
+with the same series the static builder uses (:func:`workbench.viz.curve_series`),
+so live and exported figures are identical.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from typing import Callable
+
+import plotly.graph_objects as go
+
+from ..training.events import EpochEnd, RunStarted, StepEnd
+from ..viz.curves import METRICS, CurveData, curve_series, series_trace
+
+__all__ = ["LiveCurves"]
+
+
+class LiveCurves:
+    """Collects events of any number of runs and redraws a ``FigureWidget``.
+
+    Args:
+        figure: a ``plotly.graph_objects.FigureWidget`` built by
+            :func:`workbench.viz.training_curves` (its subplot layout is reused).
+        per_step: also draw per-step (mini-batch) training curves.
+        interval: minimum seconds between redraws.
+        on_refresh: optional ``fn()`` called by the refresher after each redraw
+            (the panel uses it to update its progress bar).
+    """
+
+    def __init__(self, figure: go.FigureWidget, *, per_step: bool = True, interval: float = 0.5,
+                 metrics=METRICS, on_refresh: Callable[[], None] | None = None):
+        self.figure = figure
+        self.per_step = per_step
+        self.interval = interval
+        self.metrics = tuple(metrics)
+        self.on_refresh = on_refresh
+        self._runs: dict[str, dict] = {}
+        self._lock = threading.Lock()
+        self._dirty = threading.Event()
+        self._alive = False
+        self._thread: threading.Thread | None = None
+        self.redraws = 0
+
+    # -------------------------------------------------------------- events
+    def __call__(self, ev) -> None:
+        if isinstance(ev, RunStarted):
+            with self._lock:
+                self._runs.setdefault(ev.run_id, {"name": ev.name, "epochs": [], "steps": []})
+        elif isinstance(ev, StepEnd):
+            if self.per_step:
+                with self._lock:
+                    r = self._runs.get(ev.run_id)
+                    if r is not None:
+                        r["steps"].append({"step": ev.step, "epoch": ev.epoch, **ev.metrics})
+        elif isinstance(ev, EpochEnd):
+            with self._lock:
+                r = self._runs.get(ev.run_id)
+                if r is not None:
+                    r["epochs"].append(dict(ev.metrics))
+        else:
+            return
+        self._dirty.set()
+
+    def add_history(self, key: str, name: str, epochs: list[dict], steps: list[dict] = ()) -> None:
+        """Show an already finished run (e.g. loaded from disk)."""
+        with self._lock:
+            self._runs[key] = {"name": name, "epochs": list(epochs), "steps": list(steps)}
+        self._dirty.set()
+
+    def clear(self, keep: set[str] | None = None) -> None:
+        """Forget all runs except ``keep`` and remove their traces."""
+        keep = keep or set()
+        with self._lock:
+            self._runs = {k: v for k, v in self._runs.items() if k in keep}
+        with self.figure.batch_update():
+            self.figure.data = [t for t in self.figure.data if (t.uid or "").split("|")[0] in keep]
+        self._dirty.set()
+
+    @property
+    def run_keys(self) -> list[str]:
+        with self._lock:
+            return list(self._runs)
+
+    # ------------------------------------------------------------- drawing
+    def curves(self) -> list[CurveData]:
+        with self._lock:
+            snap = [(k, v["name"], list(v["epochs"]), list(v["steps"])) for k, v in self._runs.items()]
+        return [CurveData.from_records(name, ep, st, key=k) for k, name, ep, st in snap]
+
+    def redraw(self) -> None:
+        """Copy the current series into the figure (adds traces for new runs)."""
+        self._dirty.clear()
+        series = curve_series(self.curves(), metrics=self.metrics, per_step=self.per_step)
+        existing = {t.uid: t for t in self.figure.data}
+        new = []
+        with self.figure.batch_update():
+            for s in series:
+                tr = existing.get(s.uid)
+                if tr is None:
+                    col = self.metrics.index(s.metric) + 1
+                    new.append(series_trace(s, col, show_legend=(col == 1)))
+                elif len(tr.x or ()) != len(s.x):
+                    tr.x, tr.y = s.x, s.y
+        if new:
+            self.figure.add_traces(new)
+        self.redraws += 1
+        if self.on_refresh is not None:
+            self.on_refresh()
+
+    # ------------------------------------------------------- refresher loop
+    def start(self) -> None:
+        if self._alive:
+            return
+        self._alive = True
+        self._thread = threading.Thread(target=self._loop, name="workbench-live", daemon=True)
+        self._thread.start()
+
+    def stop(self, final: bool = True) -> None:
+        self._alive = False
+        self._dirty.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout=5)
+        if final:
+            self.redraw()
+
+    def _loop(self) -> None:
+        last = 0.0
+        while self._alive:
+            self._dirty.wait(timeout=self.interval)
+            if not self._alive:
+                break
+            wait = self.interval - (time.monotonic() - last)
+            if wait > 0:
+                time.sleep(wait)
+            try:
+                if self._dirty.is_set():
+                    self.redraw()
+                elif self.on_refresh is not None:  # keep the ETA ticking while idle
+                    self.on_refresh()
+            except Exception:  # a redraw problem must never kill the loop
+                pass
+            last = time.monotonic()

@@ -1,0 +1,101 @@
+"""Static export of plotly figures.
+
+HTML always works (plotly.js is embedded, so the file opens offline). PNG, SVG
+and PDF go through kaleido, which drives a Chrome/Chromium; when none is found
+:class:`ExportError` says what to install instead of trying to download one.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Iterable
+
+import plotly.graph_objects as go
+
+from .theme import apply_theme
+
+__all__ = ["export_figure", "ExportError", "FORMATS", "find_chrome", "static_export_available"]
+
+FORMATS = ("html", "png", "svg", "pdf")
+_CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
+
+
+class ExportError(RuntimeError):
+    """A figure cannot be exported in the requested format on this machine."""
+
+
+def find_chrome() -> str | None:
+    """Path of a Chrome/Chromium kaleido can use (``BROWSER_PATH`` first), or None."""
+    env = os.environ.get("BROWSER_PATH")
+    if env and Path(env).exists():
+        return env
+    for name in _CHROME_NAMES:
+        p = shutil.which(name)
+        if p:
+            return p
+    return None
+
+
+def static_export_available() -> tuple[bool, str]:
+    """``(True, "")`` when PNG/SVG/PDF export works here, else ``(False, reason)``."""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return False, "the 'kaleido' package is not installed: pip install 'kaleido>=1.0'"
+    if find_chrome() is None:
+        return False, ("no Chrome/Chromium found for kaleido: install one (Debian/Ubuntu: "
+                       "'sudo apt-get install chromium'; macOS: install Google Chrome) or set BROWSER_PATH; "
+                       "HTML export works without it")
+    return True, ""
+
+
+def export_figure(fig: go.Figure, path: str | Path, *, format: str | None = None, theme: str | None = None,
+                  width: int | None = None, height: int | None = None, scale: float = 2.0) -> Path:
+    """Write ``fig`` to ``path``.
+
+    Args:
+        fig: the figure (not modified; a copy is themed when ``theme`` is given).
+        path: output file; its suffix gives the format unless ``format`` is set
+            (then the suffix is added when missing).
+        format: ``html``, ``png``, ``svg`` or ``pdf``.
+        theme: re-theme the copy (``paper`` for publication sizes and fonts).
+        width, height: pixels (plotly units, 96 px per inch); default the figure's.
+        scale: resolution multiplier for PNG.
+
+    Returns:
+        The written path.
+
+    Raises:
+        ValueError: unknown format.
+        ExportError: PNG/SVG/PDF requested but kaleido or a Chrome/Chromium is missing.
+    """
+    path = Path(path)
+    fmt = (format or path.suffix.lstrip(".")).lower()
+    if fmt not in FORMATS:
+        raise ValueError(f"format={fmt!r} is invalid: choose one of {FORMATS}")
+    if path.suffix.lower() != f".{fmt}":
+        path = path.with_name(path.name + f".{fmt}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out = go.Figure(fig)
+    if theme is not None:
+        apply_theme(out, theme)
+    if fmt == "html":
+        out.write_html(str(path), include_plotlyjs=True, full_html=True)
+        return path
+    ok, why = static_export_available()
+    if not ok:
+        raise ExportError(f"cannot export {fmt.upper()} to {str(path)!r}: {why}")
+    chrome = find_chrome()
+    if chrome and not os.environ.get("BROWSER_PATH"):
+        os.environ["BROWSER_PATH"] = chrome
+    try:
+        out.write_image(str(path), format=fmt, width=width, height=height, scale=scale)
+    except Exception as e:  # kaleido/choreographer errors are varied
+        raise ExportError(f"kaleido failed to export {str(path)!r}: {type(e).__name__}: {e}") from e
+    return path
+
+
+def export_many(fig: go.Figure, stem: str | Path, formats: Iterable[str] = ("html",), **kw) -> list[Path]:
+    """Export one figure in several formats (``stem`` without suffix)."""
+    return [export_figure(fig, Path(f"{stem}.{f}"), format=f, **kw) for f in formats]
