@@ -131,8 +131,9 @@ class DataConfig(_Section):
             split again into train/validation); ``pooled`` pools every available
             file and splits it by ``val_fraction``/``test_fraction``. Datasets
             without an official test set (digits, toy) are always pooled.
-        val_fraction: fraction held out for validation (stratified).
-        test_fraction: fraction held out for testing when pooled.
+        val_fraction: fraction held out for validation (stratified): of the
+            official training files for ``official``, of the whole pool for ``pooled``.
+        test_fraction: fraction of the whole pool held out for testing when pooled.
         split_seed: seed of the train/validation/test split (independent of
             the training seed, so several training seeds share one split).
         max_train: keep at most this many training examples (seeded, stratified);
@@ -143,8 +144,9 @@ class DataConfig(_Section):
         resize: resize images to ``resize x resize`` pixels (e.g. 28 to run
             MNIST-shaped models on digits). ``None`` keeps the native size.
         n_samples: number of points for the toy 2-D datasets.
-        noise: noise level of the toy datasets (moons: sklearn ``noise``;
-            gaussians-2d: standard deviation of each class around its mean).
+        noise: noise level of the toy datasets (moons: sklearn ``noise``,
+            default 0.2; gaussians-2d: standard deviation of each class around
+            its mean (-2, 0) or (2, 0), default 1.0). ``None`` uses the default.
         in_memory: hold every split as one tensor on the training device and
             slice batches from it (no DataLoader). ``False`` uses a
             ``torch.utils.data.DataLoader``.
@@ -168,7 +170,7 @@ class DataConfig(_Section):
     normalize: bool = True
     resize: int | None = None
     n_samples: int = 1000
-    noise: float = 0.2
+    noise: float | None = None
     in_memory: bool = True
     num_workers: int = 0
     poison: str | None = None
@@ -194,7 +196,8 @@ class DataConfig(_Section):
         if self.resize is not None:
             _check_positive(self._name("resize"), self.resize, integer=True)
         _check_positive(self._name("n_samples"), self.n_samples, integer=True)
-        _check_nonneg(self._name("noise"), self.noise)
+        if self.noise is not None:
+            _check_nonneg(self._name("noise"), self.noise)
         _check_nonneg(self._name("num_workers"), self.num_workers, integer=True)
         if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool):
             _fail(self._name("split_seed"), self.split_seed, "must be an integer")

@@ -1,0 +1,225 @@
+"""Command-line interface: ``workbench run | resume | runs | figures | demo | lab``.
+
+Drives the same configs and writes the same run folders and figures as the
+notebooks. Run ``workbench --help`` or ``workbench COMMAND --help``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+__all__ = ["main"]
+
+
+def _expand_runs(paths: list[str]) -> list[Path]:
+    """Run folders from arguments: a run folder, or a root holding run folders."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if (p / "config.json").is_file():
+            out.append(p)
+        elif p.is_dir():
+            found = sorted(q for q in p.iterdir() if (q / "config.json").is_file())
+            if not found:
+                raise SystemExit(f"error: {str(p)!r} holds no run folders (no */config.json)")
+            out.extend(found)
+        else:
+            raise SystemExit(f"error: run folder {str(p)!r} does not exist")
+    return out
+
+
+def _print_result(res) -> None:
+    m = res.final_metrics
+    parts = [f"status: {res.status}", f"run folder: {res.run_path}"]
+    if m:
+        parts.append("final: " + ", ".join(f"{k}={m[k]:.4f}" for k in
+                                            ("train_loss", "train_acc", "val_acc", "test_acc") if k in m))
+    if res.error:
+        parts.append(f"error: {res.error}")
+    print("\n".join(parts))
+
+
+def _exit_code(status: str) -> int:
+    return {"finished": 0, "stopped": 130, "diverged": 3}.get(status, 1)
+
+
+def cmd_run(args) -> int:
+    from .config import RunConfig
+    from .training import Trainer, TqdmProgress
+
+    cfg = RunConfig.load(args.config)
+    if args.root:
+        cfg = cfg.with_overrides({"root": args.root})
+    if args.set:
+        cfg = cfg.with_overrides(args.set)
+    cbs = [] if args.no_progress else [TqdmProgress()]
+    res = Trainer(cfg, callbacks=cbs).run()
+    _print_result(res)
+    return _exit_code(res.status)
+
+
+def cmd_resume(args) -> int:
+    from .training import Trainer, TqdmProgress
+
+    cbs = [] if args.no_progress else [TqdmProgress()]
+    res = Trainer.from_run(args.run, epochs=args.epochs, callbacks=cbs).run()
+    _print_result(res)
+    return _exit_code(res.status)
+
+
+def cmd_runs(args) -> int:
+    import pandas as pd
+
+    from .runs import list_runs
+
+    df = list_runs(args.root)
+    if args.format == "csv":
+        print(df.to_csv(index=False), end="")
+    elif args.format == "json":
+        print(df.to_json(orient="records", indent=2))
+    else:
+        if df.empty:
+            print(f"no runs under {args.root!r}")
+            return 0
+        cols = ["run_id", "status", "optimizer", "model", "dataset", "lr", "rho", "epochs_done", "epochs",
+                "final_train_loss", "final_test_acc", "best_val_acc"]
+        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
+            print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def _write_figures(runs, out: Path, formats, theme: str, per_step: bool, log_y: bool) -> list[Path]:
+    from .runs import load_run
+    from .viz import CurveData, ExportError, export_figure, training_curves
+
+    curves = [CurveData.from_run(load_run(p)) for p in runs]
+    fig = training_curves(curves, per_step=per_step, log_y=log_y, theme=theme)
+    written = []
+    for fmt in formats:
+        try:
+            written.append(export_figure(fig, out / f"training-curves.{fmt}", format=fmt))
+        except ExportError as e:
+            print(f"warning: {e}", file=sys.stderr)
+    return written
+
+
+def cmd_figures(args) -> int:
+    runs = _expand_runs(args.runs)
+    out = Path(args.out)
+    written = _write_figures(runs, out, args.format, args.theme, args.per_step, args.log_y)
+    for p in written:
+        print(p)
+    return 0 if len(written) == len(args.format) else 2
+
+
+def cmd_demo(args) -> int:
+    from .presets import quickstart_configs
+    from .training import Trainer, TqdmProgress
+
+    root = Path(args.root)
+    results = []
+    for cfg in quickstart_configs(epochs=args.epochs, root=str(root), seed=args.seed):
+        cbs = [] if args.no_progress else [TqdmProgress()]
+        res = Trainer(cfg, callbacks=cbs).run()
+        _print_result(res)
+        results.append(res)
+    runs = [r.run_path for r in results]
+    formats = ["html", "png"]
+    written = []
+    for r in runs:
+        written += _write_figures([r], r / "artifacts", formats, "screen", True, False)
+    written += _write_figures(runs, root / "figures", formats + ["pdf"], "screen", True, False)
+    written += _write_figures(runs, root / "figures" / "paper", ["pdf", "svg"], "paper", False, False)
+    print("figures:\n  " + "\n  ".join(str(p) for p in written))
+    return 0 if all(r.status == "finished" for r in results) else 1
+
+
+def cmd_lab(args) -> int:
+    """Start JupyterLab on 127.0.0.1 with a random token, opening the quickstart notebook."""
+    jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
+    if jupyter is None:
+        raise SystemExit("error: 'jupyter' not found; install the project with pip install -e . (jupyterlab is a dependency)")
+    token = args.token or os.environ.get("WORKBENCH_LAB_TOKEN") or secrets.token_hex(24)
+    nb = Path(args.notebook)
+    cmd = [jupyter, "lab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}",
+           f"--IdentityProvider.token={token}", "--ServerApp.open_browser=" + ("False" if args.no_browser else "True"),
+           "--LabApp.news_url=None", "--ServerApp.root_dir=" + str(Path(args.root_dir).resolve())]
+    if os.geteuid() == 0 if hasattr(os, "geteuid") else False:
+        cmd.append("--allow-root")
+    if nb.exists():
+        try:
+            cmd.append(str(nb.resolve().relative_to(Path(args.root_dir).resolve())))
+        except ValueError:
+            cmd.append(str(nb))
+    print(f"JupyterLab on http://127.0.0.1:{args.port}/lab?token={token}", flush=True)
+    print("(listening on 127.0.0.1 only; the token is required)", flush=True)
+    try:
+        return subprocess.call(cmd)
+    except KeyboardInterrupt:
+        return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="workbench", description="Sharpness & Poisoning Workbench")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    r = sub.add_parser("run", help="train one config (YAML/JSON) headless")
+    r.add_argument("config", help="config file (.yaml/.yml/.json), e.g. configs/quickstart_sam.yaml")
+    r.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="dotted overrides, e.g. optim.rho=0.1 train.epochs=5")
+    r.add_argument("--root", help="runs root (overrides the config's root)")
+    r.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    r.set_defaults(fn=cmd_run)
+
+    rs = sub.add_parser("resume", help="continue a stopped run from its last checkpoint")
+    rs.add_argument("run", help="run folder")
+    rs.add_argument("--epochs", type=int, help="new total number of epochs")
+    rs.add_argument("--no-progress", action="store_true")
+    rs.set_defaults(fn=cmd_resume)
+
+    ls = sub.add_parser("runs", help="list runs under a root")
+    ls.add_argument("root", nargs="?", default="runs")
+    ls.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    ls.set_defaults(fn=cmd_runs)
+
+    f = sub.add_parser("figures", help="export loss/accuracy curves of runs (overlaid)")
+    f.add_argument("runs", nargs="+", help="run folders, or a root holding run folders")
+    f.add_argument("--out", required=True, help="output folder")
+    f.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "svg", "pdf"])
+    f.add_argument("--theme", default="screen", choices=["screen", "paper"])
+    f.add_argument("--per-step", action="store_true", help="add per-step training curves")
+    f.add_argument("--log-y", action="store_true", help="logarithmic loss axis")
+    f.set_defaults(fn=cmd_figures)
+
+    d = sub.add_parser("demo", help="the quickstart comparison (SGD vs SAM, LeNet-5, digits) headless")
+    d.add_argument("--root", default="runs/demo")
+    d.add_argument("--epochs", type=int, default=30)
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--no-progress", action="store_true")
+    d.set_defaults(fn=cmd_demo)
+
+    lab = sub.add_parser("lab", help="start JupyterLab on 127.0.0.1 with a token")
+    lab.add_argument("--port", type=int, default=8888)
+    lab.add_argument("--token", help="token (default: random; or WORKBENCH_LAB_TOKEN)")
+    lab.add_argument("--notebook", default="notebooks/00_quickstart.ipynb")
+    lab.add_argument("--root-dir", default=".")
+    lab.add_argument("--no-browser", action="store_true")
+    lab.set_defaults(fn=cmd_lab)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.fn(args) or 0)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
