@@ -16,7 +16,7 @@ __all__ = ["quickstart_config", "quickstart_configs"]
 def quickstart_config(optimizer: str = "sgd", *, epochs: int = 30, root: str = "runs", seed: int = 0) -> RunConfig:
     """LeNet-5 on digits with ``optimizer`` (sgd, sam, asam, adam); SGD-style hyperparameters."""
     ov = {
-        "root": root, "data.name": "digits", "model.name": "lenet5", "optim.name": optimizer,
+        "root": root, "data.name": "digits", "data.split": "pooled", "model.name": "lenet5", "optim.name": optimizer,
         "optim.lr": 0.05, "optim.momentum": 0.9, "optim.weight_decay": 5e-4, "optim.rho": 0.05,
         "train.epochs": int(epochs), "train.batch_size": 64, "train.seed": int(seed),
     }

@@ -188,6 +188,8 @@ class Run:
         with self._lock:
             if self._fh is None or self._fh.closed:
                 self._fh = open(self.path / "metrics.jsonl", "a", encoding="utf-8")
+                if _ends_mid_line(self.path / "metrics.jsonl"):
+                    self._fh.write("\n")  # a killed writer left half a line: start on a fresh one
             self._fh.write(line)
             self._fh.flush()
 
@@ -257,6 +259,18 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot serialise {type(o).__name__}")
+
+
+def _ends_mid_line(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            if f.tell() == 0:
+                return False
+            f.seek(-1, os.SEEK_END)
+            return f.read(1) != b"\n"
+    except OSError:
+        return False
 
 
 def _read_jsonl(path: Path) -> list[dict]:

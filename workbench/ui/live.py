@@ -77,7 +77,7 @@ class LiveCurves:
         with self._lock:
             self._runs = {k: v for k, v in self._runs.items() if k in keep}
         with self.figure.batch_update():
-            self.figure.data = [t for t in self.figure.data if (t.uid or "").split("|")[0] in keep]
+            self.figure.data = [t for t in self.figure.data if t.meta in keep]
         self._dirty.set()
 
     @property

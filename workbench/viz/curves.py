@@ -9,6 +9,7 @@ the same figure.
 """
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -54,11 +55,17 @@ class CurveData:
                    key=key)
 
 
+def _uid(*parts: str) -> str:
+    """A CSS-safe, stable trace uid (plotly.js uses uids in selectors)."""
+    return "s" + hashlib.sha1("|".join(parts).encode()).hexdigest()[:20]
+
+
 @dataclass
 class Series:
-    """One trace: ``uid`` is stable across updates (run key, metric, split, granularity)."""
+    """One trace: ``uid`` is stable across updates (hash of run key, metric, split, granularity)."""
 
     uid: str
+    key: str
     run_index: int
     run_name: str
     metric: str
@@ -97,17 +104,17 @@ def curve_series(runs: Sequence[CurveData], *, metrics: Iterable[str] = METRICS,
         for m in metrics:
             if per_step and len(run.steps) and m in run.steps:
                 st = run.steps.dropna(subset=[m])
-                out.append(Series(f"{key}|{m}|batch|step", i, run.name, m, "batch", True,
+                out.append(Series(_uid(key, m, "batch", "step"), key, i, run.name, m, "batch", True,
                                   st[x].tolist(), st[m].tolist()))
             for s in splits:
                 col = f"{s}_{m}"
                 ep = run.epochs
                 if len(ep) and col in ep:
                     ep = ep.dropna(subset=[col])
-                    out.append(Series(f"{key}|{m}|{s}|epoch", i, run.name, m, s, False,
+                    out.append(Series(_uid(key, m, s, "epoch"), key, i, run.name, m, s, False,
                                       ep[x].tolist(), ep[col].tolist()))
                 else:
-                    out.append(Series(f"{key}|{m}|{s}|epoch", i, run.name, m, s, False, [], []))
+                    out.append(Series(_uid(key, m, s, "epoch"), key, i, run.name, m, s, False, [], []))
     return out
 
 
@@ -115,13 +122,13 @@ def series_trace(s: Series, col: int, show_legend: bool = True) -> go.Scatter:
     """The scatter trace of one series in subplot column ``col`` (1-based)."""
     color = color_for(s.run_index)
     if s.per_step:
-        return go.Scatter(x=s.x, y=s.y, uid=s.uid, name=f"{s.run_name} (batches)", legendgroup=s.run_name,
+        return go.Scatter(x=s.x, y=s.y, uid=s.uid, meta=s.key, name=f"{s.run_name} (batches)", legendgroup=s.run_name,
                           mode="lines", line=dict(color=color, width=0.8), opacity=0.35,
                           showlegend=show_legend, xaxis=f"x{col if col > 1 else ''}",
                           yaxis=f"y{col if col > 1 else ''}",
                           hovertemplate="%{x:.2f}: %{y:.4f}<extra>" + s.run_name + " batch</extra>")
-    return go.Scatter(x=s.x, y=s.y, uid=s.uid, name=f"{s.run_name} · {_SPLIT_NAME[s.split]}",
-                      legendgroup=s.run_name, mode="lines+markers",
+    return go.Scatter(x=s.x, y=s.y, uid=s.uid, meta=s.key, name=f"{s.run_name} · {_SPLIT_NAME[s.split]}",
+                      legendgroup=s.run_name, mode="lines+markers" if len(s.x) <= 40 else "lines",
                       line=dict(color=color, dash=SPLIT_DASH[s.split]), marker=dict(size=4),
                       showlegend=show_legend, xaxis=f"x{col if col > 1 else ''}", yaxis=f"y{col if col > 1 else ''}",
                       hovertemplate="%{x}: %{y:.4f}<extra>" + f"{s.run_name} {_SPLIT_NAME[s.split]}</extra>")
@@ -163,5 +170,8 @@ def training_curves(runs: Sequence[CurveData], *, metrics: Iterable[str] = METRI
         title = "Training curves"
     if title:
         fig.update_layout(title=dict(text=title, x=0.01))
-    fig.update_layout(legend=dict(orientation="v", groupclick="togglegroup"))
+    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22 if theme == "screen" else -0.3,
+                                  xanchor="left", x=0, groupclick="togglegroup"))
+    if theme == "screen":
+        fig.update_layout(height=480, margin=dict(b=120))
     return fig

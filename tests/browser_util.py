@@ -1,0 +1,210 @@
+"""Helpers for the real-browser tests: a throwaway JupyterLab server and a few
+JupyterLab page actions for Playwright (sync API).
+
+Nothing here touches the user's Jupyter configuration: the server gets fresh
+config/workspace/runtime folders under the test's temporary directory and its
+root is a temporary copy of the notebooks. The server and every process it
+started (kernels) are ended by PID when the context manager exits.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Mapping
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LabServer:
+    """A running ``jupyter lab`` (see :func:`jupyter_lab`)."""
+
+    def __init__(self, proc: subprocess.Popen, port: int, token: str, root: Path, log: Path):
+        self.proc, self.port, self.token, self.root, self.log = proc, port, token, root, log
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def url(self, path: str) -> str:
+        sep = "&" if "?" in path else "?"
+        return f"{self.base}/{path.lstrip('/')}{sep}token={self.token}"
+
+    def api(self, path: str, method: str = "GET", timeout: float = 5.0):
+        req = urllib.request.Request(self.url(f"api/{path.lstrip('/')}"), method=method)
+        if method != "GET":
+            req.add_header("Authorization", f"token {self.token}")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            body = r.read()
+        return json.loads(body) if body else None
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def _children(pid: int) -> list:
+    try:
+        import psutil
+        return psutil.Process(pid).children(recursive=True)
+    except Exception:
+        return []
+
+
+@contextmanager
+def jupyter_lab(root: Path, tmp: Path, env: Mapping[str, str] | None = None, *,
+                start_timeout: float = 60.0) -> Iterator[LabServer]:
+    """Start ``jupyter lab`` on a free port serving ``root``; yield a :class:`LabServer`.
+
+    ``env`` is added to the server's environment (kernels inherit it).
+    """
+    bindir = Path(sys.executable).parent
+    jupyter = bindir / "jupyter"
+    port, token = free_port(), secrets.token_hex(16)
+    e = dict(os.environ)
+    e.update({
+        "PATH": f"{bindir}{os.pathsep}{e.get('PATH', '')}",
+        "JUPYTER_CONFIG_DIR": str(tmp / "jupyter-config"),
+        "JUPYTERLAB_WORKSPACES_DIR": str(tmp / "jupyter-workspaces"),
+        "JUPYTER_RUNTIME_DIR": str(tmp / "jupyter-runtime"),
+        "IPYTHONDIR": str(tmp / "ipython"),
+        "PYTHONUNBUFFERED": "1",
+    })
+    e.update(env or {})
+    for k in ("JUPYTER_CONFIG_DIR", "JUPYTERLAB_WORKSPACES_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
+        Path(e[k]).mkdir(parents=True, exist_ok=True)
+    log = tmp / "jupyter-lab.log"
+    cmd = [str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
+           "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
+           "--allow-root", "--LabApp.news_url=None", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(cmd, cwd=root, env=e, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    server = LabServer(proc, port, token, root, log)
+    known: dict[int, object] = {}
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"jupyter lab exited with {proc.returncode}:\n{server.log_tail()}")
+            try:
+                server.api("status", timeout=2)
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"jupyter lab did not answer in {start_timeout:.0f} s:\n{server.log_tail()}")
+            time.sleep(0.25)
+        yield server
+    finally:
+        # Remember the kernels (children) before asking the server to stop, so
+        # that none survives a server that has to be killed.
+        for c in _children(proc.pid):
+            known[c.pid] = c
+        if proc.poll() is None:
+            try:  # graceful: the server shuts its kernels down
+                server.api("shutdown", method="POST", timeout=5)
+                proc.wait(timeout=15)
+            except Exception:
+                pass
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for c in known.values():
+            try:
+                if c.is_running():
+                    c.terminate()
+                    c.wait(timeout=5)
+            except Exception:
+                try:
+                    c.kill()
+                except Exception:
+                    pass
+
+
+# --------------------------------------------------------------- page actions
+def dismiss_dialogs(page) -> None:
+    """Accept any modal JupyterLab dialog (kernel choice, ...) that is open."""
+    dlg = page.locator(".jp-Dialog")
+    for _ in range(3):
+        if dlg.count() == 0:
+            return
+        btn = dlg.locator("button.jp-mod-accept").first
+        if btn.count():
+            btn.click()
+        else:
+            page.keyboard.press("Escape")
+        page.wait_for_timeout(300)
+
+
+def wait_kernel_idle(page, timeout_ms: float = 60_000) -> None:
+    """Wait until the notebook's kernel reports idle (toolbar execution indicator)."""
+    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state="attached",
+                           timeout=timeout_ms)
+
+
+def open_notebook(page, server: LabServer, name: str, timeout_ms: float = 90_000) -> None:
+    page.goto(server.url(f"lab/tree/{name}"), wait_until="domcontentloaded", timeout=timeout_ms)
+    page.wait_for_selector(".jp-NotebookPanel .jp-Notebook .jp-Cell", timeout=timeout_ms)
+    deadline = time.monotonic() + timeout_ms / 1000
+    while time.monotonic() < deadline:  # a kernel-choice dialog may pop up while the kernel starts
+        dismiss_dialogs(page)
+        if page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count():
+            return
+        page.wait_for_timeout(250)
+    raise TimeoutError("the notebook's kernel did not become idle")
+
+
+def menu(page, top: str, item: str) -> None:
+    """Click ``top`` in the main menu bar, then ``item`` in the opened menu."""
+    page.locator(f'.lm-MenuBar-itemLabel:text-is("{top}")').click()
+    page.locator(f'.lm-Menu-itemLabel:text-is("{item}")').click()
+
+
+_PROMPT_DONE = re.compile(r"^\[\d+\]:$")
+
+
+def code_prompts(page) -> list[str]:
+    return [t.strip() for t in page.locator(".jp-NotebookPanel .jp-CodeCell .jp-InputPrompt").all_inner_texts()]
+
+
+def wait_all_cells_done(page, timeout_ms: float = 120_000) -> list[str]:
+    """Wait until every code cell shows an execution count (``[n]:``) and the kernel is idle."""
+    deadline = time.monotonic() + timeout_ms / 1000
+    prompts: list[str] = []
+    while time.monotonic() < deadline:
+        prompts = code_prompts(page)
+        if prompts and all(_PROMPT_DONE.match(p) for p in prompts) and \
+                page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count():
+            return prompts
+        page.wait_for_timeout(250)
+    raise TimeoutError(f"cells did not finish; prompts: {prompts}")
+
+
+def error_outputs(page) -> list[str]:
+    """Texts of error outputs (tracebacks) in the open notebook."""
+    texts = page.locator(".jp-NotebookPanel .jp-OutputArea-output").all_inner_texts()
+    return [t for t in texts if "Traceback" in t or re.search(r"^\w+Error\b", t, re.M)]

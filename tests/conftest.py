@@ -1,0 +1,29 @@
+"""Shared test fixtures.
+
+Tests run on the CPU with tiny data; torch uses at most 2 threads (the
+machine's cores) so a JupyterLab kernel started by a test does not fight the
+test process for cores.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def run_root(tmp_path) -> Path:
+    d = tmp_path / "runs"
+    d.mkdir()
+    return d
+
+
+def pytest_configure(config):
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

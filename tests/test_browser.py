@@ -1,0 +1,181 @@
+"""Real-browser test of notebooks/00_quickstart.ipynb in JupyterLab + headless Chromium.
+
+A throwaway ``jupyter lab`` serves a temporary copy of the notebook; Playwright
+runs all cells through the menu bar, sets the panel's epochs to 200 like a user
+would, presses Start, waits until the live figure has at least two epochs of the
+running run, presses Stop and checks the panel, the screenshot and the run folder.
+
+The notebook's EPOCHS (WORKBENCH_EPOCHS) is kept tiny so that the "same
+comparison from code" cell, which trains SGD and SAM headless, stays cheap; the
+long run is only the one started from the panel.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+
+from browser_util import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    code_prompts,
+    error_outputs,
+    jupyter_lab,
+    menu,
+    open_notebook,
+    wait_all_cells_done,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "00_quickstart.ipynb"
+ARTIFACTS = REPO / "test-artifacts"
+
+NOTEBOOK_EPOCHS = 2    # WORKBENCH_EPOCHS: the code cell trains 2 runs x this
+PANEL_EPOCHS = 200     # typed into the panel: far longer than the test waits
+
+pytestmark = pytest.mark.browser
+
+# Figure state of the panel's FigureWidget (the first plotly plot inside the
+# VBox that holds the Start button): epoch traces (not "(batches)") and their lengths.
+_FIGURE_JS = """
+() => {
+  const start = [...document.querySelectorAll('.jp-NotebookPanel button.widget-button')]
+      .find(b => b.textContent.trim() === 'Start');
+  if (!start) return null;
+  const panel = start.closest('.widget-vbox');
+  const gd = panel && panel.querySelector('.js-plotly-plot');
+  if (!gd || !gd.data) return {rendered: false, traces: []};
+  const len = v => (v == null ? 0 : (v.length !== undefined ? v.length : 0));
+  const full = gd._fullData || [];
+  return {rendered: true, traces: gd.data.map((t, i) => ({
+      name: t.name || '', n: Math.max(len(t.x), len(full[i] && full[i].x))}))};
+}
+"""
+
+
+def _epoch_traces(state) -> list[dict]:
+    return [t for t in (state or {}).get("traces", []) if not t["name"].endswith("(batches)")]
+
+
+def _wait(pred, timeout: float, what: str, poll: float = 0.25):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@pytest.mark.timeout(300)
+def test_quickstart_notebook_in_jupyterlab(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
+
+    work = tmp_path / "lab"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    runs = tmp_path / "runs"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "quickstart-browser.png"
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def mark(name: str) -> None:
+        timings[name] = round(time.monotonic() - t0, 1)
+
+    env = {"WORKBENCH_EPOCHS": str(NOTEBOOK_EPOCHS), "WORKBENCH_RUNS": str(runs)}
+    with jupyter_lab(work, tmp_path, env) as server, sync_api.sync_playwright() as p:
+        mark("server up")
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.set_default_timeout(30_000)
+            console_errors: list[str] = []
+            page.on("console", lambda m: console_errors.append(m.text) if m.type == "error" else None)
+            try:
+                open_notebook(page, server, NOTEBOOK.name)
+                mark("kernel idle")
+                menu(page, "Run", "Run All Cells")
+                prompts = wait_all_cells_done(page, timeout_ms=150_000)
+                mark("all cells done")
+                assert len(prompts) == 3, prompts
+                assert not error_outputs(page), error_outputs(page)
+
+                start = page.locator(".jp-NotebookPanel button.widget-button", has_text=re.compile(r"^\s*Start\s*$"))
+                stop = page.locator(".jp-NotebookPanel button.widget-button", has_text=re.compile(r"^\s*Stop\s*$"))
+                start.wait_for(state="visible", timeout=30_000)
+                assert start.count() == 1 and stop.count() == 1
+                assert start.is_enabled() and stop.is_disabled()
+                panel = page.locator(".jp-NotebookPanel .widget-vbox", has=start).first
+                progress_label = panel.locator(".widget-hbox", has=start).locator(".widget-label").last
+                status_line = panel.locator(".widget-html").first
+
+                # like a user: type the number of epochs and press Enter (BoundedIntText syncs on Enter/blur)
+                epochs_box = panel.locator(".widget-text", has=page.locator('label:text-is("epochs")')).locator("input")
+                epochs_box.fill(str(PANEL_EPOCHS))
+                epochs_box.press("Enter")
+                epochs_box.blur()
+                page.wait_for_timeout(300)
+
+                panel.locator(".js-plotly-plot").first.wait_for(state="attached", timeout=30_000)
+                start.click()
+                mark("start clicked")
+                _wait(lambda: stop.is_enabled(), 30, "Stop to become enabled")
+                state = _wait(lambda: (lambda s: s if any(t["n"] >= 2 for t in _epoch_traces(s)) else None)(
+                    page.evaluate(_FIGURE_JS)), 90, "two epochs of points in the live figure")
+                mark("2 epochs drawn")
+                label_running = progress_label.inner_text()
+                assert f"/{PANEL_EPOCHS}" in label_running, label_running
+                assert re.search(r"run 1/2 · epoch \d+/%d · step \d+/\d+" % PANEL_EPOCHS, label_running), label_running
+
+                stop.click()
+                mark("stop clicked")
+                _wait(lambda: start.is_enabled() and stop.is_disabled(), 60, "Start enabled again after Stop")
+                _wait(lambda: status_line.inner_text().startswith("Done:"), 30, "the status line to say Done")
+                mark("stopped")
+                status_text = status_line.inner_text()
+                assert "stopped" in status_text, status_text
+                state = page.evaluate(_FIGURE_JS)
+                epoch_traces = _epoch_traces(state)
+                assert epoch_traces and max(t["n"] for t in epoch_traces) >= 2, state
+                names = {t["name"] for t in state["traces"]}
+                assert any(n.endswith("(batches)") for n in names), names  # per-step traces too
+
+                panel.scroll_into_view_if_needed()
+                page.wait_for_timeout(500)
+                page.screenshot(path=str(shot))
+                panel.screenshot(path=str(ARTIFACTS / "quickstart-browser-panel.png"))
+            except BaseException:
+                try:
+                    page.screenshot(path=str(ARTIFACTS / "quickstart-browser-failure.png"))
+                except Exception:
+                    pass
+                print("\n--- jupyter lab log (tail) ---\n" + server.log_tail())
+                print("--- browser console errors ---\n" + "\n".join(console_errors[-20:]))
+                print("--- code prompts ---", code_prompts(page) if not page.is_closed() else "?")
+                raise
+        finally:
+            browser.close()
+    mark("shut down")
+
+    # the run folder of the panel's (stopped) run: status.json and epoch records
+    stopped = []
+    for st in runs.rglob("status.json"):
+        d = json.loads(st.read_text())
+        if d.get("status") == "stopped":
+            stopped.append(st.parent)
+    assert len(stopped) == 1, [str(s) for s in runs.rglob("status.json")]
+    recs = [json.loads(line) for line in (stopped[0] / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    epochs = [r for r in recs if r.get("kind") == "epoch"]
+    assert len(epochs) >= 2, len(epochs)
+    assert json.loads((stopped[0] / "config.json").read_text())["train"]["epochs"] == PANEL_EPOCHS
+    assert shot.stat().st_size > 10_000
+    print(f"\nquickstart browser test timings (s since start): {timings}; "
+          f"stopped run: {stopped[0].name} after {len(epochs)} epochs")
