@@ -156,6 +156,8 @@ def cmd_lab(args) -> int:
         except ValueError:
             cmd.append(str(nb))
     print(f"JupyterLab on http://127.0.0.1:{args.port}/lab?token={token}", flush=True)
+    if nb.exists():
+        print(f"opening {args.notebook}", flush=True)
     print("(listening on 127.0.0.1 only; the token is required)", flush=True)
     try:
         return subprocess.call(cmd)

@@ -77,7 +77,7 @@ class LiveCurves:
         with self._lock:
             self._runs = {k: v for k, v in self._runs.items() if k in keep}
         with self.figure.batch_update():
-            self.figure.data = [t for t in self.figure.data if t.meta in keep]
+            self.figure.data = [t for t in self.figure.data if (t.meta or {}).get("run") in keep]
         self._dirty.set()
 
     @property
@@ -95,7 +95,8 @@ class LiveCurves:
         """Copy the current series into the figure (adds traces for new runs)."""
         self._dirty.clear()
         series = curve_series(self.curves(), metrics=self.metrics, per_step=self.per_step)
-        existing = {t.uid: t for t in self.figure.data}
+        # FigureWidget assigns its own trace uids; the series id travels in ``meta``.
+        existing = {(t.meta or {}).get("series"): t for t in self.figure.data}
         new = []
         with self.figure.batch_update():
             for s in series:

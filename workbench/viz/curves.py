@@ -122,12 +122,12 @@ def series_trace(s: Series, col: int, show_legend: bool = True) -> go.Scatter:
     """The scatter trace of one series in subplot column ``col`` (1-based)."""
     color = color_for(s.run_index)
     if s.per_step:
-        return go.Scatter(x=s.x, y=s.y, uid=s.uid, meta=s.key, name=f"{s.run_name} (batches)", legendgroup=s.run_name,
+        return go.Scatter(x=s.x, y=s.y, uid=s.uid, meta={"run": s.key, "series": s.uid}, name=f"{s.run_name} (batches)", legendgroup=s.run_name,
                           mode="lines", line=dict(color=color, width=0.8), opacity=0.35,
                           showlegend=show_legend, xaxis=f"x{col if col > 1 else ''}",
                           yaxis=f"y{col if col > 1 else ''}",
                           hovertemplate="%{x:.2f}: %{y:.4f}<extra>" + s.run_name + " batch</extra>")
-    return go.Scatter(x=s.x, y=s.y, uid=s.uid, meta=s.key, name=f"{s.run_name} · {_SPLIT_NAME[s.split]}",
+    return go.Scatter(x=s.x, y=s.y, uid=s.uid, meta={"run": s.key, "series": s.uid}, name=f"{s.run_name} · {_SPLIT_NAME[s.split]}",
                       legendgroup=s.run_name, mode="lines+markers" if len(s.x) <= 40 else "lines",
                       line=dict(color=color, dash=SPLIT_DASH[s.split]), marker=dict(size=4),
                       showlegend=show_legend, xaxis=f"x{col if col > 1 else ''}", yaxis=f"y{col if col > 1 else ''}",

@@ -1,0 +1,37 @@
+# Sharpness & Poisoning Workbench: make lab | make test | make demo
+# Each target creates .venv when missing and (re)installs the project when pyproject.toml changed,
+# so all of them work on a fresh clone and again on a machine where .venv already exists.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.workbench-installed
+PORT   ?= 8888
+PYTEST_ARGS ?=
+
+.PHONY: lab test demo install bench clean-runs
+
+$(STAMP): pyproject.toml
+	@if [ ! -x "$(BIN)/python" ] || ! "$(BIN)/python" -c "import sys" >/dev/null 2>&1; then \
+		echo "creating $(VENV)"; rm -rf "$(VENV)"; $(PYTHON) -m venv "$(VENV)"; fi
+	"$(BIN)/python" -m pip install --upgrade pip
+	"$(BIN)/python" -m pip install -e '.[dev]'
+	@touch "$(STAMP)"
+
+install: $(STAMP)
+
+lab: $(STAMP)
+	"$(BIN)/workbench" lab --port $(PORT)
+
+test: $(STAMP)
+	"$(BIN)/python" -m pytest $(PYTEST_ARGS)
+
+demo: $(STAMP)
+	"$(BIN)/workbench" demo --root runs/demo
+
+bench: $(STAMP)
+	"$(BIN)/python" benchmarks/bench_sam_step.py
+	"$(BIN)/python" benchmarks/bench_dashboard.py
+
+clean-runs:
+	rm -rf runs

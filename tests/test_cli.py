@@ -1,0 +1,48 @@
+"""The command-line interface drives the same configs and run folders."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from workbench.cli import main
+from workbench.runs import list_runs, load_run
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_run_with_overrides_then_list_figures_and_resume(run_root, tmp_path, capsys):
+    rc = main(["run", str(REPO / "configs" / "quickstart_sam.yaml"), "--root", str(run_root), "--no-progress",
+               "--set", "train.epochs=2", "optim.rho=0.1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "status: finished" in out
+    (row,) = list_runs(run_root).itertuples()
+    rd = load_run(row.path)
+    assert rd.config.optim.rho == 0.1 and rd.config.train.epochs == 2 and len(rd.epochs) == 2
+
+    assert main(["runs", str(run_root)]) == 0
+    assert "sam" in capsys.readouterr().out
+    assert main(["runs", str(run_root), "--format", "json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["optimizer"] == "sam"
+
+    assert main(["figures", str(run_root), "--out", str(tmp_path / "figs"), "--format", "html"]) == 0
+    assert (tmp_path / "figs" / "training-curves.html").is_file()
+
+    assert main(["resume", row.path, "--epochs", "3", "--no-progress"]) == 0
+    assert len(load_run(row.path).epochs) == 3
+
+
+def test_bad_input_exit_codes(run_root, capsys):
+    assert main(["run", str(REPO / "configs" / "quickstart_sgd.yaml"), "--set", "optim.lr=-1"]) == 2
+    assert "optim.lr" in capsys.readouterr().err
+    assert main(["run", "nope.yaml"]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    exe = Path(sys.executable).parent / "workbench"
+    out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
+    for cmd in ("run", "runs", "figures", "lab", "demo", "resume"):
+        assert cmd in out

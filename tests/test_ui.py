@@ -1,0 +1,78 @@
+"""TrainingPanel wiring, exercised in-process (no browser): the figure receives the run's data."""
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from workbench.presets import quickstart_config
+from workbench.runs import Run, list_runs
+from workbench.ui import TrainingPanel
+
+
+def epoch_traces(fig):
+    return [t for t in fig.data if not (t.name or "").endswith("(batches)")]
+
+
+def test_panel_trains_selected_optimizers_and_keeps_finished_runs(run_root):
+    panel = TrainingPanel(root=run_root, base=quickstart_config("sgd", epochs=3), interval=0.05)
+    assert [k for k, w in panel.w_opts.items() if w.value] == ["sgd", "sam"]
+    assert panel.start()
+    assert panel.wait(120)
+    assert [r.status for r in panel.results] == ["finished", "finished"]
+    fig = panel.figure
+    names = {t.name.split(" · ")[0] for t in epoch_traces(fig)}
+    assert names == {"SGD-lenet5-digits", "SAM(rho=0.05)-lenet5-digits"}
+    # every epoch trace has all 3 epochs; per-step traces have every step
+    for t in epoch_traces(fig):
+        assert list(t.x) == [1, 2, 3]
+    batch = [t for t in fig.data if (t.name or "").endswith("(batches)")]
+    assert batch and all(len(t.x) == panel.results[0].steps for t in batch)
+    assert "Done" in panel.w_status.value and panel.w_progress.value == pytest.approx(1.0)
+    assert not panel.w_start.disabled and panel.w_stop.disabled
+    # a second comparison adds to the figure (finished runs stay)
+    panel.w_opts["sam"].value = False
+    panel.w_seed.value = 1
+    assert panel.start() and panel.wait(120)
+    assert len({t.meta["run"] for t in fig.data}) == 3
+    panel.clear()
+    assert len(fig.data) == 0
+    assert len(list_runs(run_root)) == 3
+
+
+def test_panel_stop_refuses_second_start_and_reports_bad_settings(run_root):
+    panel = TrainingPanel(root=run_root, base=quickstart_config("sgd", epochs=500), interval=0.05)
+    panel.w_m.value = 5  # does not divide the batch size 64
+    assert not panel.start()
+    assert "optim.m" in panel.w_status.value and not panel.running
+    panel.w_m.value = 0
+    panel.w_opts["sam"].value = False
+    assert panel.start()
+    assert not panel.start() and "already in progress" in panel.w_status.value
+    deadline = time.time() + 60
+    while not any(len(t.x or ()) >= 2 for t in epoch_traces(panel.figure)) and time.time() < deadline:
+        time.sleep(0.05)
+    panel.stop()
+    assert panel.wait(60)
+    (res,) = panel.results
+    assert res.status == "stopped" and res.epochs_done < 500
+    assert Run(res.run_path).status()["status"] == "stopped"
+    assert (res.run_path / "checkpoints" / "last.pt").is_file()
+
+
+def test_panel_export_writes_html(run_root):
+    panel = TrainingPanel(root=run_root, base=quickstart_config("sgd", epochs=1), compare=("sgd",), interval=0.05)
+    panel.start()
+    panel.wait(60)
+    paths = panel.export(run_root / "exports" / "curves", formats=("html",))
+    assert paths[0].suffix == ".html" and paths[0].stat().st_size > 100_000  # plotly.js embedded
+    assert "Exported" in panel.w_status.value
+
+
+def test_panel_reports_failures(run_root, tmp_path):
+    panel = TrainingPanel(root=run_root, base=quickstart_config("sgd", epochs=1).with_overrides(
+        {"data.root": str(tmp_path / "none")}), compare=("sgd",), interval=0.05)
+    panel.w_dataset.value = "mnist"
+    panel.start()
+    panel.wait(60)
+    assert "Failed" in panel.w_status.value and "mnist" in panel.w_status.value.lower()
