@@ -283,3 +283,14 @@ def test_real_mnist_end_to_end(run_root):
     res = Trainer(cfg).run()
     assert res.status == "finished" and res.final_metrics["test_acc"] > 0.85
     assert Run(res.run_path).status()["split_sizes"]["test"] == 2000
+
+
+def test_run_of_a_dead_process_is_listed_as_interrupted(run_root):
+    res = Trainer(cfg_for(run_root, **{"train.epochs": 1})).run()
+    run = Run(res.run_path)
+    st = run.status()
+    assert st["pid"] == os.getpid()
+    run.set_status("running", pid=2**22 + 12345)  # a pid that does not exist
+    assert list_runs(run_root).iloc[0]["status"] == "interrupted"
+    run.set_status("running", pid=os.getpid())
+    assert list_runs(run_root).iloc[0]["status"] == "running"

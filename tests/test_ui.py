@@ -76,3 +76,33 @@ def test_panel_reports_failures(run_root, tmp_path):
     panel.start()
     panel.wait(60)
     assert "Failed" in panel.w_status.value and "mnist" in panel.w_status.value.lower()
+
+
+def test_kernel_stays_responsive_while_panel_trains(tmp_path):
+    """In a real kernel: Start returns at once and other cells run while the run trains."""
+    import time as _t
+
+    from jupyter_client.manager import start_new_kernel
+
+    km, kc = start_new_kernel(kernel_name="python3")
+    try:
+        def run(code, timeout=120):
+            t0 = _t.perf_counter()
+            reply = kc.execute_interactive(code, timeout=timeout, output_hook=lambda msg: None)
+            assert reply["content"]["status"] == "ok", reply["content"]
+            return _t.perf_counter() - t0
+
+        run(f"""
+from workbench.presets import quickstart_config
+from workbench.ui import TrainingPanel
+panel = TrainingPanel(root={str(tmp_path)!r}, base=quickstart_config("sgd", epochs=400), compare=("sgd",))
+""")
+        start = run("assert panel.start()")
+        assert start < 2.0
+        run("import time\nwhile panel.live.redraws < 2: time.sleep(0.05)")
+        latencies = [run("x = sum(range(1000)); assert panel.running") for _ in range(5)]
+        assert max(latencies) < 1.0, latencies
+        run("panel.stop(); assert panel.wait(60); assert panel.results[0].status == 'stopped'")
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)

@@ -26,6 +26,7 @@ import datetime as _dt
 import json
 import os
 import re
+import socket
 import threading
 import uuid
 from dataclasses import dataclass, field
@@ -37,10 +38,28 @@ import torch
 
 from ..config import RunConfig
 
-__all__ = ["Run", "RunData", "CheckpointError", "list_runs", "load_run", "atomic_write_bytes",
+__all__ = ["effective_status", "Run", "RunData", "CheckpointError", "list_runs", "load_run", "atomic_write_bytes",
            "atomic_torch_save", "load_checkpoint", "STATUSES"]
 
 STATUSES = ("created", "running", "paused", "finished", "stopped", "diverged", "failed")
+
+
+def effective_status(status: dict) -> str:
+    """The status, with ``interrupted`` for a running/paused run whose process is gone.
+
+    A killed kernel cannot update ``status.json``; the trainer records its pid
+    and host, so a run on this host whose process no longer exists is reported
+    as ``interrupted`` (resume it with ``Trainer.from_run``).
+    """
+    st = status.get("status", "unknown")
+    if st in ("running", "paused") and status.get("host") == socket.gethostname() and status.get("pid"):
+        try:
+            os.kill(int(status["pid"]), 0)
+        except ProcessLookupError:
+            return "interrupted"
+        except (PermissionError, OSError, ValueError):
+            pass
+    return st
 
 
 class CheckpointError(RuntimeError):
@@ -375,7 +394,8 @@ _LIST_COLUMNS = ["run_id", "name", "status", "dataset", "model", "optimizer", "l
 def list_runs(root: str | Path = "runs") -> pd.DataFrame:
     """One row per run folder under ``root`` (newest first).
 
-    Columns: run_id, name, status, dataset, model, optimizer, lr, rho, m,
+    Columns: run_id, name, status (``interrupted`` when a running run's
+    process is gone, see :func:`effective_status`), dataset, model, optimizer, lr, rho, m,
     batch_size, epochs, seed, epochs_done, final_train_loss, final_test_acc,
     best_val_acc, created, path. Unreadable folders are listed with status
     ``unreadable``. A missing ``root`` gives an empty frame.
@@ -397,7 +417,7 @@ def list_runs(root: str | Path = "runs") -> pd.DataFrame:
             last = epochs[-1] if epochs else {}
             vals = [r.get("val_acc") for r in epochs if r.get("val_acc") is not None]
             rows.append({
-                "run_id": p.name, "name": cfg.display_name, "status": st.get("status", "unknown"),
+                "run_id": p.name, "name": cfg.display_name, "status": effective_status(st),
                 "dataset": cfg.data.name, "model": cfg.model.name, "optimizer": cfg.optim.name,
                 "lr": cfg.optim.lr, "rho": cfg.optim.rho if cfg.optim.is_sam else None,
                 "m": cfg.optim.m, "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs,

@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
+import socket
 import threading
 import time
 import traceback
@@ -225,15 +227,14 @@ class Trainer:
         seed_everything(t.seed)
         self.model = build_model(cfg.model, tuple(b.input_shape), b.num_classes).to(self.device)
         self.optimizer = build_optimizer(cfg.optim, self.model.parameters())
-        augment = cfg.data.augment if cfg.data.augment is not None else cfg.data.name.startswith("cifar")
-        self.loader = BatchLoader(b.train, t.batch_size, shuffle=True, seed=t.seed, device=self.device,
-                                  augment=augment, drop_last=False, in_memory=cfg.data.in_memory,
-                                  num_workers=cfg.data.num_workers)
+        self._splits = {"train": b.train, "val": b.val, "test": b.test}
+        if cfg.data.in_memory:  # one device copy per split, shared by the loader and the evaluation
+            self._splits = {k: ds.to(self.device) for k, ds in self._splits.items()}
+        self.loader = BatchLoader(self._splits["train"], t.batch_size, shuffle=True, seed=t.seed,
+                                  device=self.device, augment=b.augment, drop_last=False,
+                                  in_memory=cfg.data.in_memory, num_workers=cfg.data.num_workers)
         self.steps_per_epoch = len(self.loader)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, t.epochs, self.steps_per_epoch)
-        self._splits = {"train": b.train, "val": b.val, "test": b.test}
-        if cfg.data.in_memory:
-            self._splits = {k: (ds.to(self.device) if len(ds) else ds) for k, ds in self._splits.items()}
         self.start_epoch, self.start_batch, self.step, self.attempt = 0, 0, 0, 1
         if self._checkpoint is not None:
             ck = self._checkpoint
@@ -345,7 +346,7 @@ class Trainer:
         epoch, batch = self.start_epoch, self.start_batch
         run = self._run
         if run is not None:
-            info = dict(attempt=self.attempt, device=str(self.device), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
+            info = dict(attempt=self.attempt, device=str(self.device), pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
                         steps_per_epoch=spe, total_steps=total, num_parameters=count_parameters(model),
                         input_shape=list(self.bundle.input_shape), num_classes=self.bundle.num_classes,
                         split_sizes={k: len(v) for k, v in self._splits.items()})
