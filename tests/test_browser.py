@@ -43,10 +43,8 @@ pytestmark = pytest.mark.browser
 # VBox that holds the Start button): epoch traces (not "(batches)") and their lengths.
 _FIGURE_JS = """
 () => {
-  const start = [...document.querySelectorAll('.jp-NotebookPanel button.widget-button')]
-      .find(b => b.textContent.trim() === 'Start');
-  if (!start) return null;
-  const panel = start.closest('.widget-vbox');
+  const panel = document.querySelector('.jp-NotebookPanel .wb-training-panel');
+  if (!panel) return null;
   const gd = panel && panel.querySelector('.js-plotly-plot');
   if (!gd || !gd.data) return {rendered: false, traces: []};
   const len = v => (v == null ? 0 : (v.length !== undefined ? v.length : 0));
@@ -108,17 +106,17 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path):
                 assert len(prompts) == 3, prompts
                 assert not error_outputs(page), error_outputs(page)
 
-                start = page.locator(".jp-NotebookPanel button.widget-button", has_text=re.compile(r"^\s*Start\s*$"))
-                stop = page.locator(".jp-NotebookPanel button.widget-button", has_text=re.compile(r"^\s*Stop\s*$"))
+                panel = page.locator(".jp-NotebookPanel .wb-training-panel").first
+                start = panel.locator("button.wb-start")
+                stop = panel.locator("button.wb-stop")
                 start.wait_for(state="visible", timeout=30_000)
                 assert start.count() == 1 and stop.count() == 1
                 assert start.is_enabled() and stop.is_disabled()
-                panel = page.locator(".jp-NotebookPanel .widget-vbox", has=start).first
-                progress_label = panel.locator(".widget-hbox", has=start).locator(".widget-label").last
-                status_line = panel.locator(".widget-html").first
+                progress_label = panel.locator(".wb-progress-text")
+                status_line = panel.locator(".wb-status")
 
                 # like a user: type the number of epochs and press Enter (BoundedIntText syncs on Enter/blur)
-                epochs_box = panel.locator(".widget-text", has=page.locator('label:text-is("epochs")')).locator("input")
+                epochs_box = panel.locator(".wb-epochs input")
                 epochs_box.fill(str(PANEL_EPOCHS))
                 epochs_box.press("Enter")
                 epochs_box.blur()

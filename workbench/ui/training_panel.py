@@ -106,7 +106,7 @@ class TrainingPanel:
         self.w_clear = W.Button(description="Clear", icon="trash", tooltip="Remove finished runs from the figure")
         self.w_progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, description="", bar_style="info",
                                           layout=W.Layout(width="320px"))
-        self.w_progress_text = W.Label(value="idle")
+        self.w_progress_text = W.Label(value="idle", layout=W.Layout(width="auto"))
         self.w_status = W.HTML(value=self._html("Ready. Tick optimizers and press Start."))
         self.figure = go.FigureWidget(training_curves([], title="Loss and accuracy (live)"))
         self.live = LiveCurves(self.figure, per_step=per_step, interval=interval, on_refresh=self._update_progress)
@@ -124,6 +124,17 @@ class TrainingPanel:
         self.w_export.on_click(lambda _b: self._export_clicked())
         self.w_clear.on_click(lambda _b: self.clear())
 
+        # stable CSS classes for tests, themes and app mode
+        for name, w in {"dataset": self.w_dataset, "model": self.w_model, "device": self.w_device, "lr": self.w_lr,
+                        "momentum": self.w_momentum, "weight-decay": self.w_wd, "rho": self.w_rho,
+                        "asam-rho": self.w_asam_rho, "adam-lr": self.w_adam_lr, "m": self.w_m,
+                        "batch-size": self.w_batch, "epochs": self.w_epochs, "seed": self.w_seed,
+                        "start": self.w_start, "stop": self.w_stop, "export": self.w_export, "clear": self.w_clear,
+                        "progress": self.w_progress, "progress-text": self.w_progress_text,
+                        "status": self.w_status}.items():
+            w.add_class(f"wb-{name}")
+        for k, w in self.w_opts.items():
+            w.add_class(f"wb-opt-{k}")
         row1 = W.HBox([self.w_dataset, self.w_model, self.w_device])
         row2 = W.HBox([W.Label("optimizers:")] + list(self.w_opts.values()))
         row3 = W.HBox([self.w_lr, self.w_momentum, self.w_wd, self.w_rho, self.w_m])
@@ -132,6 +143,7 @@ class TrainingPanel:
         row5 = W.HBox([self.w_start, self.w_stop, self.w_export, self.w_clear, self.w_progress,
                        self.w_progress_text])
         self.widget = W.VBox([row1, row2, row3, row3b, row4, row5, self.w_status, self.figure])
+        self.widget.add_class("wb-training-panel")
 
     # ------------------------------------------------------------ display
     def _repr_mimebundle_(self, **kw):  # JupyterLab uses this for the cell value
