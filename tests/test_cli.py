@@ -46,3 +46,18 @@ def test_console_script_is_installed():
     out = subprocess.run([str(exe), "--help"], capture_output=True, text=True, check=True).stdout
     for cmd in ("run", "runs", "figures", "lab", "demo", "resume"):
         assert cmd in out
+
+
+def test_demo_writes_run_folders_and_figures(tmp_path, capsys):
+    from workbench.viz import static_export_available
+
+    root = tmp_path / "demo"
+    assert main(["demo", "--root", str(root), "--epochs", "2", "--no-progress"]) == 0
+    runs = list_runs(root)
+    assert sorted(runs["optimizer"]) == ["sam", "sgd"] and set(runs["status"]) == {"finished"}
+    assert (root / "figures" / "training-curves.html").is_file()
+    for p in runs["path"]:
+        assert (Path(p) / "artifacts" / "training-curves.html").is_file()
+    if static_export_available()[0]:
+        assert (root / "figures" / "training-curves.png").stat().st_size > 10_000
+        assert (root / "figures" / "paper" / "training-curves.pdf").is_file()
