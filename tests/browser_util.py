@@ -93,6 +93,11 @@ def jupyter_lab(root: Path, tmp: Path, env: Mapping[str, str] | None = None, *,
     e.update(env or {})
     for k in ("JUPYTER_CONFIG_DIR", "JUPYTERLAB_WORKSPACES_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         Path(e[k]).mkdir(parents=True, exist_ok=True)
+    # JupyterLab user settings live under the (fresh) config dir: no news or update pop-ups
+    notif = Path(e["JUPYTER_CONFIG_DIR"]) / "lab" / "user-settings" / "@jupyterlab" / "apputils-extension"
+    notif.mkdir(parents=True, exist_ok=True)
+    (notif / "notification.jupyterlab-settings").write_text(
+        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
     log = tmp / "jupyter-lab.log"
     cmd = [str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
@@ -160,10 +165,22 @@ def dismiss_dialogs(page) -> None:
         page.wait_for_timeout(300)
 
 
-def wait_kernel_idle(page, timeout_ms: float = 60_000) -> None:
-    """Wait until the notebook's kernel reports idle (toolbar execution indicator)."""
-    page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', state="attached",
-                           timeout=timeout_ms)
+_KERNEL_STATUS = '#jp-main-statusbar .jp-StatusBar-TextItem[title^="Change kernel"]'
+_IDLE = re.compile(r"\|\s*Idle\s*$")
+
+
+def kernel_idle(page) -> bool:
+    """True when the notebook's kernel is started and idle.
+
+    Both the status bar ("Python 3 (ipykernel) | Idle") and the toolbar's
+    execution indicator must say so: the indicator alone reads "idle" for a
+    moment before the kernel has even started (status bar: "No Kernel |
+    Initializing"), and a Run All clicked then is lost.
+    """
+    st = page.locator(_KERNEL_STATUS)
+    if not st.count() or not _IDLE.search(st.first.inner_text()):
+        return False
+    return page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count() > 0
 
 
 def open_notebook(page, server: LabServer, name: str, timeout_ms: float = 90_000) -> None:
@@ -172,7 +189,7 @@ def open_notebook(page, server: LabServer, name: str, timeout_ms: float = 90_000
     deadline = time.monotonic() + timeout_ms / 1000
     while time.monotonic() < deadline:  # a kernel-choice dialog may pop up while the kernel starts
         dismiss_dialogs(page)
-        if page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count():
+        if kernel_idle(page):
             return
         page.wait_for_timeout(250)
     raise TimeoutError("the notebook's kernel did not become idle")
@@ -181,7 +198,24 @@ def open_notebook(page, server: LabServer, name: str, timeout_ms: float = 90_000
 def menu(page, top: str, item: str) -> None:
     """Click ``top`` in the main menu bar, then ``item`` in the opened menu."""
     page.locator(f'.lm-MenuBar-itemLabel:text-is("{top}")').click()
-    page.locator(f'.lm-Menu-itemLabel:text-is("{item}")').click()
+    entry = page.locator(".lm-Menu-item", has=page.locator(f'.lm-Menu-itemLabel:text-is("{item}")'))
+    entry.wait_for(state="visible")
+    if "lm-mod-disabled" in (entry.get_attribute("class") or ""):
+        page.keyboard.press("Escape")
+        raise RuntimeError(f"menu item {top} > {item} is disabled")
+    entry.click()
+
+
+def run_all_cells(page, started_within_ms: float = 20_000) -> None:
+    """Run > Run All Cells; check that the first code cell got queued ("[*]:" or "[n]:")."""
+    menu(page, "Run", "Run All Cells")
+    deadline = time.monotonic() + started_within_ms / 1000
+    while time.monotonic() < deadline:
+        prompts = code_prompts(page)
+        if prompts and prompts[0] != "[ ]:":
+            return
+        page.wait_for_timeout(200)
+    raise TimeoutError(f"Run All Cells did not start the cells; prompts: {code_prompts(page)}")
 
 
 _PROMPT_DONE = re.compile(r"^\[\d+\]:$")
@@ -197,8 +231,7 @@ def wait_all_cells_done(page, timeout_ms: float = 120_000) -> list[str]:
     prompts: list[str] = []
     while time.monotonic() < deadline:
         prompts = code_prompts(page)
-        if prompts and all(_PROMPT_DONE.match(p) for p in prompts) and \
-                page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count():
+        if prompts and all(_PROMPT_DONE.match(p) for p in prompts) and kernel_idle(page):
             return prompts
         page.wait_for_timeout(250)
     raise TimeoutError(f"cells did not finish; prompts: {prompts}")

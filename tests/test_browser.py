@@ -25,8 +25,8 @@ from browser_util import (
     code_prompts,
     error_outputs,
     jupyter_lab,
-    menu,
     open_notebook,
+    run_all_cells,
     wait_all_cells_done,
 )
 
@@ -82,6 +82,8 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path):
     runs = tmp_path / "runs"
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "quickstart-browser.png"
+    for old in ("quickstart-browser.png", "quickstart-browser-panel.png", "quickstart-browser-failure.png"):
+        (ARTIFACTS / old).unlink(missing_ok=True)
     t0 = time.monotonic()
     timings: dict[str, float] = {}
 
@@ -100,11 +102,17 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path):
             try:
                 open_notebook(page, server, NOTEBOOK.name)
                 mark("kernel idle")
-                menu(page, "Run", "Run All Cells")
+                run_all_cells(page)
                 prompts = wait_all_cells_done(page, timeout_ms=150_000)
                 mark("all cells done")
                 assert len(prompts) == 3, prompts
                 assert not error_outputs(page), error_outputs(page)
+                # "the same comparison from code": two finished runs printed and a static figure drawn
+                code_cells = page.locator(".jp-NotebookPanel .jp-CodeCell")
+                headless_out = code_cells.nth(1).locator(".jp-OutputArea").inner_text()
+                assert len(re.findall(r"^finished\b", headless_out, re.M)) == 2, headless_out
+                code_cells.nth(1).locator(".js-plotly-plot").first.wait_for(state="attached", timeout=30_000)
+                assert "SGD" in code_cells.nth(2).locator(".jp-OutputArea").inner_text()  # list_runs table
 
                 panel = page.locator(".jp-NotebookPanel .wb-training-panel").first
                 start = panel.locator("button.wb-start")
@@ -163,17 +171,17 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path):
             browser.close()
     mark("shut down")
 
-    # the run folder of the panel's (stopped) run: status.json and epoch records
-    stopped = []
+    # run folders: two finished ones from the code cell, the panel's stopped one (SAM was never started)
+    by_status: dict[str, list[Path]] = {}
     for st in runs.rglob("status.json"):
-        d = json.loads(st.read_text())
-        if d.get("status") == "stopped":
-            stopped.append(st.parent)
-    assert len(stopped) == 1, [str(s) for s in runs.rglob("status.json")]
+        by_status.setdefault(json.loads(st.read_text()).get("status"), []).append(st.parent)
+    assert sorted((k, len(v)) for k, v in by_status.items()) == [("finished", 2), ("stopped", 1)], by_status
+    stopped = by_status["stopped"]
     recs = [json.loads(line) for line in (stopped[0] / "metrics.jsonl").read_text().splitlines() if line.strip()]
     epochs = [r for r in recs if r.get("kind") == "epoch"]
     assert len(epochs) >= 2, len(epochs)
     assert json.loads((stopped[0] / "config.json").read_text())["train"]["epochs"] == PANEL_EPOCHS
     assert shot.stat().st_size > 10_000
     print(f"\nquickstart browser test timings (s since start): {timings}; "
-          f"stopped run: {stopped[0].name} after {len(epochs)} epochs")
+          f"stopped run: {stopped[0].name} after {len(epochs)} epochs; progress label while running: "
+          f"{label_running!r}; status: {status_text!r}")

@@ -108,9 +108,12 @@ def _write_figures(runs, out: Path, formats, theme: str, per_step: bool, log_y: 
 
 
 def cmd_figures(args) -> int:
+    from .viz import static_export_session
+
     runs = _expand_runs(args.runs)
     out = Path(args.out)
-    written = _write_figures(runs, out, args.format, args.theme, args.per_step, args.log_y)
+    with static_export_session():
+        written = _write_figures(runs, out, args.format, args.theme, args.per_step, args.log_y)
     for p in written:
         print(p)
     return 0 if len(written) == len(args.format) else 2
@@ -127,13 +130,16 @@ def cmd_demo(args) -> int:
         res = Trainer(cfg, callbacks=cbs).run()
         _print_result(res)
         results.append(res)
+    from .viz import static_export_session
+
     runs = [r.run_path for r in results]
     formats = ["html", "png"]
     written = []
-    for r in runs:
-        written += _write_figures([r], r / "artifacts", formats, "screen", True, False)
-    written += _write_figures(runs, root / "figures", formats + ["pdf"], "screen", True, False)
-    written += _write_figures(runs, root / "figures" / "paper", ["pdf", "svg"], "paper", False, False)
+    with static_export_session():
+        for r in runs:
+            written += _write_figures([r], r / "artifacts", formats, "screen", True, False)
+        written += _write_figures(runs, root / "figures", formats + ["pdf"], "screen", True, False)
+        written += _write_figures(runs, root / "figures" / "paper", ["pdf", "svg"], "paper", False, False)
     print("figures:\n  " + "\n  ".join(str(p) for p in written))
     return 0 if all(r.status == "finished" for r in results) else 1
 

@@ -335,6 +335,7 @@ class RunData:
         steps: DataFrame of step records (columns step, epoch, loss, acc, lr, grad_norm, ...).
         epochs: DataFrame of epoch records (epoch, step, train_loss, train_acc, val_*, test_*, ...).
         checkpoints: checkpoint files, oldest name first.
+        probes: DataFrame of probe records (name, epoch, step, seconds, the probe's values).
     """
 
     path: Path
@@ -343,6 +344,7 @@ class RunData:
     steps: pd.DataFrame
     epochs: pd.DataFrame
     checkpoints: list[Path] = field(default_factory=list)
+    probes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def id(self) -> str:
@@ -382,8 +384,9 @@ def load_run(path: str | Path) -> RunData:
     records = _dedupe(run.read_metrics())
     steps = pd.DataFrame([r for r in records if r.get("kind") == "step"])
     epochs = pd.DataFrame([r for r in records if r.get("kind") == "epoch"])
+    probes = pd.DataFrame([r for r in records if r.get("kind") == "probe"])
     return RunData(path=path, config=run.config(), status=run.status(), steps=steps, epochs=epochs,
-                   checkpoints=run.checkpoints())
+                   checkpoints=run.checkpoints(), probes=probes)
 
 
 _LIST_COLUMNS = ["run_id", "name", "status", "dataset", "model", "optimizer", "lr", "rho", "m", "batch_size",

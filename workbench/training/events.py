@@ -73,6 +73,25 @@ class EpochEnd:
 
 
 @dataclass(frozen=True)
+class ProbeResult:
+    """A probe measured the model at the end of an epoch (see :class:`~workbench.training.Probe`).
+
+    Attributes:
+        name: the probe's name (e.g. ``top_eigenvalue``, ``feature_sparsity``).
+        epoch: completed epochs; step: optimizer steps done.
+        values: what the probe returned (JSON-able: numbers, lists, dicts).
+        seconds: time the probe took.
+    """
+
+    run_id: str
+    name: str
+    epoch: int
+    step: int
+    values: dict
+    seconds: float
+
+
+@dataclass(frozen=True)
 class StatusChanged:
     """The run's status changed (running, paused, finished, stopped, diverged, failed)."""
 

@@ -42,9 +42,9 @@ from ..optim import SAM, build_optimizer, build_scheduler, sam_step
 from ..runs import Run, load_checkpoint
 from .device import resolve_device, seed_everything, set_deterministic
 from .evaluate import evaluate
-from .events import EpochEnd, RunEnded, RunStarted, StatusChanged, StepEnd
+from .events import EpochEnd, ProbeResult, RunEnded, RunStarted, StatusChanged, StepEnd
 
-__all__ = ["Trainer", "TrainResult", "load_data_cached", "CHECKPOINT_FORMAT"]
+__all__ = ["Trainer", "TrainResult", "Probe", "load_data_cached", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = 1
 _DATA_CACHE: "OrderedDict[str, DataBundle]" = OrderedDict()
@@ -68,6 +68,34 @@ def load_data_cached(cfg, maxsize: int = 4) -> DataBundle:
         while len(_DATA_CACHE) > maxsize:
             _DATA_CACHE.popitem(last=False)
     return bundle
+
+
+class Probe:
+    """A measurement taken on the model at the end of every ``every``-th epoch.
+
+    Subclasses set ``name`` and implement :meth:`measure`, which must leave the
+    model exactly as it found it (use :func:`workbench.analysis.preserved_state`)
+    and return JSON-able values. The trainer writes them to ``metrics.jsonl`` as
+    ``{"kind": "probe", "name": ..., "epoch": ..., "step": ..., **values}`` and
+    emits a :class:`~workbench.training.events.ProbeResult`.
+
+    Attributes:
+        name: record name.
+        every: run after epochs ``every, 2*every, ...`` (and after the last one).
+    """
+
+    name = "probe"
+
+    def __init__(self, every: int = 1):
+        if every <= 0:
+            raise ValueError(f"every={every!r} is invalid: must be a positive number of epochs")
+        self.every = every
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Called once before training (the model, data bundle and device are ready)."""
+
+    def measure(self, model: torch.nn.Module, trainer: "Trainer") -> dict:
+        raise NotImplementedError
 
 
 @dataclass
@@ -105,6 +133,8 @@ class Trainer:
         data: a pre-loaded :class:`~workbench.data.DataBundle` for ``config.data``
             (default: loaded and cached per process).
         handle_sigint: on the main thread, turn the first Ctrl-C into a graceful stop.
+        probes: :class:`Probe` objects measuring the model at epoch ends
+            (top Hessian eigenvalue, feature sparsity, ...).
 
     Example::
 
@@ -112,12 +142,13 @@ class Trainer:
     """
 
     def __init__(self, config: RunConfig, *, callbacks: Iterable[Callable] = (), store: bool = True,
-                 data: DataBundle | None = None, handle_sigint: bool = True, _run: Run | None = None,
-                 _checkpoint: dict | None = None):
+                 data: DataBundle | None = None, handle_sigint: bool = True, probes: Iterable[Probe] = (),
+                 _run: Run | None = None, _checkpoint: dict | None = None):
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
         self.config = config
         self._callbacks = list(callbacks)
+        self.probes = list(probes)
         self._store = store
         self._data = data
         self._handle_sigint = handle_sigint
@@ -251,6 +282,8 @@ class Trainer:
         if self._store and self._run is None:
             self._run = Run.create(self.config.root, self.config)
         self._run_id = self._run.id if self._run is not None else f"memory-{id(self):x}"
+        for probe in self.probes:
+            probe.setup(self)
 
     def _loss_fn(self):
         ls = self.config.train.label_smoothing
@@ -289,6 +322,19 @@ class Trainer:
             loss, acc = evaluate(self.model, ds.x, ds.y, batch_size=bs, device=self.device)
             out[f"{name}_loss"], out[f"{name}_acc"] = loss, acc
         return out
+
+    def _run_probes(self, epoch: int) -> None:
+        for probe in self.probes:
+            if epoch % probe.every and epoch != self.config.train.epochs:
+                continue
+            t0 = time.perf_counter()
+            values = probe.measure(self.model, self)
+            dt = time.perf_counter() - t0
+            rec = {"kind": "probe", "name": probe.name, "attempt": self.attempt, "epoch": epoch, "step": self.step,
+                   "seconds": dt, **values}
+            if self._run is not None:
+                self._run.append(rec)
+            self._emit(ProbeResult(self._run_id, probe.name, epoch, self.step, dict(values), dt))
 
     # ------------------------------------------------------------------ run
     def run(self) -> TrainResult:
@@ -415,6 +461,7 @@ class Trainer:
                     run.append(rec)
                     run.sync()
                 self._emit(EpochEnd(self._run_id, epoch, self.step, dict(rec), time.perf_counter() - t0))
+                self._run_probes(epoch)
                 if status == "diverged":
                     break
                 if epoch % t.checkpoint_every == 0 or epoch == t.epochs:

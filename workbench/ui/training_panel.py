@@ -135,14 +135,15 @@ class TrainingPanel:
             w.add_class(f"wb-{name}")
         for k, w in self.w_opts.items():
             w.add_class(f"wb-opt-{k}")
+        self.figure.add_class("wb-figure")
         row1 = W.HBox([self.w_dataset, self.w_model, self.w_device])
         row2 = W.HBox([W.Label("optimizers:")] + list(self.w_opts.values()))
         row3 = W.HBox([self.w_lr, self.w_momentum, self.w_wd, self.w_rho, self.w_m])
         row3b = W.HBox([self.w_asam_rho, self.w_adam_lr])
         row4 = W.HBox([self.w_batch, self.w_epochs, self.w_seed])
-        row5 = W.HBox([self.w_start, self.w_stop, self.w_export, self.w_clear, self.w_progress,
-                       self.w_progress_text])
-        self.widget = W.VBox([row1, row2, row3, row3b, row4, row5, self.w_status, self.figure])
+        row5 = W.HBox([self.w_start, self.w_stop, self.w_export, self.w_clear])
+        row6 = W.HBox([self.w_progress, self.w_progress_text], layout=W.Layout(flex_flow="row wrap"))
+        self.widget = W.VBox([row1, row2, row3, row3b, row4, row5, row6, self.w_status, self.figure])
         self.widget.add_class("wb-training-panel")
 
     # ------------------------------------------------------------ display
@@ -310,6 +311,8 @@ class TrainingPanel:
         self.results.extend(results)
         self.live.stop(final=True)
         self._update_progress()
+        if results and results[-1].status != "finished":
+            self.w_progress_text.value += f" · {results[-1].status}"
         self.w_start.disabled, self.w_stop.disabled = False, True
         statuses = ", ".join(f"{r.status}" + (f" (test acc {r.final_metrics.get('test_acc', float('nan')):.4f})"
                                               if r.final_metrics.get("test_acc") is not None else "")

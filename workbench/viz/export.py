@@ -6,6 +6,7 @@ and PDF go through kaleido, which drives a Chrome/Chromium; when none is found
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -15,7 +16,8 @@ import plotly.graph_objects as go
 
 from .theme import apply_theme
 
-__all__ = ["export_figure", "ExportError", "FORMATS", "find_chrome", "static_export_available"]
+__all__ = ["export_figure", "export_many", "ExportError", "FORMATS", "find_chrome", "static_export_available",
+           "static_export_session"]
 
 FORMATS = ("html", "png", "svg", "pdf")
 _CHROME_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable", "chrome")
@@ -99,3 +101,32 @@ def export_figure(fig: go.Figure, path: str | Path, *, format: str | None = None
 def export_many(fig: go.Figure, stem: str | Path, formats: Iterable[str] = ("html",), **kw) -> list[Path]:
     """Export one figure in several formats (``stem`` without suffix)."""
     return [export_figure(fig, Path(f"{stem}.{f}"), format=f, **kw) for f in formats]
+
+
+@contextlib.contextmanager
+def static_export_session():
+    """Keep one Chromium running for a batch of PNG/SVG/PDF exports.
+
+    kaleido starts a browser per image (seconds each); inside this context the
+    browser is started once and reused (a fraction of a second per image).
+    A no-op when static export is not available.
+    """
+    started = False
+    if static_export_available()[0]:
+        chrome = find_chrome()
+        if chrome and not os.environ.get("BROWSER_PATH"):
+            os.environ["BROWSER_PATH"] = chrome
+        try:
+            import kaleido
+
+            kaleido.start_sync_server(silence_warnings=True)
+            started = True
+        except Exception:  # fall back to one browser per image
+            started = False
+    try:
+        yield
+    finally:
+        if started:
+            import kaleido
+
+            kaleido.stop_sync_server(silence_warnings=True)
