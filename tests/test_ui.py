@@ -106,3 +106,16 @@ panel = TrainingPanel(root={str(tmp_path)!r}, base=quickstart_config("sgd", epoc
     finally:
         kc.stop_channels()
         km.shutdown_kernel(now=True)
+
+
+def test_panel_cosine_histogram_probe_view(run_root):
+    panel = TrainingPanel(root=run_root, base=quickstart_config("sgd", epochs=2), compare=("sam",), interval=0.05)
+    panel.w_probe_cos.value = True
+    assert panel.probe_views.widget.layout.display != "none"
+    assert panel.start() and panel.wait(120)
+    pv = panel.probe_views
+    assert (pv.w_epoch.min, pv.w_epoch.max, pv.w_epoch.value) == (1, 2, 2)
+    (bars,) = pv.fig_cos.data
+    assert sum(bars.y) == pytest.approx(1.0)  # fractions of the 20 steps of epoch 2
+    pv.w_epoch.value = 1
+    assert sum(pv.fig_cos.data[0].y) == pytest.approx(1.0)

@@ -10,7 +10,7 @@ from ._common import check_dropout, check_num_classes, check_positive_int, init_
 
 class _DenseLayer(nn.Module):
     """``BN-ReLU-conv3x3(k)`` or, with bottleneck, ``BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k)``;
-    the output is concatenated to the input along the channels."""
+    the output is concatenated to the input along the channels. Each ReLU is its own module."""
 
     def __init__(self, in_planes: int, growth_rate: int, bottleneck: bool, dropout: float) -> None:
         super().__init__()
@@ -19,9 +19,11 @@ class _DenseLayer(nn.Module):
         if bottleneck:
             inter = 4 * growth_rate
             self.bn0 = nn.BatchNorm2d(in_planes)
+            self.relu0 = nn.ReLU()
             self.conv0 = nn.Conv2d(in_planes, inter, 1, bias=False)
             in_planes = inter
         self.bn = nn.BatchNorm2d(in_planes)
+        self.relu = nn.ReLU()
         self.conv = nn.Conv2d(in_planes, growth_rate, 3, padding=1, bias=False)
 
     def _drop(self, x: torch.Tensor) -> torch.Tensor:
@@ -30,8 +32,8 @@ class _DenseLayer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         o = x
         if self.bottleneck:
-            o = self._drop(self.conv0(F.relu(self.bn0(o))))
-        o = self._drop(self.conv(F.relu(self.bn(o))))
+            o = self._drop(self.conv0(self.relu0(self.bn0(o))))
+        o = self._drop(self.conv(self.relu(self.bn(o))))
         return torch.cat([x, o], 1)
 
 
@@ -41,11 +43,12 @@ class _Transition(nn.Module):
     def __init__(self, in_planes: int, out_planes: int, dropout: float) -> None:
         super().__init__()
         self.bn = nn.BatchNorm2d(in_planes)
+        self.relu = nn.ReLU()
         self.conv = nn.Conv2d(in_planes, out_planes, 1, bias=False)
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        o = self.conv(F.relu(self.bn(x)))
+        o = self.conv(self.relu(self.bn(x)))
         if self.dropout > 0:
             o = F.dropout(o, p=self.dropout, training=self.training)
         return F.avg_pool2d(o, 2)
@@ -82,6 +85,11 @@ class DenseNet(nn.Module):
     This implementation (3 input channels, 10 classes): DenseNet-40 k=12
     1,019,722 (1,001,626 without the BN affine parameters); DenseNet-BC-100
     k=12 769,162 (745,174 without BN).
+
+    Every activation is its own ``nn.ReLU`` module (no ``F.relu``), so forward
+    hooks (feature analyses) see each one; the top-level ``relu`` is the
+    activation right before global average pooling (the "end of the network"
+    layer of 001_1a58a5a7ab3e6a24.txt L3196).
     """
 
     def __init__(self, in_channels: int, num_classes: int, depth: int = 40, growth_rate: int = 12,
@@ -112,11 +120,12 @@ class DenseNet(nn.Module):
                 planes = out_planes
         self.features = nn.Sequential(*stages)
         self.bn = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU()
         self.fc = nn.Linear(planes, num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.features(self.conv1(x))
-        x = F.relu(self.bn(x))
+        x = self.relu(self.bn(x))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)

@@ -14,13 +14,18 @@ class WideBasicBlock(nn.Module):
     When the shape changes (``stride != 1`` or ``in_planes != out_planes``) the
     shortcut is a 1x1 convolution applied to the pre-activated input, as in the
     reference implementation.
+
+    Every activation is its own ``nn.ReLU`` module (``relu1``, ``relu2``), not
+    ``F.relu``, so forward hooks (feature analyses) see each one.
     """
 
     def __init__(self, in_planes: int, out_planes: int, stride: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
+        self.relu1 = nn.ReLU()
         self.conv1 = nn.Conv2d(in_planes, out_planes, 3, stride=stride, padding=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_planes)
+        self.relu2 = nn.ReLU()
         self.conv2 = nn.Conv2d(out_planes, out_planes, 3, stride=1, padding=1, bias=False)
         self.dropout = dropout
         self.shortcut = None
@@ -28,10 +33,10 @@ class WideBasicBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_planes, out_planes, 1, stride=stride, padding=0, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        o = F.relu(self.bn1(x))
+        o = self.relu1(self.bn1(x))
         identity = x if self.shortcut is None else self.shortcut(o)
         o = self.conv1(o)
-        o = F.relu(self.bn2(o))
+        o = self.relu2(self.bn2(o))
         if self.dropout > 0:
             o = F.dropout(o, p=self.dropout, training=self.training)
         o = self.conv2(o)
@@ -85,11 +90,12 @@ class WideResNet(nn.Module):
             blocks.append(nn.Sequential(*stage))
         self.block1, self.block2, self.block3 = blocks
         self.bn = nn.BatchNorm2d(in_planes)
+        self.relu = nn.ReLU()
         self.fc = nn.Linear(in_planes, num_classes)
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.block3(self.block2(self.block1(self.conv1(x))))
-        x = F.relu(self.bn(x))
+        x = self.relu(self.bn(x))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)
         return self.fc(x)

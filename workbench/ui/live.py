@@ -145,3 +145,24 @@ class LiveCurves:
             except Exception:  # a redraw problem must never kill the loop
                 pass
             last = time.monotonic()
+
+
+def sync_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
+    """Make ``widget`` show ``fig`` (built by a pure builder), updating traces in place when possible.
+
+    Live panels rebuild their figure from the data collected so far with the
+    same builder the static export uses and call this to copy it over; traces
+    are updated in place when their number and types match, else replaced.
+    """
+    same = len(widget.data) == len(fig.data) and all(a.type == b.type for a, b in zip(widget.data, fig.data))
+    if same:
+        with widget.batch_update():
+            for a, b in zip(widget.data, fig.data):
+                a.update(b.to_plotly_json(), overwrite=True)
+            widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+        return
+    with widget.batch_update():
+        widget.data = []
+    widget.add_traces(list(fig.data))
+    with widget.batch_update():
+        widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)

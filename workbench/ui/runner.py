@@ -28,13 +28,15 @@ class BackgroundRunner:
         on_finish: ``fn(results)`` when the queue is done (or stopped / failed).
         on_error: ``fn(index, config, exception, traceback_text)`` when a run fails;
             the queue continues with the next run.
+        probes: ``fn(config) -> list of Probe`` giving fresh probes for each run.
     """
 
     def __init__(self, configs: Sequence[RunConfig], *, callbacks: Sequence[Callable] = (),
                  on_run_start: Callable | None = None, on_finish: Callable | None = None,
-                 on_error: Callable | None = None):
+                 on_error: Callable | None = None, probes: Callable | None = None):
         self.configs = list(configs)
         self.callbacks = list(callbacks)
+        self.probes = probes
         self.on_run_start, self.on_finish, self.on_error = on_run_start, on_finish, on_error
         self.results: list[TrainResult] = []
         self.errors: list[tuple[int, BaseException]] = []
@@ -74,7 +76,8 @@ class BackgroundRunner:
             for i, cfg in enumerate(self.configs):
                 if self._stop.is_set():
                     break
-                trainer = Trainer(cfg, callbacks=self.callbacks, handle_sigint=False)
+                probes = self.probes(cfg) if self.probes is not None else []
+                trainer = Trainer(cfg, callbacks=self.callbacks, handle_sigint=False, probes=probes)
                 self.trainer = trainer
                 if self._stop.is_set():
                     trainer.stop()

@@ -21,6 +21,7 @@ from ..runs import load_run
 from ..training.events import EpochEnd, RunEnded, RunStarted, StepEnd
 from ..viz import export_figure, static_export_available, training_curves
 from .live import LiveCurves
+from .probe_views import ProbeViews
 from .runner import BackgroundRunner
 
 __all__ = ["TrainingPanel"]
@@ -108,8 +109,20 @@ class TrainingPanel:
                                           layout=W.Layout(width="320px"))
         self.w_progress_text = W.Label(value="idle", layout=W.Layout(width="auto"))
         self.w_status = W.HTML(value=self._html("Ready. Tick optimizers and press Start."))
+        # optional live probes (measured at epoch ends; they cost time, so they are off by default)
+        self.w_probe_eig = W.Checkbox(value=False, description="λ_max every", indent=False,
+                                      layout=W.Layout(width="110px"))
+        self.w_probe_eig_every = W.BoundedIntText(value=5, min=1, max=10_000, description="", layout=W.Layout(width="60px"))
+        self.w_probe_fsc = W.Checkbox(value=False, description="feature sparsity per epoch", indent=False,
+                                      layout=W.Layout(width="210px"))
+        self.w_probe_cos = W.Checkbox(value=False, description="cos(g, g′) histogram (SAM)", indent=False,
+                                      layout=W.Layout(width="220px"))
+        self.probe_views = ProbeViews()
+        self.probe_views.widget.layout.display = "none"
+        for c in (self.w_probe_eig, self.w_probe_fsc, self.w_probe_cos):
+            c.observe(lambda _c: self._toggle_probe_views(), names="value")
         self.figure = go.FigureWidget(training_curves([], title="Loss and accuracy (live)"))
-        self.live = LiveCurves(self.figure, per_step=per_step, interval=interval, on_refresh=self._update_progress)
+        self.live = LiveCurves(self.figure, per_step=per_step, interval=interval, on_refresh=self._refresh)
         self.results = []
         self.errors: list[str] = []
         self.runner: BackgroundRunner | None = None
@@ -131,7 +144,9 @@ class TrainingPanel:
                         "batch-size": self.w_batch, "epochs": self.w_epochs, "seed": self.w_seed,
                         "start": self.w_start, "stop": self.w_stop, "export": self.w_export, "clear": self.w_clear,
                         "progress": self.w_progress, "progress-text": self.w_progress_text,
-                        "status": self.w_status}.items():
+                        "status": self.w_status, "probe-eig": self.w_probe_eig,
+                        "probe-eig-every": self.w_probe_eig_every, "probe-fsc": self.w_probe_fsc,
+                        "probe-cos": self.w_probe_cos}.items():
             w.add_class(f"wb-{name}")
         for k, w in self.w_opts.items():
             w.add_class(f"wb-opt-{k}")
@@ -143,7 +158,10 @@ class TrainingPanel:
         row4 = W.HBox([self.w_batch, self.w_epochs, self.w_seed])
         row5 = W.HBox([self.w_start, self.w_stop, self.w_export, self.w_clear])
         row6 = W.HBox([self.w_progress, self.w_progress_text], layout=W.Layout(flex_flow="row wrap"))
-        self.widget = W.VBox([row1, row2, row3, row3b, row4, row5, row6, self.w_status, self.figure])
+        row_probes = W.HBox([W.Label("probes:"), self.w_probe_eig, self.w_probe_eig_every, W.Label("epochs"),
+                             self.w_probe_fsc, self.w_probe_cos], layout=W.Layout(flex_flow="row wrap"))
+        self.widget = W.VBox([row1, row2, row3, row3b, row4, row_probes, row5, row6, self.w_status, self.figure,
+                              self.probe_views.widget])
         self.widget.add_class("wb-training-panel")
 
     # ------------------------------------------------------------ display
@@ -204,15 +222,38 @@ class TrainingPanel:
         self._done.clear()
         with self._plock:
             self._progress.update(index=0, count=len(configs), step=0, total=1, t0=time.monotonic(), s0=0)
-        self.runner = BackgroundRunner(configs, callbacks=[self.live, self._on_event],
+        self.runner = BackgroundRunner(configs, callbacks=[self.live, self._on_event, self.probe_views],
                                        on_run_start=self._on_run_start, on_finish=self._on_finish,
-                                       on_error=self._on_error)
+                                       on_error=self._on_error, probes=self._make_probes)
         self.w_start.disabled, self.w_stop.disabled = True, False
         self.w_progress.bar_style = "info"
         self._say(f"Starting {len(configs)} run(s): " + ", ".join(c.display_name for c in configs))
         self.live.start()
         self.runner.start()
         return True
+
+    def _make_probes(self, cfg) -> list:
+        probes = []
+        if self.w_probe_eig.value:
+            from ..analysis.curvature import TopEigenvalueProbe
+
+            probes.append(TopEigenvalueProbe(every=int(self.w_probe_eig_every.value)))
+        if self.w_probe_fsc.value:
+            from ..analysis.features import FeatureSparsityProbe
+
+            probes.append(FeatureSparsityProbe(every=1))
+        return probes
+
+    def _toggle_probe_views(self) -> None:
+        on = self.w_probe_eig.value or self.w_probe_fsc.value or self.w_probe_cos.value
+        self.probe_views.widget.layout.display = None if on else "none"
+        if on:
+            self.probe_views.redraw(force=True)
+
+    def _refresh(self) -> None:
+        self._update_progress()
+        if self.probe_views.widget.layout.display != "none":
+            self.probe_views.redraw()
 
     def stop(self) -> None:
         """Stop the current run after its current step; queued runs are skipped."""
@@ -230,6 +271,7 @@ class TrainingPanel:
         if self.running and self.runner.trainer is not None and self.runner.trainer._run is not None:
             keep = {self.runner.trainer._run.id}
         self.live.clear(keep)
+        self.probe_views.clear()
 
     def load_runs(self, paths: Sequence[str | Path]) -> None:
         """Draw finished runs from disk beside the live ones."""
@@ -310,7 +352,7 @@ class TrainingPanel:
     def _on_finish(self, results) -> None:
         self.results.extend(results)
         self.live.stop(final=True)
-        self._update_progress()
+        self._refresh()
         if results and results[-1].status != "finished":
             self.w_progress_text.value += f" · {results[-1].status}"
         self.w_start.disabled, self.w_stop.disabled = False, True

@@ -27,7 +27,7 @@ from plotly.subplots import make_subplots
 from .theme import SPLIT_DASH, apply_theme, color_for
 
 __all__ = ["eigenvalues_figure", "density_figure", "interpolation_figure", "slice_figure", "plane_figure",
-           "cosine_histogram_figure", "sparsity_figure", "pca_figure", "sharpness_figure"]
+           "cosine_histogram_figure", "sparsity_figure", "pca_figure", "sharpness_figure", "metric_vs_epoch_figure"]
 
 
 def _arr(v) -> np.ndarray:
@@ -168,7 +168,8 @@ def plane_figure(alphas, betas, z, *, kind: str = "contour", metric: str = "loss
 
 def cosine_histogram_figure(runs: Mapping[str, Mapping[int, np.ndarray]], *, bins: int = 40,
                             value_range: tuple[float, float] = (-1.0, 1.0), xlabel: str = "cos(g, g′)",
-                            theme: str = "screen", title: str | None = None) -> go.Figure:
+                            epoch: int | None = None, slider: bool = True, theme: str = "screen",
+                            title: str | None = None) -> go.Figure:
     """Histograms of cosine values, several runs overlaid, one frame per epoch with a slider.
 
     Args:
@@ -176,6 +177,10 @@ def cosine_histogram_figure(runs: Mapping[str, Mapping[int, np.ndarray]], *, bin
         bins, value_range: histogram bins over ``value_range``.
         xlabel: what the cosines compare (e.g. ``cos(g, g′)`` for SAM vs SGD gradients,
             ``cos(∇ℓᵢ, class mean)`` for per-example gradients).
+        epoch: the epoch shown (default the last one).
+        slider: add animation frames and an epoch slider (static figures; a live
+            ``FigureWidget`` cannot play frames, so live panels pass ``False`` and
+            select ``epoch`` with their own widget).
     """
     epochs = sorted({e for per in runs.values() for e in per})
     edges = np.linspace(value_range[0], value_range[1], bins + 1)
@@ -192,14 +197,14 @@ def cosine_histogram_figure(runs: Mapping[str, Mapping[int, np.ndarray]], *, bin
                               hovertemplate="%{x:.3f}: %{y:.3f}<extra>" + f"{name}, epoch {epoch}, n={len(vals)}</extra>"))
         return out
 
-    first = epochs[-1] if epochs else None
+    first = epoch if epoch is not None else (epochs[-1] if epochs else None)
     fig = go.Figure(data=bars(first) if first is not None else [])
     fig.update_layout(barmode="overlay")
     fig.update_xaxes(title_text=xlabel, range=list(value_range))
     fig.update_yaxes(title_text="fraction")
-    if len(epochs) > 1:
+    if slider and len(epochs) > 1:
         fig.frames = [go.Frame(data=bars(e), name=str(e)) for e in epochs]
-        fig.update_layout(sliders=[dict(active=len(epochs) - 1, currentvalue=dict(prefix="epoch "),
+        fig.update_layout(sliders=[dict(active=epochs.index(first) if first in epochs else len(epochs) - 1, currentvalue=dict(prefix="epoch "),
                                         pad=dict(t=40),
                                         steps=[dict(label=str(e), method="animate",
                                                     args=[[str(e)], dict(mode="immediate", frame=dict(duration=0),
@@ -278,3 +283,19 @@ def sharpness_figure(runs: Mapping[str, tuple], *, ylabel: str = "sharpness (los
     fig.update_xaxes(title_text="ρ (radius)", type="log" if log_x else "linear")
     fig.update_yaxes(title_text=ylabel, rangemode="tozero")
     return _finish(fig, theme, title, "Sharpness vs ρ")
+
+
+def metric_vs_epoch_figure(runs: Mapping[str, tuple], *, ylabel: str, theme: str = "screen",
+                           title: str | None = None, log_y: bool = False) -> go.Figure:
+    """A scalar tracked during training (e.g. λ_max from a probe) vs epoch, several runs overlaid.
+
+    Args:
+        runs: ``{label: (epochs, values)}``.
+    """
+    fig = go.Figure()
+    for i, (name, (ep, vals)) in enumerate(runs.items()):
+        fig.add_trace(go.Scatter(x=_arr(ep), y=_arr(vals), mode="lines+markers", name=name,
+                                 line=dict(color=color_for(i)), marker=dict(size=6)))
+    fig.update_xaxes(title_text="epoch")
+    fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear")
+    return _finish(fig, theme, title, f"{ylabel} during training")
