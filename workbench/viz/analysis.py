@@ -94,7 +94,8 @@ def interpolation_figure(alphas, loss: Mapping[str, Sequence[float]], acc: Mappi
         alphas: the α grid (points computed so far when drawn live).
         loss: ``{split: values}`` (train solid, validation dashed, test dotted).
         acc: same for accuracy (second subplot) or None.
-        labels: names of θ₁ (at α = 1) and θ₂ (at α = 0), marked on the axis.
+        labels: names of θ₁ (at α = 1) and θ₂ (at α = 0), given in the title; the
+            two points are marked by dotted lines.
         n_total: total number of grid points (live progress in the title).
     """
     cols = 2 if acc else 1
@@ -108,13 +109,13 @@ def interpolation_figure(alphas, loss: Mapping[str, Sequence[float]], acc: Mappi
                                      showlegend=j == 1, marker=dict(size=5),
                                      line=dict(color=color_for(i), dash=SPLIT_DASH.get(split, "solid"))),
                           row=1, col=j)
-        for x0, lab in ((1.0, labels[0]), (0.0, labels[1])):
+        for x0, lab in ((1.0, "θ₁"), (0.0, "θ₂")):
             fig.add_vline(x=x0, line=dict(color="#999", width=1, dash="dot"), row=1, col=j)
-            fig.add_annotation(x=x0, y=1.0, yref=f"y{'' if j == 1 else j} domain", xref=f"x{'' if j == 1 else j}",
-                               text=lab, showarrow=False, yanchor="bottom", font=dict(size=11))
+            fig.add_annotation(x=x0, y=0.0, yref=f"y{'' if j == 1 else j} domain", xref=f"x{'' if j == 1 else j}",
+                               text=lab, showarrow=False, yanchor="bottom", xanchor="left", font=dict(size=12))
         fig.update_xaxes(title_text="α", row=1, col=j)
     fig.update_yaxes(type="log" if log_y else "linear", row=1, col=1)
-    default = "Linear interpolation θ(α) = αθ₁ + (1−α)θ₂"
+    default = f"θ(α) = αθ₁ + (1−α)θ₂ with θ₁ = {labels[0]}, θ₂ = {labels[1]}"
     if n_total:
         default += f" ({len(a) if len(a) < n_total else n_total}/{n_total} points)"
     return _finish(fig, theme, title, default)

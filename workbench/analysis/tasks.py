@@ -1,0 +1,457 @@
+"""One entry point for every analysis of a stored run: ``analyze(what, run, ...)``.
+
+The analysis panel and ``workbench analyze`` both go through :func:`analyze`:
+it loads the model from a run's checkpoint, draws the fixed, seeded example
+sets, runs the analysis with progress reports (and a stop flag), and saves the
+result as an artifact of the run (``artifacts/analysis/<what>-<key>.json`` +
+``.npz``). The key hashes everything that determines the result (run,
+checkpoint file, other run, split, count, seed, parameters), so asking again
+loads the saved result instead of recomputing.
+
+Analyses (``what``) and their parameters (defaults in :data:`DEFAULTS`):
+
+=============  ==================================================================================
+hessian        top-k (and/or bottom-k) Hessian eigenvalues: ``k``, ``method`` (lanczos, eigsh,
+               power, pyhessian), ``which`` (LA, SA, both), ``tol``
+trace          Hessian trace: ``method`` (hutchpp, hutchinson, pyhessian), ``n_probes``
+density        spectral density by stochastic Lanczos quadrature: ``steps``, ``n_probes``
+layerwise      per-layer top eigenvalue and trace
+interpolate    θ(α) = αθ₁ + (1−α)θ₂ between ``run`` (θ₁) and ``other`` (θ₂); ``alphas``
+               (start, stop, num), ``bn`` (recompute, keep)  [000 report Eq. 2.5]
+slice          1-D slices along ``n_directions`` filter-normalised random directions
+               (``direction="random"``) or the top Hessian eigenvector (``"eigenvector"``)
+plane          2-D plane spanned by two filter-normalised random directions: ``grid`` (num per axis)
+sparsity       feature sparsity coefficient per ReLU layer: ``tau``, ``max_units``
+sharpness      worst- or average-case m-sharpness vs ρ: ``rhos``, ``kind``, ``norm``,
+               ``adaptive``, ``m``, ``method``, ``steps``
+pca            PCA of per-example gradients (``kind``: logits, last_input, weights, full)
+               coloured by class
+cosine         gradient cosines: ``source="sam"`` (cos(g, g′) of every SAM step, from the run's
+               metrics), ``"class_mean"`` or ``"pairwise"`` (per-example gradients, ``kind``)
+=============  ==================================================================================
+
+No UI imports.
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+import torch
+
+from ..runs import load_run
+from ..runs.store import RunData
+from .common import ExampleSet, ResultRecord, load_result, save_result
+
+__all__ = ["ANALYSES", "DEFAULTS", "Progress", "AnalysisOutput", "AnalysisStopped", "analyze", "load_model",
+           "list_analyses"]
+
+ANALYSES = ("hessian", "trace", "density", "layerwise", "interpolate", "slice", "plane", "sparsity", "sharpness",
+            "pca", "cosine")
+
+DEFAULTS: dict[str, dict[str, Any]] = {
+    "hessian": {"k": 5, "method": "lanczos", "which": "LA", "tol": 1e-3},
+    "trace": {"method": "hutchpp", "n_probes": 100},
+    "density": {"steps": 80, "n_probes": 1},
+    "layerwise": {"what": "both", "n_probes": 30},
+    "interpolate": {"alphas": [-0.5, 1.5, 41], "bn": "recompute", "splits": ["train", "test"]},
+    "slice": {"direction": "random", "n_directions": 3, "alphas": [-1.0, 1.0, 41], "bn": "keep",
+              "normalization": "filter", "bias_bn": "zero", "splits": ["train", "test"]},
+    "plane": {"grid": 21, "span": 1.0, "bn": "keep", "normalization": "filter", "bias_bn": "zero",
+              "splits": ["train"]},
+    "sparsity": {"tau": 0.95, "max_units": 1000},
+    "sharpness": {"rhos": [0.0, 0.025, 0.05, 0.1, 0.2], "kind": "worst", "norm": "l2", "adaptive": False,
+                  "m": 128, "method": "pgd", "steps": None},
+    "pca": {"kind": "logits"},
+    "cosine": {"source": "sam", "kind": "logits"},
+}
+_DEFAULT_COUNT = {"sparsity": 1024, "sharpness": 1024, "interpolate": 2048, "slice": 2048, "plane": 1024}
+
+
+class AnalysisStopped(RuntimeError):
+    """Raised inside an analysis when its stop flag was set."""
+
+
+@dataclass
+class Progress:
+    """A progress report: ``done`` of ``total`` units; ``data`` is what the figure can show so far."""
+
+    what: str
+    done: int
+    total: int
+    data: dict = field(default_factory=dict)
+    message: str = ""
+
+
+@dataclass
+class AnalysisOutput:
+    """Result of :func:`analyze`.
+
+    Attributes:
+        what: the analysis; label: run name (for legends).
+        result: the result record (see the analysis modules).
+        path: the artifact's JSON path (None when not saved).
+        cached: loaded from a saved artifact instead of computed.
+        params: the full parameter set used (defaults filled in).
+        extra: secondary results (e.g. one slice per direction).
+        seconds: wall time of this call.
+    """
+
+    what: str
+    label: str
+    result: ResultRecord
+    path: Path | None
+    cached: bool
+    params: dict
+    extra: list = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def list_analyses(run: str | Path) -> list[dict]:
+    """The analysis artifacts saved in a run: ``[{what, key, path, params, created}]``."""
+    d = Path(run) / "artifacts" / "analysis"
+    out = []
+    for meta in sorted(d.glob("*.params.json")) if d.is_dir() else []:
+        try:
+            m = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        out.append({"what": m.get("what"), "key": m.get("key"), "path": str(meta.with_name(m["file"])),
+                    "params": m.get("params"), "created": m.get("created")})
+    return out
+
+
+def load_model(run: str | Path | RunData, checkpoint: str = "last.pt", device: str | torch.device = "cpu"):
+    """Rebuild a run's model from a checkpoint and load its data.
+
+    Returns:
+        ``(model, bundle, run_data)``; the model is in eval mode on ``device``.
+
+    Raises:
+        FileNotFoundError: not a run folder; CheckpointError: bad checkpoint.
+    """
+    from ..training.device import resolve_device
+    from ..training.trainer import load_data_cached
+
+    rd = run if isinstance(run, RunData) else load_run(run)
+    dev = resolve_device(device)
+    model = rd.load_model(checkpoint, device=dev).eval()
+    bundle = load_data_cached(rd.config.data)
+    return model, bundle, rd
+
+
+def _examples(bundle, split: str, count: int | None, seed: int, device) -> ExampleSet:
+    splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
+    if split not in splits:
+        raise ValueError(f"split={split!r} is invalid: choose one of {sorted(splits)}")
+    return ExampleSet.from_dataset(splits[split], count=count, seed=seed, split=split).to(device)
+
+
+def _grid(spec) -> np.ndarray:
+    if isinstance(spec, (list, tuple)) and len(spec) == 3 and isinstance(spec[2], int):
+        return np.linspace(float(spec[0]), float(spec[1]), int(spec[2]))
+    return np.asarray(spec, dtype=float)
+
+
+def _key(**parts) -> str:
+    from .landscape import cache_key
+
+    return cache_key(**parts)[:16]
+
+
+def _stamp(path: Path) -> list:
+    st = path.stat()
+    return [path.name, st.st_size, st.st_mtime_ns]
+
+
+def analyze(what: str, run: str | Path, *, other: str | Path | None = None, checkpoint: str = "last.pt",
+            other_checkpoint: str = "last.pt", split: str = "train", count: int | None = -1, seed: int = 0,
+            device: str = "auto", params: Mapping[str, Any] | None = None,
+            callback: Callable[[Progress], Any] | None = None, stop: threading.Event | None = None,
+            save: bool = True, force: bool = False) -> AnalysisOutput:
+    """Run one analysis on a stored run (see the module docstring for ``what`` and ``params``).
+
+    Args:
+        what: one of :data:`ANALYSES`.
+        run: run folder (θ₁ for ``interpolate``).
+        other: second run folder (θ₂), required for ``interpolate``.
+        checkpoint, other_checkpoint: checkpoint file names in ``checkpoints/``.
+        split: split the example set is drawn from (``train``, ``val``, ``test``).
+        count: number of examples (seeded draw; ``None`` = whole split; ``-1`` =
+            the analysis' default: 2,048 for curvature and landscapes, 1,024 for
+            sparsity and sharpness, capped by the split size).
+        seed: seed of the example draw and of every stochastic estimate.
+        device: ``auto``, ``cpu``, ``cuda``, ...
+        params: analysis parameters overriding :data:`DEFAULTS`.
+        callback: receives :class:`Progress` reports (from the computing thread).
+        stop: when set, the analysis raises :class:`AnalysisStopped` at its next report.
+        save: write the result to the run's ``artifacts/analysis/``.
+        force: recompute even when a saved result with the same key exists.
+
+    Raises:
+        ValueError: unknown analysis or parameter, missing ``other`` for interpolation.
+        AnalysisStopped: stopped through ``stop``.
+    """
+    if what not in ANALYSES:
+        raise ValueError(f"what={what!r} is invalid: choose one of {', '.join(ANALYSES)}")
+    p = dict(DEFAULTS[what])
+    unknown = sorted(set(params or {}) - set(p))
+    if unknown:
+        raise ValueError(f"unknown parameter(s) {unknown} for {what!r}: choose from {sorted(p)}")
+    p.update(params or {})
+    if count == -1:
+        count = _DEFAULT_COUNT.get(what, 2048)
+    if what == "interpolate" and other is None:
+        raise ValueError("interpolate needs a second run: other=<run folder> (θ₂; the first run is θ₁)")
+    t0 = time.perf_counter()
+    run = Path(run)
+    rd = load_run(run)
+    ck = run / "checkpoints" / checkpoint
+    if not ck.is_file():
+        raise FileNotFoundError(f"checkpoint {str(ck)!r} does not exist; available: {[c.name for c in rd.checkpoints]}")
+    key_parts = dict(what=what, run=rd.id, ck=_stamp(ck), split=split, count=count, seed=seed, params=p)
+    if other is not None:
+        other = Path(other)
+        key_parts.update(other=load_run(other).id, other_ck=_stamp(other / "checkpoints" / other_checkpoint))
+    key = _key(**key_parts)
+    out_dir = run / "artifacts" / "analysis"
+    stem = f"{what}-{key}"
+    label = rd.name if other is None else f"{rd.name} → {load_run(other).name}"
+    if not force and (out_dir / f"{stem}.json").is_file():
+        res = load_result(out_dir / f"{stem}.json")
+        extra = [load_result(q) for q in sorted(out_dir.glob(f"{stem}.extra*.json"))]
+        return AnalysisOutput(what, label, res, out_dir / f"{stem}.json", True, p, extra,
+                              time.perf_counter() - t0)
+
+    def report(done, total, data=None, message=""):
+        if stop is not None and stop.is_set():
+            raise AnalysisStopped(f"{what} stopped after {done}/{total}")
+        if callback is not None:
+            callback(Progress(what, int(done), int(total), data or {}, message))
+
+    report(0, 1, message="loading model and data")
+    model, bundle, rd = load_model(rd, checkpoint, device)
+    dev = next(model.parameters()).device
+    result, extra = _RUNNERS[what](model, bundle, rd, p, split=split, count=count, seed=seed, device=dev,
+                                   report=report, other=other, other_checkpoint=other_checkpoint)
+    path = None
+    if save:
+        path = save_result(result, out_dir, stem)
+        for i, e in enumerate(extra):
+            save_result(e, out_dir, f"{stem}.extra{i:02d}")
+        meta = {"what": what, "key": key, "file": f"{stem}.json", "params": p, "split": split, "count": count,
+                "seed": seed, "checkpoint": checkpoint, "other": str(other) if other else None,
+                "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        from ..runs.store import atomic_write_bytes
+
+        atomic_write_bytes(out_dir / f"{stem}.params.json", (json.dumps(meta, indent=1, default=str) + "\n").encode())
+    return AnalysisOutput(what, label, result, path, False, p, extra, time.perf_counter() - t0)
+
+
+# --------------------------------------------------------------------- runners
+def _run_hessian(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from . import curvature as C
+
+    ex = _examples(bundle, split, count, seed, device)
+    k, method = int(p["k"]), p["method"]
+    max_iter = max(4 * k + 40, 60)
+
+    def cb(it, ritz):
+        vals = sorted((float(v) for v in ritz), reverse=True)
+        report(it, max_iter, {"values": vals[:k] if p["which"] != "SA" else vals[-k:]})
+
+    if method == "pyhessian":
+        r = C.pyhessian_eigenvalues(model, ex, k=k, tol=float(p["tol"]))
+        report(1, 1, {"values": [float(v) for v in r.values]})
+        return r, []
+    with C.HessianOperator(model, ex) as op:
+        if method == "lanczos":
+            r = C.lanczos(op, k=k, which=p["which"], tol=float(p["tol"]), seed=seed, callback=cb)
+        elif method == "eigsh":
+            r = C.eigsh_eigenvalues(op, k=k, which="SA" if p["which"] == "SA" else "LA", tol=float(p["tol"]),
+                                    seed=seed)
+        elif method == "power":
+            r = C.power_iteration(op, k=k, tol=float(p["tol"]), seed=seed)
+        else:
+            raise ValueError(f"method={method!r} is invalid: choose lanczos, eigsh, power or pyhessian")
+    report(1, 1, {"values": [float(v) for v in r.values]})
+    return r, []
+
+
+def _run_trace(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from . import curvature as C
+
+    ex = _examples(bundle, split, count, seed, device)
+    n = int(p["n_probes"])
+    if p["method"] == "pyhessian":
+        return C.pyhessian_trace(model, ex, max_iter=n), []
+    with C.HessianOperator(model, ex) as op:
+        if p["method"] == "hutchinson":
+            r = C.hutchinson_trace(op, n_probes=n, seed=seed)
+        elif p["method"] == "hutchpp":
+            r = C.hutchpp_trace(op, n_matvecs=n, seed=seed)
+        else:
+            raise ValueError(f"method={p['method']!r} is invalid: choose hutchpp, hutchinson or pyhessian")
+    report(1, 1)
+    return r, []
+
+
+def _run_density(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from . import curvature as C
+
+    ex = _examples(bundle, split, count, seed, device)
+    with C.HessianOperator(model, ex) as op:
+        r = C.spectral_density(op, n_probes=int(p["n_probes"]), steps=int(p["steps"]), seed=seed)
+    report(1, 1, {"grid": r.grid, "density": r.density})
+    return r, []
+
+
+def _run_layerwise(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from . import curvature as C
+
+    ex = _examples(bundle, split, count, seed, device)
+    r = C.layerwise(model, ex, what=p["what"], n_probes=int(p["n_probes"]), seed=seed)
+    report(1, 1)
+    return r, []
+
+
+def _split_sets(bundle, splits, count, seed, device) -> dict[str, ExampleSet]:
+    return {s: _examples(bundle, s, count, seed, device) for s in splits}
+
+
+def _grid_reporter(report, n, alphas, splits):
+    loss = {s: [] for s in splits}
+    acc = {s: [] for s in splits}
+
+    def cb(i, alpha, values):
+        for s, (l, a) in values.items():
+            loss[s].append(l)
+            acc[s].append(a)
+        report(i + 1, n, {"alphas": list(alphas), "loss": {s: list(v) for s, v in loss.items()},
+                          "acc": {s: list(v) for s, v in acc.items()}})
+    return cb
+
+
+def _run_interpolate(model, bundle, rd, p, *, split, count, seed, device, report, other, other_checkpoint, **_):
+    from .landscape import interpolate
+
+    model_b, _, _ = load_model(other, other_checkpoint, device)
+    alphas = _grid(p["alphas"])
+    sets = _split_sets(bundle, p["splits"], count, seed, device)
+    r = interpolate(model, model_b, sets, alphas=alphas, bn=p["bn"], bn_data=sets.get("train"),
+                    callback=_grid_reporter(report, len(alphas), alphas, p["splits"]))
+    return r, []
+
+
+def _run_slice(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from . import landscape as L
+
+    alphas = _grid(p["alphas"])
+    sets = _split_sets(bundle, p["splits"], count, seed, device)
+    if p["direction"] == "eigenvector":
+        from . import curvature as C
+
+        with C.HessianOperator(model, sets.get("train", next(iter(sets.values())))) as op:
+            e = C.lanczos(op, k=1, seed=seed, return_vectors=True)
+        dirs = [L.eigenvector_direction(model, e.vectors[0], param_names=op.param_names)]
+    elif p["direction"] == "random":
+        dirs = [L.random_direction(model, seed=seed + i, normalization=p["normalization"], bias_bn=p["bias_bn"])
+                for i in range(int(p["n_directions"]))]
+    else:
+        raise ValueError(f"direction={p['direction']!r} is invalid: choose 'random' or 'eigenvector'")
+    results = []
+    n = len(alphas) * len(dirs)
+    for j, d in enumerate(dirs):
+        inner = _grid_reporter(lambda done, total, data: report(j * len(alphas) + done, n,
+                                                                {**data, "direction": j,
+                                                                 "previous": [_slice_data(r) for r in results]}),
+                               len(alphas), alphas, p["splits"])
+        results.append(L.slice_1d(model, d, sets, alphas=alphas, bn=p["bn"], callback=inner))
+    return results[0], results[1:]
+
+
+def _slice_data(r) -> dict:
+    return {"alphas": list(map(float, r.alphas)), "loss": {s: list(map(float, v)) for s, v in r.loss.items()}}
+
+
+def _run_plane(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from . import landscape as L
+
+    g = np.linspace(-float(p["span"]), float(p["span"]), int(p["grid"]))
+    sets = _split_sets(bundle, p["splits"], count, seed, device)
+    d1 = L.random_direction(model, seed=seed, normalization=p["normalization"], bias_bn=p["bias_bn"])
+    d2 = L.random_direction(model, seed=seed + 1, normalization=p["normalization"], bias_bn=p["bias_bn"])
+    first = p["splits"][0]
+    z = np.full((len(g), len(g)), np.nan)
+
+    def cb(k, coord, values):
+        j, i = divmod(k, len(g))
+        z[j, i] = values[first][0]
+        if k % len(g) == len(g) - 1 or k == len(g) ** 2 - 1:
+            report(k + 1, len(g) ** 2, {"alphas": g.tolist(), "betas": g.tolist(), "z": z.tolist(), "split": first})
+    r = L.plane_2d(model, d1, d2, sets, alphas=g, betas=g, bn=p["bn"], callback=cb)
+    return r, []
+
+
+def _run_sparsity(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from .features import feature_sparsity
+
+    ex = _examples(bundle, split, count, seed, device)
+    r = feature_sparsity(model, ex, tau=float(p["tau"]), max_units=p["max_units"], seed=seed)
+    report(1, 1)
+    return r, []
+
+
+def _run_sharpness(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from .sharpness import sharpness_curve
+
+    ex = _examples(bundle, split, count, seed, device)
+    rhos = sorted(float(r) for r in p["rhos"])
+
+    def cb(b, nb, running, per):
+        report(b + 1, nb, {"rhos": rhos, "values": [float(v) for v in running]})
+    r = sharpness_curve(model, ex, rhos, kind=p["kind"], norm=p["norm"], adaptive=bool(p["adaptive"]),
+                        m=p["m"], method=p["method"], steps=p["steps"], seed=seed, callback=cb)
+    return r, []
+
+
+def _run_pca(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from .projections import gradient_pca
+
+    ex = _examples(bundle, split, count, seed, device)
+    r = gradient_pca(model, ex, kind=p["kind"], seed=seed)
+    report(1, 1)
+    return r, []
+
+
+def _run_cosine(model, bundle, rd, p, *, split, count, seed, device, report, **_):
+    from . import gradients as G
+
+    if p["source"] == "sam":
+        r = G.sam_cosines_from_steps(rd.steps)
+    elif p["source"] in ("class_mean", "pairwise"):
+        ex = _examples(bundle, split, count, seed, device)
+        if p["source"] == "class_mean":
+            r = G.gradient_cosines(model, ex, kind=p["kind"], reference="class_mean")
+        else:
+            mat = G.gradients_of_kind(model, ex, p["kind"])
+            pairs = G.pairwise_within_class_cosines(mat, ex.y.cpu(), seed=seed)
+            vals = np.concatenate([v for v in pairs.values()]) if pairs else np.array([])
+            labels = np.concatenate([np.full(len(v), c) for c, v in pairs.items()]) if pairs else np.array([])
+            r = G.GradientCosineResult(values=vals, labels=labels.astype(np.int64),
+                                       index=np.array([], dtype=np.int64), reference="pairwise within class",
+                                       kind=p["kind"], count=ex.count, seed=seed, split=split)
+    else:
+        raise ValueError(f"source={p['source']!r} is invalid: choose 'sam', 'class_mean' or 'pairwise'")
+    report(1, 1)
+    return r, []
+
+
+_RUNNERS = {"hessian": _run_hessian, "trace": _run_trace, "density": _run_density, "layerwise": _run_layerwise,
+            "interpolate": _run_interpolate, "slice": _run_slice, "plane": _run_plane, "sparsity": _run_sparsity,
+            "sharpness": _run_sharpness, "pca": _run_pca, "cosine": _run_cosine}
