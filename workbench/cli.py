@@ -144,6 +144,60 @@ def cmd_demo(args) -> int:
     return 0 if all(r.status == "finished" for r in results) else 1
 
 
+def cmd_analyze(args) -> int:
+    import yaml as _yaml
+
+    from .analysis.tasks import ANALYSES, analyze
+    from .config import yaml_load
+    from .viz import export_figure, result_figure, static_export_session, summary_rows
+
+    params = {}
+    for item in args.set:
+        if "=" not in item:
+            raise ValueError(f"--set {item!r} must look like key=value, e.g. k=10")
+        k, v = item.split("=", 1)
+        params[k.strip()] = yaml_load(v)
+    runs = _expand_runs(args.runs)
+    if args.what == "interpolate":
+        if len(runs) != 2:
+            raise ValueError("interpolate needs exactly two runs: workbench analyze RUN_A RUN_B --what interpolate")
+        jobs = [(runs[0], runs[1])]
+    else:
+        jobs = [(r, None) for r in runs]
+    outputs = []
+    bar = None
+    if not args.no_progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=1, desc=args.what, unit="step", dynamic_ncols=True)
+
+    def progress(p):
+        if bar is not None:
+            bar.total = max(p.total, 1)
+            bar.n = p.done
+            bar.set_postfix_str(p.message[:40], refresh=False)
+            bar.refresh()
+
+    for run, other in jobs:
+        count = None if args.count == 0 else args.count
+        out = analyze(args.what, run, other=other, checkpoint=args.checkpoint, split=args.split, count=count,
+                      seed=args.seed, device=args.device, params=params, callback=progress, force=args.force)
+        outputs.append(out)
+        if bar is not None:
+            bar.write(f"{run.name}: {'loaded saved result' if out.cached else f'computed in {out.seconds:.1f} s'}"
+                      f" -> {out.path}")
+    if bar is not None:
+        bar.close()
+    for row in summary_rows(args.what, outputs):
+        print(_yaml.safe_dump(row, sort_keys=False, allow_unicode=True).rstrip())
+    if args.out:
+        fig = result_figure(args.what, outputs, theme=args.theme)
+        with static_export_session():
+            for fmt in args.format:
+                print(export_figure(fig, Path(args.out) / f"{args.what}.{fmt}", format=fmt))
+    return 0
+
+
 def cmd_lab(args) -> int:
     """Start JupyterLab on 127.0.0.1 with a random token, opening the quickstart notebook."""
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
@@ -209,6 +263,26 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(fn=cmd_demo)
+
+    an = sub.add_parser("analyze", help="analyse stored runs (Hessian, landscape, sparsity, sharpness, ...)")
+    an.add_argument("runs", nargs="+", help="run folders (two for --what interpolate: theta_1 then theta_2)")
+    an.add_argument("--what", required=True,
+                    choices=["hessian", "trace", "density", "layerwise", "interpolate", "slice", "plane", "sparsity",
+                             "sharpness", "pca", "cosine"])
+    an.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="analysis parameters, e.g. k=10 method=pyhessian | rhos=[0,0.05,0.1] adaptive=true")
+    an.add_argument("--checkpoint", default="last.pt")
+    an.add_argument("--split", default="train", choices=["train", "val", "test"])
+    an.add_argument("--count", type=int, default=-1,
+                    help="examples (seeded draw); -1: the analysis' default; 0: the whole split")
+    an.add_argument("--seed", type=int, default=0)
+    an.add_argument("--device", default="auto")
+    an.add_argument("--force", action="store_true", help="recompute even when a saved result exists")
+    an.add_argument("--out", help="write the figure here")
+    an.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "svg", "pdf"])
+    an.add_argument("--theme", default="screen", choices=["screen", "paper"])
+    an.add_argument("--no-progress", action="store_true")
+    an.set_defaults(fn=cmd_analyze)
 
     lab = sub.add_parser("lab", help="start JupyterLab on 127.0.0.1 with a token")
     lab.add_argument("--port", type=int, default=8888)

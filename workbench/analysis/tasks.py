@@ -48,7 +48,7 @@ from ..runs import load_run
 from ..runs.store import RunData
 from .common import ExampleSet, ResultRecord, load_result, save_result
 
-__all__ = ["ANALYSES", "DEFAULTS", "Progress", "AnalysisOutput", "AnalysisStopped", "analyze", "load_model",
+__all__ = ["ANALYSES", "DEFAULTS", "PARAM_CHOICES", "Progress", "AnalysisOutput", "AnalysisStopped", "analyze", "load_model",
            "list_analyses"]
 
 ANALYSES = ("hessian", "trace", "density", "layerwise", "interpolate", "slice", "plane", "sparsity", "sharpness",
@@ -70,6 +70,21 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "pca": {"kind": "logits"},
     "cosine": {"source": "sam", "kind": "logits"},
 }
+PARAM_CHOICES: dict[str, dict[str, list]] = {
+    "hessian": {"method": ["lanczos", "eigsh", "power", "pyhessian"], "which": ["LA", "SA", "both"]},
+    "trace": {"method": ["hutchpp", "hutchinson", "pyhessian"]},
+    "layerwise": {"what": ["both", "top", "trace"]},
+    "interpolate": {"bn": ["recompute", "keep"]},
+    "slice": {"direction": ["random", "eigenvector"], "bn": ["keep", "recompute"],
+              "normalization": ["filter", "layer", "none"], "bias_bn": ["zero", "keep", "normalize"]},
+    "plane": {"bn": ["keep", "recompute"], "normalization": ["filter", "layer", "none"],
+              "bias_bn": ["zero", "keep", "normalize"]},
+    "sharpness": {"kind": ["worst", "average"], "norm": ["l2", "linf"], "method": ["pgd", "apgd"]},
+    "pca": {"kind": ["logits", "last_input", "weights", "full"]},
+    "cosine": {"source": ["sam", "class_mean", "pairwise"], "kind": ["logits", "last_input", "weights", "full"]},
+}
+"""Allowed values of the string parameters (for widgets and validation)."""
+
 _DEFAULT_COUNT = {"sparsity": 1024, "sharpness": 1024, "interpolate": 2048, "slice": 2048, "plane": 1024}
 
 
@@ -204,6 +219,9 @@ def analyze(what: str, run: str | Path, *, other: str | Path | None = None, chec
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {what!r}: choose from {sorted(p)}")
     p.update(params or {})
+    for name, allowed in PARAM_CHOICES.get(what, {}).items():
+        if p.get(name) not in allowed:
+            raise ValueError(f"{what}.{name}={p.get(name)!r} is invalid: choose one of {allowed}")
     if count == -1:
         count = _DEFAULT_COUNT.get(what, 2048)
     if what == "interpolate" and other is None:

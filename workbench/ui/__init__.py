@@ -1,6 +1,7 @@
-"""Notebook UI: ipywidgets panels wired to the core through a background runner."""
-from .live import LiveCurves
+"""Notebook UI: ipywidgets panels wired to the core through background runners."""
+from .analysis_panel import AnalysisPanel
+from .live import LiveCurves, sync_figure
 from .runner import BackgroundRunner
 from .training_panel import TrainingPanel
 
-__all__ = ["TrainingPanel", "LiveCurves", "BackgroundRunner"]
+__all__ = ["TrainingPanel", "AnalysisPanel", "LiveCurves", "BackgroundRunner", "sync_figure"]

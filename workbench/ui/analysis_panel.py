@@ -1,0 +1,356 @@
+"""AnalysisPanel: pick a run (two for interpolation), an analysis and its parameters; watch it fill in.
+
+Thin wiring over :func:`workbench.analysis.tasks.analyze`: the analysis runs
+on a background thread, its progress reports (Ritz values as Lanczos
+iterates, interpolation points as they are computed, plane rows, running
+sharpness means) are drawn with :func:`workbench.viz.progress_figure` at most a
+few times per second, and the finished result is drawn with
+:func:`workbench.viz.result_figure`, overlaid with earlier results of the same
+analysis (e.g. the top eigenvalues of the SGD and the SAM run). Results are
+saved in the run folder; asking again loads them instead of recomputing.
+"""
+from __future__ import annotations
+
+import html
+import threading
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+import plotly.graph_objects as go
+
+from ..analysis.tasks import ANALYSES, DEFAULTS, PARAM_CHOICES, AnalysisOutput, AnalysisStopped, Progress, analyze
+from ..config import yaml_load
+from ..runs import list_runs
+from ..viz import export_figure, progress_figure, result_figure, static_export_available
+from .live import sync_figure
+
+__all__ = ["AnalysisPanel"]
+
+_DESCRIPTIONS = {
+    "hessian": "top-k Hessian eigenvalues (Lanczos; PyHessian's power iteration for comparison)",
+    "trace": "Hessian trace (Hutch++ / Hutchinson, with standard error)",
+    "density": "eigenvalue spectral density (stochastic Lanczos quadrature), log scale",
+    "layerwise": "top eigenvalue and trace of each layer's Hessian block",
+    "interpolate": "1-D linear interpolation θ(α) = αθ₁ + (1−α)θ₂ between two runs (000 report Eq. 2.5)",
+    "slice": "1-D loss slices along filter-normalised random directions (or the top eigenvector)",
+    "plane": "2-D loss surface on a plane of two filter-normalised random directions",
+    "sparsity": "feature sparsity coefficient per ReLU layer (001 thesis Ch. 6)",
+    "sharpness": "worst-/average-case m-sharpness vs ρ (001 thesis Eq. 5.1, 7.1)",
+    "pca": "PCA of per-example (last-layer) gradients, coloured by class",
+    "cosine": "histogram of gradient cosines (SAM's cos(g, g′) per step, or per-example vs class mean)",
+}
+_OVERLAY = {"hessian", "trace", "density", "layerwise", "sparsity", "sharpness", "cosine", "slice"}
+
+
+def _widget_for(name: str, value: Any, choices: list | None) -> W.Widget:
+    st = {"description_width": "initial"}
+    if choices:
+        return W.Dropdown(options=choices, value=value, description=name, style=st, layout=W.Layout(width="auto"))
+    if isinstance(value, bool):
+        return W.Checkbox(value=value, description=name, indent=False, layout=W.Layout(width="auto"))
+    if isinstance(value, int):
+        return W.IntText(value=value, description=name, style=st, layout=W.Layout(width="150px"))
+    if isinstance(value, float):
+        return W.FloatText(value=value, description=name, style=st, layout=W.Layout(width="170px"))
+    text = "null" if value is None else (str(value) if not isinstance(value, (list, tuple)) else
+                                         "[" + ", ".join(str(v) for v in value) + "]")
+    return W.Text(value=text, description=name, style=st, layout=W.Layout(width="230px"))
+
+
+def _read(widget: W.Widget, default: Any) -> Any:
+    v = widget.value
+    if isinstance(widget, W.Text) and not isinstance(default, str):
+        return yaml_load(v)
+    return v
+
+
+class AnalysisPanel:
+    """Run analyses on stored runs, live, from a notebook.
+
+    Args:
+        root: runs root folder (the same as the training panel's).
+        what: analysis selected at start.
+        interval: minimum seconds between live figure redraws.
+
+    Attributes:
+        figure: the ``FigureWidget``; outputs: ``{what: [AnalysisOutput, ...]}``
+        of this session; widget: the whole panel.
+    """
+
+    def __init__(self, root: str | Path = "runs", *, what: str = "hessian", interval: float = 0.3):
+        self.root = Path(root)
+        self.interval = interval
+        st = {"description_width": "initial"}
+        self.w_run = W.Dropdown(options=[], description="run (θ₁)", style=st, layout=W.Layout(width="480px"))
+        self.w_other = W.Dropdown(options=[], description="second run (θ₂)", style=st,
+                                  layout=W.Layout(width="480px"))
+        self.w_checkpoint = W.Dropdown(options=["last.pt"], value="last.pt", description="checkpoint", style=st)
+        self.w_refresh = W.Button(description="Refresh runs", icon="refresh")
+        self.w_what = W.Dropdown(options=list(ANALYSES), value=what, description="analysis", style=st)
+        self.w_desc = W.HTML()
+        self.w_split = W.Dropdown(options=["train", "val", "test"], value="train", description="split", style=st)
+        self.w_count = W.IntText(value=-1, description="examples (-1 default, 0 all)", style=st,
+                                 layout=W.Layout(width="260px"))
+        self.w_seed = W.IntText(value=0, description="seed", style=st, layout=W.Layout(width="120px"))
+        self.w_force = W.Checkbox(value=False, description="recompute", indent=False)
+        self.w_params = W.HBox(layout=W.Layout(flex_flow="row wrap"))
+        self._param_widgets: dict[str, W.Widget] = {}
+        self.w_start = W.Button(description="Run", button_style="success", icon="play")
+        self.w_stop = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
+        self.w_clear = W.Button(description="Clear", icon="trash", tooltip="Forget the results shown for this analysis")
+        self.w_export = W.Button(description="Export", icon="download")
+        self.w_progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="320px"))
+        self.w_progress_text = W.Label(value="idle")
+        self.w_status = W.HTML(value=self._html("Pick a run and an analysis, then press Run."))
+        self.w_table = W.HTML()
+        self.figure = go.FigureWidget(progress_figure(what, {}))
+        self.outputs: dict[str, list[AnalysisOutput]] = {}
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._done = threading.Event()
+        self._done.set()
+        self._latest: Progress | None = None
+        self._lock = threading.Lock()
+
+        for name, w in {"run": self.w_run, "other": self.w_other, "checkpoint": self.w_checkpoint,
+                        "what": self.w_what, "split": self.w_split, "count": self.w_count, "seed": self.w_seed,
+                        "start": self.w_start, "stop": self.w_stop, "export": self.w_export, "clear": self.w_clear,
+                        "progress-text": self.w_progress_text, "status": self.w_status,
+                        "params": self.w_params, "table": self.w_table}.items():
+            w.add_class(f"wb-an-{name}")
+        self.figure.add_class("wb-an-figure")
+        self.w_refresh.on_click(lambda _b: self.refresh_runs())
+        self.w_what.observe(lambda _c: self._on_what(), names="value")
+        self.w_run.observe(lambda _c: self._on_run(), names="value")
+        self.w_start.on_click(lambda _b: self.start())
+        self.w_stop.on_click(lambda _b: self.stop())
+        self.w_clear.on_click(lambda _b: self.clear())
+        self.w_export.on_click(lambda _b: self._export_clicked())
+        self.widget = W.VBox([
+            W.HBox([self.w_run, self.w_checkpoint, self.w_refresh], layout=W.Layout(flex_flow="row wrap")),
+            self.w_other,
+            W.HBox([self.w_what, self.w_desc]),
+            W.HBox([self.w_split, self.w_count, self.w_seed, self.w_force], layout=W.Layout(flex_flow="row wrap")),
+            self.w_params,
+            W.HBox([self.w_start, self.w_stop, self.w_clear, self.w_export, self.w_progress, self.w_progress_text],
+                   layout=W.Layout(flex_flow="row wrap")),
+            self.w_status, self.figure, self.w_table,
+        ])
+        self.widget.add_class("wb-analysis-panel")
+        self.refresh_runs()
+        self._on_what()
+
+    def _repr_mimebundle_(self, **kw):
+        return self.widget._repr_mimebundle_(**kw)
+
+    @staticmethod
+    def _html(text: str, color: str = "#333") -> str:
+        return f'<span style="color:{color}">{html.escape(text)}</span>'
+
+    def _say(self, text: str, color: str = "#333") -> None:
+        self.w_status.value = self._html(text, color)
+
+    # ------------------------------------------------------------- widgets
+    def refresh_runs(self) -> None:
+        """Re-read the runs under ``root`` (finished and stopped runs with a checkpoint)."""
+        df = list_runs(self.root)
+        opts = []
+        for row in df.itertuples():
+            if (Path(row.path) / "checkpoints" / "last.pt").is_file():
+                opts.append((f"{row.name} · {row.status} · {row.run_id[:15]}", row.path))
+        cur, cur_o = self.w_run.value, self.w_other.value
+        self.w_run.options = opts
+        self.w_other.options = [("(none)", None)] + opts
+        if cur in [o[1] for o in opts]:
+            self.w_run.value = cur
+        elif opts:
+            self.w_run.value = opts[0][1]
+        if cur_o in [o[1] for o in opts]:
+            self.w_other.value = cur_o
+        elif len(opts) > 1:
+            self.w_other.value = opts[1][1]
+        self._on_run()
+
+    def select(self, run: str | Path | None = None, other: str | Path | None = None) -> None:
+        """Select runs by folder (e.g. from a ``TrainResult.run_path``)."""
+        self.refresh_runs()
+        if run is not None:
+            self.w_run.value = str(run)
+        if other is not None:
+            self.w_other.value = str(other)
+
+    def _on_run(self) -> None:
+        run = self.w_run.value
+        cks = sorted(p.name for p in (Path(run) / "checkpoints").glob("*.pt")) if run else []
+        self.w_checkpoint.options = cks or ["last.pt"]
+        self.w_checkpoint.value = "last.pt" if "last.pt" in self.w_checkpoint.options else self.w_checkpoint.options[0]
+
+    def _on_what(self) -> None:
+        what = self.w_what.value
+        self.w_desc.value = self._html(_DESCRIPTIONS.get(what, ""), "#555")
+        self._param_widgets = {k: _widget_for(k, v, PARAM_CHOICES.get(what, {}).get(k))
+                               for k, v in DEFAULTS[what].items()}
+        for k, w in self._param_widgets.items():
+            w.add_class(f"wb-an-param-{k}")
+        self.w_params.children = list(self._param_widgets.values())
+        self.w_other.layout.display = None if what == "interpolate" else "none"
+        self._draw_results()
+
+    def params(self) -> dict:
+        """The parameter values currently in the widgets."""
+        return {k: _read(w, DEFAULTS[self.w_what.value][k]) for k, w in self._param_widgets.items()}
+
+    # ------------------------------------------------------------- actions
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> bool:
+        """Run the selected analysis in the background; False (with a message) when refused."""
+        if self.running:
+            self._say("An analysis is already running: press Stop first.", "#b35900")
+            return False
+        what = self.w_what.value
+        if not self.w_run.value:
+            self._say(f"No run with a checkpoint under {self.root}/: train one first (TrainingPanel).", "#b00020")
+            return False
+        if what == "interpolate" and not self.w_other.value:
+            self._say("Interpolation needs a second run (θ₂).", "#b00020")
+            return False
+        try:
+            params = self.params()
+        except Exception as e:
+            self._say(f"Invalid parameter: {e}", "#b00020")
+            return False
+        kwargs = dict(other=self.w_other.value if what == "interpolate" else None,
+                      checkpoint=self.w_checkpoint.value, split=self.w_split.value,
+                      count=None if self.w_count.value == 0 else int(self.w_count.value), seed=int(self.w_seed.value),
+                      params=params, force=bool(self.w_force.value))
+        self._stop.clear()
+        self._done.clear()
+        self._finishing = False
+        self._latest = None
+        self.w_start.disabled, self.w_stop.disabled = True, False
+        self.w_progress.value, self.w_progress.bar_style = 0.0, "info"
+        self._say(f"Running {what} ...")
+        self._t0 = time.monotonic()
+        self._thread = threading.Thread(target=self._main, args=(what, self.w_run.value, kwargs),
+                                        name="workbench-analysis", daemon=True)
+        self._thread.start()
+        return True
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._say("Stopping at the next progress point ...", "#b35900")
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the running analysis has finished (for scripts and tests)."""
+        ok = self._done.wait(timeout)
+        if ok and self._thread is not None:
+            self._thread.join(timeout)
+        return ok
+
+    def clear(self) -> None:
+        self.outputs.pop(self.w_what.value, None)
+        self._draw_results()
+
+    def export(self, path: str | Path | None = None, formats=("html", "png")) -> list[Path]:
+        what = self.w_what.value
+        outs = self._shown(what)
+        if not outs:
+            raise ValueError(f"no {what} results to export yet")
+        fig = result_figure(what, outs)
+        stem = Path(path) if path else self.root / "exports" / time.strftime(f"{what}-%Y%m%d-%H%M%S")
+        written, notes = [], []
+        for fmt in formats:
+            if fmt != "html" and not static_export_available()[0]:
+                notes.append(f"{fmt.upper()} skipped: {static_export_available()[1]}")
+                continue
+            written.append(export_figure(fig, Path(f"{stem}.{fmt}"), format=fmt))
+        self._say("Exported " + ", ".join(map(str, written)) + (". " + " ".join(notes) if notes else ""), "#1b5e20")
+        return written
+
+    def _export_clicked(self) -> None:
+        try:
+            self.export()
+        except Exception as e:
+            self._say(f"Export failed: {e}", "#b00020")
+
+    # ------------------------------------------------------------ worker
+    def _main(self, what: str, run: str, kwargs: dict) -> None:
+        ticker = threading.Thread(target=self._tick, daemon=True)
+        ticker.start()
+        try:
+            out = analyze(what, run, callback=self._on_progress, stop=self._stop, **kwargs)
+            keep = [o for o in self.outputs.get(what, []) if o.path != out.path] if what in _OVERLAY else []
+            self.outputs[what] = keep + [out]
+            self._finish(out)
+        except AnalysisStopped as e:
+            self._finish(None, stopped=str(e))
+        except Exception as e:
+            self.errors.append(traceback.format_exc())
+            self._finish(None, error=f"{type(e).__name__}: {e}")
+
+    def _on_progress(self, p: Progress) -> None:
+        with self._lock:
+            self._latest = p
+
+    def _tick(self) -> None:
+        drawn = None
+        while not self._done.is_set():
+            time.sleep(self.interval)
+            with self._lock:
+                p = self._latest
+            if p is None or p is drawn or self._done.is_set() or getattr(self, "_finishing", False):
+                continue
+            drawn = p
+            try:
+                self.w_progress.value = min(p.done / max(p.total, 1), 1.0)
+                self.w_progress_text.value = (f"{p.done}/{p.total} · {time.monotonic() - self._t0:.1f} s"
+                                              + (f" · {p.message}" if p.message else ""))
+                if p.data:
+                    sync_figure(self.figure, progress_figure(p.what, p.data, label=""))
+            except Exception:
+                pass
+
+    def _finish(self, out: AnalysisOutput | None, *, stopped: str | None = None, error: str | None = None) -> None:
+        self._finishing = True
+        self.w_start.disabled, self.w_stop.disabled = False, True
+        if out is not None:
+            self.w_progress.value, self.w_progress.bar_style = 1.0, "success"
+            self.w_progress_text.value = f"done in {out.seconds:.1f} s" + (" (saved result)" if out.cached else "")
+            self._draw_results()
+            self._say(("Loaded the saved result: " if out.cached else "Saved: ") + str(out.path), "#1b5e20")
+        elif stopped:
+            self.w_progress.bar_style = "warning"
+            self._say(f"Stopped: {stopped}. Nothing was saved.", "#b35900")
+        else:
+            self.w_progress.bar_style = "danger"
+            self._say(f"Failed: {error}", "#b00020")
+        self._done.set()
+
+    def _shown(self, what: str) -> list[AnalysisOutput]:
+        return list(self.outputs.get(what, []))
+
+    def _draw_results(self) -> None:
+        from ..viz import summary_rows
+
+        what = self.w_what.value
+        outs = self._shown(what)
+        if not outs:
+            sync_figure(self.figure, progress_figure(what, {}))
+            self.figure.layout.title.text = f"{what}: no result yet: press Run"
+            self.w_table.value = ""
+            return
+        sync_figure(self.figure, result_figure(what, outs))
+        rows = summary_rows(what, outs)
+        cols = list(dict.fromkeys(k for r in rows for k in r))
+        cell = lambda v: f"{v:.5g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
+        head = "".join(f"<th style='padding:2px 8px'>{html.escape(c)}</th>" for c in cols)
+        body = "".join("<tr>" + "".join(f"<td style='padding:2px 8px'>{cell(r.get(c, ''))}</td>" for c in cols)
+                       + "</tr>" for r in rows)
+        self.w_table.value = f"<table style='font-size:12px'><tr>{head}</tr>{body}</table>"
