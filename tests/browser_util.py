@@ -98,6 +98,10 @@ def jupyter_lab(root: Path, tmp: Path, env: Mapping[str, str] | None = None, *,
     notif.mkdir(parents=True, exist_ok=True)
     (notif / "notification.jupyterlab-settings").write_text(
         json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # render every cell (JupyterLab 4 virtualises off-screen cells, whose prompts then read empty)
+    nbset = Path(e["JUPYTER_CONFIG_DIR"]) / "lab" / "user-settings" / "@jupyterlab" / "notebook-extension"
+    nbset.mkdir(parents=True, exist_ok=True)
+    (nbset / "tracker.jupyterlab-settings").write_text(json.dumps({"windowingMode": "none"}))
     log = tmp / "jupyter-lab.log"
     cmd = [str(jupyter), "lab", "--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}",
            "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}",
