@@ -185,3 +185,61 @@ def test_quickstart_notebook_in_jupyterlab(tmp_path):
     print(f"\nquickstart browser test timings (s since start): {timings}; "
           f"stopped run: {stopped[0].name} after {len(epochs)} epochs; progress label while running: "
           f"{label_running!r}; status: {status_text!r}")
+
+
+ANALYSIS_NOTEBOOK = REPO / "notebooks" / "01_sharpness_and_landscape.ipynb"
+
+
+@pytest.mark.timeout(420)
+def test_analysis_notebook_runs_an_analysis_from_the_panel(tmp_path):
+    """Open notebook 01, run all cells, then run the Hessian analysis from the AnalysisPanel in the browser."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
+    work = tmp_path / "lab"
+    work.mkdir()
+    shutil.copy(ANALYSIS_NOTEBOOK, work / ANALYSIS_NOTEBOOK.name)
+    runs = tmp_path / "runs"
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "analysis-browser.png"
+    shot.unlink(missing_ok=True)
+    env = {"WORKBENCH_EPOCHS": "2", "WORKBENCH_RUNS": str(runs), "WORKBENCH_COUNT": "256"}
+    with jupyter_lab(work, tmp_path, env) as server, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.set_default_timeout(30_000)
+            try:
+                open_notebook(page, server, ANALYSIS_NOTEBOOK.name)
+                run_all_cells(page)
+                wait_all_cells_done(page, timeout_ms=300_000)
+                assert not error_outputs(page), error_outputs(page)
+                panel = page.locator(".jp-NotebookPanel .wb-analysis-panel").first
+                panel.scroll_into_view_if_needed()
+                panel.locator(".wb-an-what select").select_option("hessian")
+                count = panel.locator(".wb-an-count input")
+                count.fill("128")
+                count.press("Enter")
+                page.wait_for_timeout(300)
+                run_btn = panel.locator("button.wb-an-start")
+                run_btn.click()
+                status = panel.locator(".wb-an-status")
+                _wait(lambda: re.search(r"Saved|Loaded", status.inner_text()), 120, "the analysis to finish")
+                state = page.evaluate("""() => {
+                    const gd = document.querySelector('.jp-NotebookPanel .wb-analysis-panel .js-plotly-plot');
+                    return gd && gd.data ? gd.data.map(t => ({name: t.name || '', n: (t.y || []).length})) : null;
+                }""")
+                assert state and state[0]["n"] == 5, state  # top-5 eigenvalues drawn
+                assert "lambda_1" in panel.locator(".wb-an-table").inner_text()
+                panel.screenshot(path=str(shot))
+            except BaseException:
+                try:
+                    page.screenshot(path=str(ARTIFACTS / "analysis-browser-failure.png"))
+                except Exception:
+                    pass
+                print("\n--- jupyter lab log (tail) ---\n" + server.log_tail())
+                raise
+        finally:
+            browser.close()
+    saved = list(runs.rglob("artifacts/analysis/hessian-*.json"))
+    assert saved, "the panel's result was not saved in the run folder"

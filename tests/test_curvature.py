@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from workbench.analysis.common import ExampleSet, load_result, save_result
+from workbench.analysis.common import ExampleSet, load_result, preserved_state, save_result
 from workbench.analysis import curvature as cv
 
 pytestmark = [
@@ -381,14 +381,14 @@ def test_model_restored_when_an_analysis_raises(bn_net):
     with pytest.raises(KeyError):
         cv.lanczos(cv.HessianOperator(model, ex, bad_loss), k=1)
     assert_unchanged(model, snap, "raising loss")
-    with pytest.raises(KeyError), cv.model_guard(model):
+    with pytest.raises(KeyError), preserved_state(model):
         with torch.no_grad():
             model.features[1].running_mean.add_(1.0)
             model.classifier.weight.mul_(2.0)
         model.eval()
         model.classifier.weight.grad = torch.ones_like(model.classifier.weight)
         raise KeyError("boom")
-    assert_unchanged(model, snap, "model_guard")
+    assert_unchanged(model, snap, "preserved_state")
 
 
 def test_pyhessian_keeps_existing_gradients(bn_net):

@@ -97,23 +97,37 @@ def model_device(model: nn.Module) -> torch.device:
     return b.device if b is not None else torch.device("cpu")
 
 
+def _bitwise_equal(a: Tensor, b: Tensor) -> bool:
+    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
+
+
 @contextlib.contextmanager
 def preserved_state(model: nn.Module) -> Iterator[nn.Module]:
-    """Restore parameters, buffers and every module's train/eval mode on exit.
+    """Leave ``model`` exactly as it was: parameters, buffers, train/eval modes and ``.grad``.
 
     Values are restored with ``copy_`` from clones taken on entry (never by
-    undoing arithmetic), so the model is bitwise what it was, even when the
-    analysis raised.
+    undoing arithmetic), also when the block raised. A tensor is written back
+    only when it changed, so the version counters of untouched parameters stay
+    put and an autograd graph built on them (a cached Hessian-vector-product
+    graph) stays usable; every parameter's ``.grad`` is set back to the object
+    it had on entry (with its values), which drops graph-carrying gradients that
+    code such as PyHessian's ``loss.backward(create_graph=True)`` leaves behind.
     """
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
     modes = [(m, m.training) for m in model.modules()]
+    grads = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
     try:
         yield model
     finally:
         with torch.no_grad():
             for k, v in model.state_dict(keep_vars=True).items():
-                if k in saved:
-                    v.copy_(saved[k])
+                s = saved.get(k)
+                if s is not None and not _bitwise_equal(v.detach(), s):
+                    v.copy_(s)
+            for p, g, gval in grads:
+                p.grad = g
+                if g is not None and not _bitwise_equal(g, gval):
+                    g.copy_(gval)
         for m, mode in modes:
             m.training = mode
 

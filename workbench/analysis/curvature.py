@@ -67,10 +67,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..training.trainer import Probe
-from .common import ExampleSet, ResultRecord, eval_mode, model_device
+from .common import ExampleSet, ResultRecord, eval_mode, model_device, preserved_state
 
 __all__ = [
-    "LinearOperatorLike", "HessianOperator", "DenseOperator", "model_guard",
+    "LinearOperatorLike", "HessianOperator", "DenseOperator",
     "EigenResult", "TraceResult", "DensityResult", "LayerwiseResult",
     "lanczos", "eigsh_eigenvalues", "power_iteration", "smallest_eigenvalues",
     "hutchinson_trace", "hutchpp_trace", "spectral_density", "eigenvalue_ratio", "layerwise",
@@ -90,44 +90,6 @@ class LinearOperatorLike(Protocol):
     size: int
 
     def matvec(self, v: Tensor) -> Tensor: ...
-
-
-def _bitwise_equal(a: Tensor, b: Tensor) -> bool:
-    return a.shape == b.shape and a.dtype == b.dtype and bool(torch.equal(a, b))
-
-
-@contextlib.contextmanager
-def model_guard(model: nn.Module) -> Iterator[nn.Module]:
-    """Leave ``model`` exactly as it was: parameters, buffers, modes and ``.grad``.
-
-    Like :func:`~workbench.analysis.common.preserved_state` (values restored
-    from clones taken on entry, also when the block raised), with two differences
-    needed around Hessian code:
-
-    * a tensor is written back only when it changed, so the version counters of
-      unchanged parameters stay put and an autograd graph built on them (a cached
-      :class:`HessianOperator` graph) stays usable;
-    * every parameter's ``.grad`` is set back to the object it had on entry (with
-      its values), which drops graph-carrying gradients that code such as
-      PyHessian's ``loss.backward(create_graph=True)`` leaves behind.
-    """
-    saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
-    modes = [(m, m.training) for m in model.modules()]
-    grads = [(p, p.grad, None if p.grad is None else p.grad.detach().clone()) for p in model.parameters()]
-    try:
-        yield model
-    finally:
-        with torch.no_grad():
-            for k, v in model.state_dict(keep_vars=True).items():
-                s = saved.get(k)
-                if s is not None and not _bitwise_equal(v.detach(), s):
-                    v.copy_(s)
-            for p, g, gval in grads:
-                p.grad = g
-                if g is not None and not _bitwise_equal(g, gval):
-                    g.copy_(gval)
-        for m, mode in modes:
-            m.training = mode
 
 
 def _select_parameters(model: nn.Module, params) -> list[tuple[str, nn.Parameter]]:
@@ -1138,7 +1100,7 @@ def layerwise(model: nn.Module, examples: ExampleSet, what: str = "top", *, by: 
     t0 = time.perf_counter()
     groups = _layer_groups(model, by)
     names, sizes, tops, trs, ses, nmv, conv = [], [], [], [], [], [], []
-    with model_guard(model):
+    with preserved_state(model):
         for gname, pnames in groups:
             with HessianOperator(model, examples, loss_fn, params=pnames, batch_size=batch_size) as op:
                 top, tr, se, c = float("nan"), float("nan"), float("nan"), True
@@ -1189,7 +1151,7 @@ def _pyhessian_session(model: nn.Module, examples: ExampleSet, loss_fn: Callable
     PyHessian calls ``model.eval()`` on the caller's model, accumulates a
     graph-carrying gradient into every ``.grad`` (``loss.backward(create_graph=True)``)
     and draws its random vectors from torch's global generator. Here the model
-    is wrapped in :func:`model_guard` (modes, values and ``.grad`` restored; any
+    is wrapped in :func:`~workbench.analysis.common.preserved_state` (modes, values and ``.grad`` restored; any
     pre-existing ``.grad`` is hidden from PyHessian so it does not enter its
     gradient), the global RNG is forked and seeded, and
     ``pyhessian.hessian.hessian_vector_product`` is wrapped temporarily to count
@@ -1210,7 +1172,7 @@ def _pyhessian_session(model: nn.Module, examples: ExampleSet, loss_fn: Callable
         return orig(gradsH, params, v)
 
     rng_devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
-    with _PYHESSIAN_LOCK, model_guard(model), torch.random.fork_rng(devices=rng_devices), _default_dtype(dtype):
+    with _PYHESSIAN_LOCK, preserved_state(model), torch.random.fork_rng(devices=rng_devices), _default_dtype(dtype):
         for p in model.parameters():
             p.grad = None
         torch.manual_seed(int(seed))
@@ -1323,7 +1285,7 @@ class TopEigenvalueProbe(Probe):
     is drawn from the trainer's ``split`` (default 512 training examples, for
     speed; the same examples at every measurement). :meth:`measure` runs
     :func:`lanczos` on a :class:`HessianOperator` of the trainer's loss (label
-    smoothing included) in eval mode, inside :func:`model_guard`: it uses its
+    smoothing included) in eval mode, inside :func:`~workbench.analysis.common.preserved_state`: it uses its
     own seeded generators (never torch's global RNG), so training is not disturbed.
 
     Returns per measurement ``{"lambda_max", "eigenvalues", "n_matvecs",
@@ -1354,7 +1316,7 @@ class TopEigenvalueProbe(Probe):
         if self.examples is None:
             self.setup(trainer)
         loss_fn = trainer._loss_fn() if hasattr(trainer, "_loss_fn") else F.cross_entropy
-        with model_guard(model):
+        with preserved_state(model):
             with HessianOperator(model, self.examples, loss_fn, batch_size=self.batch_size) as op:
                 r = lanczos(op, k=self.k, which="LA", tol=self.tol, max_iter=self.max_iter, seed=self.seed)
                 vals = [float(v) for v in r.values]
