@@ -119,3 +119,20 @@ def test_panel_cosine_histogram_probe_view(run_root):
     assert sum(bars.y) == pytest.approx(1.0)  # fractions of the 20 steps of epoch 2
     pv.w_epoch.value = 1
     assert sum(pv.fig_cos.data[0].y) == pytest.approx(1.0)
+
+
+def test_panel_live_probes_lambda_max_and_sparsity(run_root):
+    panel = TrainingPanel(root=run_root, base=quickstart_config("sgd", epochs=2), compare=("sgd",), interval=0.05)
+    panel.w_probe_eig.value = True
+    panel.w_probe_eig_every.value = 1
+    panel.w_probe_fsc.value = True
+    assert panel.start() and panel.wait(180)
+    pv = panel.probe_views
+    (eig,) = pv.fig_eig.data
+    assert list(eig.x) == [1, 2] and all(v > 0 for v in eig.y)
+    assert len(pv.fig_fsc.data) == 4  # one trace per ReLU layer of LeNet-5
+    assert all(0 <= v <= 1 for t in pv.fig_fsc.data for v in t.y)
+    from workbench.runs import load_run
+
+    probes = load_run(panel.results[0].run_path).probes
+    assert set(probes["name"]) == {"top_eigenvalue", "feature_sparsity"} and len(probes) == 4
