@@ -32,6 +32,7 @@ demo: $(STAMP)
 bench: $(STAMP)
 	"$(BIN)/python" benchmarks/bench_sam_step.py
 	"$(BIN)/python" benchmarks/bench_dashboard.py
+	"$(BIN)/python" benchmarks/bench_hessian.py
 
 clean-runs:
 	rm -rf runs

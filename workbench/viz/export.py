@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Iterable
 
@@ -92,7 +93,10 @@ def export_figure(fig: go.Figure, path: str | Path, *, format: str | None = None
     if chrome and not os.environ.get("BROWSER_PATH"):
         os.environ["BROWSER_PATH"] = chrome
     try:
-        out.write_image(str(path), format=fmt, width=width, height=height, scale=scale)
+        with warnings.catch_warnings():
+            # plotly passes kaleido options that a running export session ignores; harmless
+            warnings.filterwarnings("ignore", message="The kopts argument is ignored", category=UserWarning)
+            out.write_image(str(path), format=fmt, width=width, height=height, scale=scale)
     except Exception as e:  # kaleido/choreographer errors are varied
         raise ExportError(f"kaleido failed to export {str(path)!r}: {type(e).__name__}: {e}") from e
     return path
