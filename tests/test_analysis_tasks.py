@@ -130,3 +130,18 @@ def test_analysis_panel(two_runs):
     assert not p.start() and "Invalid parameter" in p.w_status.value
     paths = p.export(root / "exports" / "interp", formats=("html",))
     assert paths[0].is_file()
+
+
+def test_cosine_to_a_target_example_and_plane_views(two_runs):
+    root, a, b = two_runs
+    model, bundle, _ = load_model(a)
+    target = int(bundle.test.index[0])
+    out = analyze("cosine", a, count=128, params={"source": "target", "target": target, "kind": "logits"})
+    vals = np.asarray(out.result.values)
+    assert vals.shape == (128,) and np.all(np.abs(vals[np.isfinite(vals)]) <= 1 + 1e-6)
+    assert out.result.reference == f"example {target}"
+    with pytest.raises(ValueError, match="target"):
+        analyze("cosine", a, params={"source": "target"})
+    plane = analyze("plane", a, count=128, params={"grid": 5})
+    assert result_figure("plane", [plane], kind="surface").data[0].type == "surface"
+    assert result_figure("plane", [plane], metric="acc").data[0].type == "contour"

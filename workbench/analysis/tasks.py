@@ -27,7 +27,9 @@ sharpness      worst- or average-case m-sharpness vs ρ: ``rhos``, ``kind``, ``n
 pca            PCA of per-example gradients (``kind``: logits, last_input, weights, full)
                coloured by class
 cosine         gradient cosines: ``source="sam"`` (cos(g, g′) of every SAM step, from the run's
-               metrics), ``"class_mean"`` or ``"pairwise"`` (per-example gradients, ``kind``)
+               metrics), ``"class_mean"``, ``"target"`` (vs the gradient of the example with dataset
+               index ``target``, from any split) or ``"pairwise"`` (within class), per-example
+               gradients in the space ``kind``
 =============  ==================================================================================
 
 No UI imports.
@@ -68,7 +70,7 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "sharpness": {"rhos": [0.0, 0.025, 0.05, 0.1, 0.2], "kind": "worst", "norm": "l2", "adaptive": False,
                   "m": 128, "method": "pgd", "steps": None},
     "pca": {"kind": "logits"},
-    "cosine": {"source": "sam", "kind": "logits"},
+    "cosine": {"source": "sam", "kind": "logits", "target": None},
 }
 PARAM_CHOICES: dict[str, dict[str, list]] = {
     "hessian": {"method": ["lanczos", "eigsh", "power", "pyhessian"], "which": ["LA", "SA", "both"]},
@@ -81,7 +83,8 @@ PARAM_CHOICES: dict[str, dict[str, list]] = {
               "bias_bn": ["zero", "keep", "normalize"]},
     "sharpness": {"kind": ["worst", "average"], "norm": ["l2", "linf"], "method": ["pgd", "apgd"]},
     "pca": {"kind": ["logits", "last_input", "weights", "full"]},
-    "cosine": {"source": ["sam", "class_mean", "pairwise"], "kind": ["logits", "last_input", "weights", "full"]},
+    "cosine": {"source": ["sam", "class_mean", "target", "pairwise"],
+               "kind": ["logits", "last_input", "weights", "full"]},
 }
 """Allowed values of the string parameters (for widgets and validation)."""
 
@@ -447,15 +450,34 @@ def _run_pca(model, bundle, rd, p, *, split, count, seed, device, report, **_):
     return r, []
 
 
+def _example_by_index(bundle, index: int, device) -> ExampleSet:
+    for name, ds in (("train", bundle.train), ("val", bundle.val), ("test", bundle.test)):
+        hit = (ds.index == index).nonzero().flatten()
+        if len(hit):
+            i = hit[:1].to(ds.x.device)
+            return ExampleSet(x=ds.x[i].to(device), y=ds.y[i].to(device), index=ds.index[i].cpu(), split=name,
+                              seed=None, count=1)
+    raise ValueError(f"cosine.target={index} is not a dataset index of any split")
+
+
 def _run_cosine(model, bundle, rd, p, *, split, count, seed, device, report, **_):
     from . import gradients as G
 
     if p["source"] == "sam":
         r = G.sam_cosines_from_steps(rd.steps)
-    elif p["source"] in ("class_mean", "pairwise"):
+    elif p["source"] in ("class_mean", "target", "pairwise"):
         ex = _examples(bundle, split, count, seed, device)
         if p["source"] == "class_mean":
             r = G.gradient_cosines(model, ex, kind=p["kind"], reference="class_mean")
+        elif p["source"] == "target":
+            if p["target"] is None:
+                raise ValueError("cosine.target is required with source='target': a dataset index")
+            tgt = _example_by_index(bundle, int(p["target"]), device)
+            mat = G.gradients_of_kind(model, ex, p["kind"])
+            ref = G.gradients_of_kind(model, tgt, p["kind"])[0]
+            r = G.GradientCosineResult(values=G.cosine_to_reference(mat, ref), labels=ex.y.cpu().numpy(),
+                                       index=ex.index.cpu().numpy(), reference=f"example {int(p['target'])}",
+                                       kind=p["kind"], count=ex.count, seed=ex.seed, split=split)
         else:
             mat = G.gradients_of_kind(model, ex, p["kind"])
             pairs = G.pairwise_within_class_cosines(mat, ex.y.cpu(), seed=seed)

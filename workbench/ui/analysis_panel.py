@@ -106,6 +106,14 @@ class AnalysisPanel:
         self.w_progress_text = W.Label(value="idle")
         self.w_status = W.HTML(value=self._html("Pick a run and an analysis, then press Run."))
         self.w_table = W.HTML()
+        # how finished results are drawn (no recomputation)
+        self.w_view = W.Dropdown(options=["contour", "surface"], value="contour", description="plane view",
+                                 style=st, layout=W.Layout(width="200px"))
+        self.w_metric = W.Dropdown(options=[("loss", "loss"), ("accuracy", "acc")], value="loss",
+                                   description="metric", style=st, layout=W.Layout(width="180px"))
+        self.w_log = W.Checkbox(value=False, description="log scale", indent=False, layout=W.Layout(width="100px"))
+        for w in (self.w_view, self.w_metric, self.w_log):
+            w.observe(lambda _c: self._draw_results(), names="value")
         self.figure = go.FigureWidget(progress_figure(what, {}))
         self.outputs: dict[str, list[AnalysisOutput]] = {}
         self.errors: list[str] = []
@@ -120,7 +128,8 @@ class AnalysisPanel:
                         "what": self.w_what, "split": self.w_split, "count": self.w_count, "seed": self.w_seed,
                         "start": self.w_start, "stop": self.w_stop, "export": self.w_export, "clear": self.w_clear,
                         "progress-text": self.w_progress_text, "status": self.w_status,
-                        "params": self.w_params, "table": self.w_table}.items():
+                        "params": self.w_params, "table": self.w_table, "view": self.w_view,
+                        "metric": self.w_metric, "log": self.w_log}.items():
             w.add_class(f"wb-an-{name}")
         self.figure.add_class("wb-an-figure")
         self.w_refresh.on_click(lambda _b: self.refresh_runs())
@@ -138,7 +147,7 @@ class AnalysisPanel:
             self.w_params,
             W.HBox([self.w_start, self.w_stop, self.w_clear, self.w_export, self.w_progress, self.w_progress_text],
                    layout=W.Layout(flex_flow="row wrap")),
-            self.w_status, self.figure, self.w_table,
+            self.w_status, W.HBox([self.w_metric, self.w_view, self.w_log]), self.figure, self.w_table,
         ])
         self.widget.add_class("wb-analysis-panel")
         self.refresh_runs()
@@ -263,7 +272,7 @@ class AnalysisPanel:
         outs = self._shown(what)
         if not outs:
             raise ValueError(f"no {what} results to export yet")
-        fig = result_figure(what, outs)
+        fig = result_figure(what, outs, kind=self.w_view.value, metric=self.w_metric.value, log_y=self.w_log.value)
         stem = Path(path) if path else self.root / "exports" / time.strftime(f"{what}-%Y%m%d-%H%M%S")
         written, notes = [], []
         for fmt in formats:
@@ -346,7 +355,8 @@ class AnalysisPanel:
             self.figure.layout.title.text = f"{what}: no result yet: press Run"
             self.w_table.value = ""
             return
-        sync_figure(self.figure, result_figure(what, outs))
+        sync_figure(self.figure, result_figure(what, outs, kind=self.w_view.value, metric=self.w_metric.value,
+                                               log_y=self.w_log.value))
         rows = summary_rows(what, outs)
         cols = list(dict.fromkeys(k for r in rows for k in r))
         cell = lambda v: f"{v:.5g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731
