@@ -14,6 +14,7 @@ from torch.func import functional_call
 
 from workbench.analysis.common import ExampleSet, load_result, preserved_state, save_result
 from workbench.analysis import curvature as cv
+from helpers import assert_unchanged, snapshot
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning"),  # PyHessian's
@@ -102,17 +103,8 @@ def bn_net():
     return model, _examples(x, y)
 
 
-def snapshot(model):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            [m.training for m in model.modules()])
 
 
-def assert_unchanged(model, snap, what=""):
-    state, modes = snap
-    for k, v in model.state_dict().items():
-        assert torch.equal(v, state[k]), f"{what}: {k} changed"
-    assert [m.training for m in model.modules()] == modes, f"{what}: modes changed"
-    assert all(p.grad is None for p in model.parameters()), f"{what}: .grad left behind"
 
 
 # ------------------------------------------------------------------ operator

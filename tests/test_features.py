@@ -13,6 +13,7 @@ from workbench.analysis.features import (FeatureSparsityProbe, FeatureSparsityRe
 from workbench.analysis.projections import (ProjectionResult, feature_pca, gradient_pca, groups_from_indices,
                                             pca)
 from workbench.models import DenseNet, LeNet5, ResNet18, WideResNet
+from helpers import assert_unchanged, snapshot
 
 # 6 examples x 5 units: u0 and u1 = 2*u0 perfectly correlated, u2 dead, u3/u4 distinct.
 HAND = np.array([
@@ -32,15 +33,8 @@ def _examples(x: torch.Tensor, seed: int = 0) -> ExampleSet:
     return ExampleSet(x=x, y=y, index=torch.arange(n) * 3, split="train", seed=None, count=n)
 
 
-def _snapshot(m: nn.Module):
-    return ({k: v.detach().clone() for k, v in m.state_dict().items()}, [mm.training for mm in m.modules()])
 
 
-def _assert_unchanged(m: nn.Module, snap) -> None:
-    state, modes = snap
-    for k, v in m.state_dict().items():
-        assert torch.equal(v, state[k]), k
-    assert [mm.training for mm in m.modules()] == modes
 
 
 # ------------------------------------------------------------ hand-counted matrix
@@ -144,7 +138,7 @@ def test_feature_sparsity_lenet5(tmp_path):
     torch.manual_seed(0)
     m = LeNet5(1, 8, 10)
     m.train()
-    snap = _snapshot(m)
+    snap = snapshot(m)
     ex = _examples(torch.randn(48, 1, 8, 8))
     r = feature_sparsity(m, ex, batch_size=20, max_units=100, seed=1)
     assert isinstance(r, FeatureSparsityResult)
@@ -156,7 +150,7 @@ def test_feature_sparsity_lenet5(tmp_path):
     assert np.all(r.n_distinct + r.n_merged + r.dead_units == r.n_units)
     assert np.all((r.feature_rank_99 >= 0) & (r.feature_rank_99 <= np.minimum(r.n_units, 48)))
     assert r.count == 48 and r.tau == 0.95 and r.seed == 1
-    _assert_unchanged(m, snap)
+    assert_unchanged(m, snap)
     # same numbers as the low-level function on the collected activations
     acts = collect_activations(m, ex, max_units=100, seed=1)
     s = sparsity_of_activation_matrix(acts.values[r.layers[1]])
@@ -258,7 +252,7 @@ def test_pca_groups_labels_index_and_roundtrip(tmp_path):
 def test_gradient_and_feature_pca_on_lenet():
     torch.manual_seed(0)
     m = LeNet5(1, 8, 10)
-    snap = _snapshot(m)
+    snap = snapshot(m)
     ex = _examples(torch.randn(30, 1, 8, 8))
     groups = groups_from_indices(ex.index, {"poison": [0, 3]})
     for kind, d in (("logits", 10), ("last_input", 84), ("weights", 850)):
@@ -270,4 +264,4 @@ def test_gradient_and_feature_pca_on_lenet():
     assert rf.n_features == sum(p.numel() for p in m.classifier.parameters())
     fp = feature_pca(m, ex, "classifier.3", n_components=3)
     assert fp.coords.shape == (30, 3) and fp.n_features == 84 and fp.source == "features:classifier.3"
-    _assert_unchanged(m, snap)
+    assert_unchanged(m, snap)

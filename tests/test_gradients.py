@@ -13,6 +13,7 @@ from workbench.analysis.gradients import (CosineHistory, GradientCosineResult, H
                                           find_last_linear, gradient_cosines, last_layer_gradients,
                                           pairwise_within_class_cosines, per_example_gradients,
                                           sam_cosines_from_steps)
+from helpers import assert_unchanged, snapshot
 
 
 class Tiny(nn.Module):
@@ -49,15 +50,8 @@ def _examples(n: int = 10, seed: int = 1, classes: int = 4) -> ExampleSet:
     return ExampleSet(x=x, y=y, index=torch.arange(100, 100 + n), split="train", seed=None, count=n)
 
 
-def _snapshot(m: nn.Module):
-    return ({k: v.detach().clone() for k, v in m.state_dict().items()}, [mm.training for mm in m.modules()])
 
 
-def _assert_unchanged(m: nn.Module, snap) -> None:
-    state, modes = snap
-    for k, v in m.state_dict().items():
-        assert torch.equal(v, state[k]), k
-    assert [mm.training for mm in m.modules()] == modes
 
 
 def _loop_gradients(m: nn.Module, ex: ExampleSet, names) -> torch.Tensor:
@@ -78,7 +72,7 @@ def _loop_gradients(m: nn.Module, ex: ExampleSet, names) -> torch.Tensor:
 def test_per_example_gradients_match_loop_all_params():
     m, ex = _tiny(), _examples()
     m.fc1.eval()  # mixed modes must be restored as they were
-    snap = _snapshot(m)
+    snap = snapshot(m)
     G = per_example_gradients(m, ex, batch_size=4)
     names = [n for n, _ in m.named_parameters()]
     ref = _loop_gradients(m, ex, names)
@@ -86,12 +80,12 @@ def test_per_example_gradients_match_loop_all_params():
     assert G.dtype == torch.float64
     torch.testing.assert_close(G, ref, atol=1e-6, rtol=0)
     assert (G - ref).abs().max() < 1e-10
-    _assert_unchanged(m, snap)
+    assert_unchanged(m, snap)
 
 
 def test_per_example_gradients_subset_prefix_and_dict():
     m, ex = _tiny(), _examples()
-    snap = _snapshot(m)
+    snap = snapshot(m)
     G = per_example_gradients(m, ex, params=["fc1.weight", "conv.bias"])  # returned in model order
     ref = _loop_gradients(m, ex, ["conv.bias", "fc1.weight"])
     torch.testing.assert_close(G, ref, atol=1e-6, rtol=0)
@@ -102,7 +96,7 @@ def test_per_example_gradients_subset_prefix_and_dict():
     d = per_example_gradients(m, ex, params="fc", flatten=False)
     assert set(d) == {"fc.weight", "fc.bias"} and d["fc.weight"].shape == (ex.count, 4, 8)
     torch.testing.assert_close(torch.cat([d["fc.weight"].flatten(1), d["fc.bias"]], 1), Gfc, atol=0, rtol=0)
-    _assert_unchanged(m, snap)
+    assert_unchanged(m, snap)
 
 
 def test_per_example_gradients_errors():
@@ -118,7 +112,7 @@ def test_per_example_gradients_errors():
 # ------------------------------------------------------------------ last-layer proxies
 def test_last_layer_logits_proxy():
     m, ex = _tiny(), _examples()
-    snap = _snapshot(m)
+    snap = snapshot(m)
     P = last_layer_gradients(m, ex, "logits", batch_size=3)
     import copy
 
@@ -130,12 +124,12 @@ def test_last_layer_logits_proxy():
     zz = z.clone().requires_grad_(True)
     (g,) = torch.autograd.grad(F.cross_entropy(zz, ex.y, reduction="sum"), zz)
     torch.testing.assert_close(P, g, atol=1e-12, rtol=0)
-    _assert_unchanged(m, snap)
+    assert_unchanged(m, snap)
 
 
 def test_last_layer_input_proxy():
     m, ex = _tiny(), _examples()
-    snap = _snapshot(m)
+    snap = snapshot(m)
     P = last_layer_gradients(m, ex, "last_input")
     import copy
 
@@ -150,7 +144,7 @@ def test_last_layer_input_proxy():
     F.cross_entropy(ref(ex.x), ex.y, reduction="sum").backward()
     assert P.shape == (ex.count, 8)
     torch.testing.assert_close(P, store["h"].grad, atol=1e-12, rtol=0)
-    _assert_unchanged(m, snap)
+    assert_unchanged(m, snap)
 
 
 def test_last_layer_weights_proxy_equals_per_example_gradients():

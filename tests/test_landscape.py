@@ -14,6 +14,7 @@ from workbench.analysis.landscape import (Direction, InterpolationResult, PlaneR
                                           model_fingerprint, perturbed_model, plane_2d, random_direction,
                                           recompute_bn_stats, slice_1d, target_direction)
 from workbench.training.evaluate import evaluate
+from helpers import assert_unchanged, snapshot
 
 
 # ------------------------------------------------------------------ fixtures
@@ -56,20 +57,8 @@ def bn_net(seed: int) -> BNNet:
     return net
 
 
-def snapshot(model: nn.Module):
-    return ({k: v.detach().clone() for k, v in model.state_dict().items()},
-            [m.training for m in model.modules()],
-            [p.grad for p in model.parameters()])
 
 
-def assert_unchanged(model: nn.Module, snap):
-    state, modes, grads = snap
-    now = model.state_dict()
-    assert list(now) == list(state)
-    for k, v in state.items():
-        assert now[k].dtype == v.dtype and torch.equal(now[k], v), k
-    assert [m.training for m in model.modules()] == modes
-    assert all(p.grad is None for p in model.parameters()) and all(g is None for g in grads)
 
 
 @pytest.fixture(scope="module")
