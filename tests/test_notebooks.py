@@ -1,7 +1,7 @@
 """Every notebook executes headless, top to bottom (epochs shortened by WORKBENCH_EPOCHS)."""
 from __future__ import annotations
 
-import os
+
 from pathlib import Path
 
 import nbformat

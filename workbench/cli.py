@@ -147,7 +147,7 @@ def cmd_demo(args) -> int:
 def cmd_analyze(args) -> int:
     import yaml as _yaml
 
-    from .analysis.tasks import ANALYSES, analyze
+    from .analysis.tasks import analyze
     from .config import yaml_load
     from .viz import export_figure, result_figure, static_export_session, summary_rows
 

@@ -14,7 +14,7 @@ from .features import FeatureSparsityProbe, feature_sparsity
 from .gradients import SamCosineTracker, last_layer_gradients, per_example_gradients
 from .landscape import interpolate, plane_2d, random_direction, slice_1d, target_direction
 from .projections import pca
-from .sharpness import sharpness, sharpness_curve
+from .sharpness import sharpness_curve
 from .tasks import ANALYSES, analyze
 
 __all__ = ["ExampleSet", "preserved_state", "eval_mode", "model_device", "ResultRecord", "save_result",
@@ -23,5 +23,5 @@ __all__ = ["ExampleSet", "preserved_state", "eval_mode", "model_device", "Result
            "hutchinson_trace", "hutchpp_trace", "spectral_density", "layerwise", "eigenvalue_ratio",
            "pyhessian_eigenvalues", "pyhessian_trace", "TopEigenvalueProbe", "feature_sparsity",
            "FeatureSparsityProbe", "per_example_gradients", "last_layer_gradients", "SamCosineTracker",
-           "interpolate", "slice_1d", "plane_2d", "random_direction", "target_direction", "pca", "sharpness",
+           "interpolate", "slice_1d", "plane_2d", "random_direction", "target_direction", "pca",
            "sharpness_curve", "analyze", "ANALYSES"]

@@ -24,7 +24,8 @@ import plotly.graph_objects as go
 from ..analysis.tasks import ANALYSES, DEFAULTS, PARAM_CHOICES, AnalysisOutput, AnalysisStopped, Progress, analyze
 from ..config import yaml_load
 from ..runs import list_runs
-from ..viz import export_figure, progress_figure, result_figure, static_export_available
+from ..viz import progress_figure, result_figure
+from .base import PanelBase
 from .live import sync_figure
 
 __all__ = ["AnalysisPanel"]
@@ -67,7 +68,7 @@ def _read(widget: W.Widget, default: Any) -> Any:
     return v
 
 
-class AnalysisPanel:
+class AnalysisPanel(PanelBase):
     """Run analyses on stored runs, live, from a notebook.
 
     Args:
@@ -152,16 +153,6 @@ class AnalysisPanel:
         self.widget.add_class("wb-analysis-panel")
         self.refresh_runs()
         self._on_what()
-
-    def _repr_mimebundle_(self, **kw):
-        return self.widget._repr_mimebundle_(**kw)
-
-    @staticmethod
-    def _html(text: str, color: str = "#333") -> str:
-        return f'<span style="color:{color}">{html.escape(text)}</span>'
-
-    def _say(self, text: str, color: str = "#333") -> None:
-        self.w_status.value = self._html(text, color)
 
     # ------------------------------------------------------------- widgets
     def refresh_runs(self) -> None:
@@ -274,20 +265,7 @@ class AnalysisPanel:
             raise ValueError(f"no {what} results to export yet")
         fig = result_figure(what, outs, kind=self.w_view.value, metric=self.w_metric.value, log_y=self.w_log.value)
         stem = Path(path) if path else self.root / "exports" / time.strftime(f"{what}-%Y%m%d-%H%M%S")
-        written, notes = [], []
-        for fmt in formats:
-            if fmt != "html" and not static_export_available()[0]:
-                notes.append(f"{fmt.upper()} skipped: {static_export_available()[1]}")
-                continue
-            written.append(export_figure(fig, Path(f"{stem}.{fmt}"), format=fmt))
-        self._say("Exported " + ", ".join(map(str, written)) + (". " + " ".join(notes) if notes else ""), "#1b5e20")
-        return written
-
-    def _export_clicked(self) -> None:
-        try:
-            self.export()
-        except Exception as e:
-            self._say(f"Export failed: {e}", "#b00020")
+        return self._export(fig, stem, formats)
 
     # ------------------------------------------------------------ worker
     def _main(self, what: str, run: str, kwargs: dict) -> None:

@@ -6,7 +6,6 @@ and forwards trainer events to :class:`~workbench.ui.live.LiveCurves`.
 """
 from __future__ import annotations
 
-import html
 import threading
 import time
 from pathlib import Path
@@ -19,7 +18,8 @@ import torch
 from ..config import DATASET_CHOICES, MODEL_CHOICES, RunConfig
 from ..runs import load_run
 from ..training.events import EpochEnd, RunEnded, RunStarted, StepEnd
-from ..viz import export_figure, static_export_available, training_curves
+from ..viz import training_curves
+from .base import PanelBase
 from .live import LiveCurves
 from .probe_views import ProbeViews
 from .runner import BackgroundRunner
@@ -43,7 +43,7 @@ def _fmt_seconds(s: float) -> str:
     return f"{s // 60}:{s % 60:02d}" if s >= 60 else f"{s}s"
 
 
-class TrainingPanel:
+class TrainingPanel(PanelBase):
     """Train and compare optimizers live in a notebook.
 
     Args:
@@ -165,16 +165,6 @@ class TrainingPanel:
         self.widget.add_class("wb-training-panel")
 
     # ------------------------------------------------------------ display
-    def _repr_mimebundle_(self, **kw):  # JupyterLab uses this for the cell value
-        return self.widget._repr_mimebundle_(**kw)
-
-    @staticmethod
-    def _html(text: str, color: str = "#333") -> str:
-        return f'<span style="color:{color}">{html.escape(text)}</span>'
-
-    def _say(self, text: str, color: str = "#333") -> None:
-        self.w_status.value = self._html(text, color)
-
     # ------------------------------------------------------------ configs
     def configs(self) -> list[RunConfig]:
         """The run configurations Start would train (validated).
@@ -288,25 +278,7 @@ class TrainingPanel:
         """
         stem = Path(path) if path else self.root / "exports" / time.strftime("training-curves-%Y%m%d-%H%M%S")
         fig = training_curves(self.live.curves(), per_step=self.live.per_step)
-        written, notes = [], []
-        for fmt in formats:
-            if fmt != "html":
-                ok, why = static_export_available()
-                if not ok:
-                    notes.append(f"{fmt.upper()} skipped: {why}")
-                    continue
-            written.append(export_figure(fig, Path(f"{stem}.{fmt}"), format=fmt))
-        msg = "Exported " + ", ".join(str(p) for p in written)
-        if notes:
-            msg += ". " + " ".join(notes)
-        self._say(msg, "#1b5e20")
-        return written
-
-    def _export_clicked(self) -> None:
-        try:
-            self.export()
-        except Exception as e:
-            self._say(f"Export failed: {e}", "#b00020")
+        return self._export(fig, stem, formats)
 
     # ------------------------------------------------------------ callbacks
     def _on_run_start(self, i, cfg, trainer) -> None:

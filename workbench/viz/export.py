@@ -121,7 +121,7 @@ def static_export_session():
         if chrome and not os.environ.get("BROWSER_PATH"):
             os.environ["BROWSER_PATH"] = chrome
         try:
-            import kaleido
+            import kaleido  # noqa: F401 (imported for start_sync_server below)
 
             kaleido.start_sync_server(silence_warnings=True)
             started = True
@@ -131,6 +131,6 @@ def static_export_session():
         yield
     finally:
         if started:
-            import kaleido
+            import kaleido  # noqa: F401 (imported for start_sync_server below)
 
             kaleido.stop_sync_server(silence_warnings=True)

@@ -7,7 +7,7 @@ same builders, so the live panel fills in the figure the export will show.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 import plotly.graph_objects as go
