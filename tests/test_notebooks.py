@@ -1,7 +1,6 @@
 """Every notebook executes headless, top to bottom (epochs shortened by WORKBENCH_EPOCHS)."""
 from __future__ import annotations
 
-
 from pathlib import Path
 
 import nbformat
