@@ -293,3 +293,16 @@ def test_run_of_a_dead_process_is_listed_as_interrupted(run_root):
     assert list_runs(run_root).iloc[0]["status"] == "interrupted"
     run.set_status("running", pid=os.getpid())
     assert list_runs(run_root).iloc[0]["status"] == "running"
+
+
+def test_tensorboard_scalars(run_root):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    res = Trainer(cfg_for(run_root, **{"train.tensorboard": True, "optim.name": "sam", "train.epochs": 2})).run()
+    ea = EventAccumulator(str(res.run_path / "tensorboard"))
+    ea.Reload()
+    tags = set(ea.Tags()["scalars"])
+    assert {"train/loss", "train/cosine", "epoch/test_acc", "epoch/train_loss"} <= tags
+    assert [e.step for e in ea.Scalars("epoch/test_acc")] == [1, 2]
+    assert ea.Scalars("epoch/test_acc")[-1].value == pytest.approx(res.final_metrics["test_acc"], abs=1e-6)
+    assert len(ea.Scalars("train/loss")) == res.steps

@@ -399,6 +399,8 @@ class TrainConfig(_Section):
         keep_checkpoints: also keep ``checkpoints/epoch_XXXX.pt`` snapshots.
         label_smoothing: cross-entropy label smoothing in [0, 1).
         max_grad_norm: clip the (SAM) gradient to this global norm; ``None`` disables.
+        tensorboard: also write TensorBoard scalars to ``<run>/tensorboard/`` (step
+            metrics at the optimizer step, epoch metrics under ``epoch/``).
     """
 
     _prefix = "train"
@@ -416,6 +418,7 @@ class TrainConfig(_Section):
     keep_checkpoints: bool = False
     label_smoothing: float = 0.0
     max_grad_norm: float | None = None
+    tensorboard: bool = False
 
     def __post_init__(self) -> None:
         _check_positive(self._name("epochs"), self.epochs, integer=True)

@@ -282,6 +282,12 @@ class Trainer:
         if self._store and self._run is None:
             self._run = Run.create(self.config.root, self.config)
         self._run_id = self._run.id if self._run is not None else f"memory-{id(self):x}"
+        if t.tensorboard:
+            from .tensorboard import TensorBoardWriter
+
+            if self._run is None:
+                raise ValueError("train.tensorboard=true needs a run folder (store=True)")
+            self._callbacks.append(TensorBoardWriter(self._run.path / "tensorboard"))
         for probe in self.probes:
             probe.setup(self)
 
