@@ -134,3 +134,21 @@ def test_random_search_and_yaml_round_trip(tmp_path):
 def test_bad_studies_name_the_field(tmp_path, kw, field):
     with pytest.raises(ValueError, match=field.replace(".", r"\.")):
         small_study(tmp_path, **kw)
+
+
+def test_example_studies_load_and_cli(tmp_path, capsys):
+    from pathlib import Path
+
+    from workbench.cli import main
+
+    repo = Path(__file__).resolve().parents[1]
+    files = sorted((repo / "configs" / "studies").glob("*.yaml"))
+    assert len(files) >= 2
+    for f in files:
+        StudyConfig.load(f)
+    assert main(["sweep", str(repo / "configs" / "studies" / "sgd_vs_sam_lr.yaml"), "--root", str(tmp_path),
+                 "--set", "train.epochs=1", "--no-progress"]) == 0
+    out = capsys.readouterr().out
+    assert "{'finished': 30}" in out and out.count(" ± ") == 6
+    assert main(["table", str(tmp_path / "sgd-vs-sam-lr"), "--format", "latex", "--metric", "val_acc"]) == 0
+    assert r"\pm" in capsys.readouterr().out

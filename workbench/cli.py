@@ -198,6 +198,71 @@ def cmd_analyze(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    from .sweeps import StudyConfig, run_study
+
+    study = StudyConfig.load(args.study)
+    changes = {}
+    if args.backend:
+        changes["backend"] = args.backend
+    if args.workers:
+        changes["workers"] = args.workers
+    if args.root:
+        changes["root"] = args.root
+    if args.set:
+        study_dict = study.to_dict()
+        study_dict["base"] = study.base.with_overrides(args.set).to_dict()
+        study = StudyConfig.from_dict({**study_dict, **changes})
+    elif changes:
+        study = StudyConfig.from_dict({**study.to_dict(), **changes})
+
+    def progress(ev):
+        if args.no_progress:
+            return
+        t = ev.trial
+        if ev.kind == "trial_ended":
+            val = t.get("value")
+            print(f"[{ev.done}/{ev.total if ev.total is not None else '?'}] {t['status']:8s} "
+                  f"{t['params']} seed {t['seed']}: {study.metric}="
+                  f"{'-' if val is None else f'{val:.4f}'}" + (f"  ({t['error']})" if t.get("error") else ""),
+                  flush=True)
+
+    res = run_study(study, callbacks=[progress])
+    print(f"study {study.name}: {res.status}; {res.counts()}; skipped {res.skipped} finished before; "
+          f"folder {res.path}")
+    if res.records:
+        _print_study_table(res.path, study, args.metric or study.metric)
+    return 0 if res.status == "finished" else 130
+
+
+def _print_study_table(path, study, metric, fmt: str = "markdown") -> None:
+    from .sweeps import summarize, to_latex, to_markdown, trials_table
+
+    table = trials_table(path, metrics=(metric,))
+    by = [c for c in study.params]
+    summary = summarize(table, by, [metric]) if by else summarize(table.assign(all="all"), ["all"], [metric])
+    keys = by or ["all"]
+    if fmt == "latex":
+        print(to_latex(summary, keys, metric, mode=study.mode))
+    elif fmt == "csv":
+        print(summary.to_csv(index=False), end="")
+    else:
+        print(to_markdown(summary, keys, metric, mode=study.mode))
+
+
+def cmd_table(args) -> int:
+    from .sweeps import StudyConfig
+
+    path = Path(args.study)
+    if path.is_file():
+        study = StudyConfig.load(path)
+        path = study.path
+    else:
+        study = StudyConfig.load(path / "study.yaml")
+    _print_study_table(path, study, args.metric or study.metric, args.format)
+    return 0
+
+
 def cmd_lab(args) -> int:
     """Start JupyterLab on 127.0.0.1 with a random token, opening the quickstart notebook."""
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
@@ -283,6 +348,22 @@ def build_parser() -> argparse.ArgumentParser:
     an.add_argument("--theme", default="screen", choices=["screen", "paper"])
     an.add_argument("--no-progress", action="store_true")
     an.set_defaults(fn=cmd_analyze)
+
+    sw = sub.add_parser("sweep", help="run (or resume) a study: config fields x seeds, local or on Ray")
+    sw.add_argument("study", help="study YAML, e.g. configs/studies/sgd_vs_sam_lr.yaml")
+    sw.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the base run config")
+    sw.add_argument("--backend", choices=["local", "ray"])
+    sw.add_argument("--workers", type=int, help="local backend: parallel processes (one torch thread each)")
+    sw.add_argument("--root", help="folder holding the study folder")
+    sw.add_argument("--metric", help="metric of the printed table (default: the study's)")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(fn=cmd_sweep)
+
+    tb = sub.add_parser("table", help="mean ± standard error over seeds of a study's trials")
+    tb.add_argument("study", help="study folder or study YAML")
+    tb.add_argument("--metric", help="epoch metric (test_acc, val_acc, train_loss, ...) or analysis.<what>.<key>")
+    tb.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
+    tb.set_defaults(fn=cmd_table)
 
     lab = sub.add_parser("lab", help="start JupyterLab on 127.0.0.1 with a token")
     lab.add_argument("--port", type=int, default=8888)
