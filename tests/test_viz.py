@@ -72,3 +72,22 @@ def test_static_export_with_kaleido(tmp_path, fmt, magic):
     p = export_figure(training_curves([fake_run("A")]), tmp_path / f"f.{fmt}", theme="paper")
     head = p.read_bytes()[:400]
     assert magic in head
+
+
+@pytest.mark.skipif(not static_export_available()[0], reason=static_export_available()[1] or "ok")
+def test_png_has_the_requested_pixel_size(tmp_path):
+    import struct
+
+    def png_size(p):
+        head = p.read_bytes()[:24]
+        assert head[:8] == b"\x89PNG\r\n\x1a\n"
+        return struct.unpack(">II", head[16:24])
+
+    fig = training_curves([fake_run("A")])
+    assert png_size(export_figure(fig, tmp_path / "a.png", width=800, height=500, scale=1)) == (800, 500)
+    assert png_size(export_figure(fig, tmp_path / "b.png", width_in=3.25, height_in=2.0, dpi=300,
+                                  theme="paper")) == (975, 600)
+    pdf = export_figure(fig, tmp_path / "c.pdf", width_in=3.25, height_in=2.0, theme="paper")
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    svg = export_figure(fig, tmp_path / "d.svg", width_in=3.25, height_in=2.0, theme="paper").read_text()
+    assert svg.lstrip().startswith("<svg") and 'width="312"' in svg  # 3.25 in x 96 px/in

@@ -92,19 +92,35 @@ def cmd_runs(args) -> int:
     return 0
 
 
-def _write_figures(runs, out: Path, formats, theme: str, per_step: bool, log_y: bool) -> list[Path]:
+def _write_figures(runs, out: Path, formats, theme: str, per_step: bool, log_y: bool, size: dict | None = None
+                   ) -> list[Path]:
     from .runs import load_run
-    from .viz import CurveData, ExportError, export_figure, training_curves
+    from .viz import CurveData, training_curves
 
     curves = [CurveData.from_run(load_run(p)) for p in runs]
     fig = training_curves(curves, per_step=per_step, log_y=log_y, theme=theme)
+    return _export_all(fig, out / "training-curves", formats, size)
+
+
+def _export_all(fig, stem: Path, formats, size: dict | None = None) -> list[Path]:
+    from .viz import ExportError, export_figure
+
     written = []
     for fmt in formats:
         try:
-            written.append(export_figure(fig, out / f"training-curves.{fmt}", format=fmt))
+            written.append(export_figure(fig, Path(f"{stem}.{fmt}"), format=fmt, **(size or {})))
         except ExportError as e:
             print(f"warning: {e}", file=sys.stderr)
     return written
+
+
+def _size_args(args) -> dict:
+    size = {}
+    for k in ("width", "height", "scale", "width_in", "height_in", "dpi"):
+        v = getattr(args, k, None)
+        if v is not None:
+            size[k] = v
+    return size
 
 
 def cmd_figures(args) -> int:
@@ -113,7 +129,7 @@ def cmd_figures(args) -> int:
     runs = _expand_runs(args.runs)
     out = Path(args.out)
     with static_export_session():
-        written = _write_figures(runs, out, args.format, args.theme, args.per_step, args.log_y)
+        written = _write_figures(runs, out, args.format, args.theme, args.per_step, args.log_y, _size_args(args))
     for p in written:
         print(p)
     return 0 if len(written) == len(args.format) else 2
@@ -320,6 +336,12 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--theme", default="screen", choices=["screen", "paper"])
     f.add_argument("--per-step", action="store_true", help="add per-step training curves")
     f.add_argument("--log-y", action="store_true", help="logarithmic loss axis")
+    f.add_argument("--width", type=int, help="layout width in px (a PNG is width*scale px wide)")
+    f.add_argument("--height", type=int, help="layout height in px")
+    f.add_argument("--scale", type=float, help="PNG resolution multiplier (default 2)")
+    f.add_argument("--width-in", type=float, help="paper width in inches (3.25 one column, 6.75 two columns)")
+    f.add_argument("--height-in", type=float, help="paper height in inches")
+    f.add_argument("--dpi", type=float, help="PNG dots per inch with --width-in (default 300)")
     f.set_defaults(fn=cmd_figures)
 
     d = sub.add_parser("demo", help="the quickstart comparison (SGD vs SAM, LeNet-5, digits) headless")

@@ -153,25 +153,41 @@ def training_curves(runs: Sequence[CurveData], *, metrics: Iterable[str] = METRI
         A ``plotly.graph_objects.Figure``; every trace has a stable ``uid``.
     """
     metrics = tuple(metrics)
-    fig = make_subplots(rows=1, cols=len(metrics), horizontal_spacing=0.1,
-                        subplot_titles=[_METRIC_TITLE[m] for m in metrics] if theme == "screen" else None)
+    paper = theme == "paper"
+    fig = make_subplots(rows=1, cols=len(metrics), horizontal_spacing=0.12 if paper else 0.1,
+                        subplot_titles=None if paper else [_METRIC_TITLE[m] for m in metrics])
     fig.update_layout(uirevision="curves")
     series = curve_series(runs, metrics=metrics, splits=splits, per_step=per_step, x=x)
     for s in series:
         col = metrics.index(s.metric) + 1
-        fig.add_trace(series_trace(s, col, show_legend=(col == 1)))
+        tr = series_trace(s, col, show_legend=(col == 1) and not paper)
+        if paper:  # print: thin lines, no markers; the legend is built separately below
+            tr.update(mode="lines", line_width=1.0 if not s.per_step else 0.5, legendgroup=None)
+        fig.add_trace(tr)
+    if paper:
+        # compact legend: one entry per run (colour) and one per split (dash), not runs × splits
+        for i, run in enumerate(runs):
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=run.name, showlegend=True,
+                                     line=dict(color=color_for(i), width=1.5), hoverinfo="skip"))
+        for sp in splits:
+            fig.add_trace(go.Scatter(x=[None], y=[None], mode="lines", name=_SPLIT_NAME[sp], showlegend=True,
+                                     line=dict(color="#555", width=1.0, dash=SPLIT_DASH[sp]), hoverinfo="skip"))
     for j, m in enumerate(metrics, start=1):
-        fig.update_xaxes(title_text=x, row=1, col=j)
-        fig.update_yaxes(title_text=_METRIC_TITLE[m] if theme == "paper" else None, row=1, col=j)
+        fig.update_xaxes(title_text=x, row=1, col=j, title_standoff=2 if paper else None)
+        fig.update_yaxes(title_text=("loss" if m == "loss" else "accuracy") if paper else None, row=1, col=j,
+                         title_standoff=2 if paper else None)
         if m == "loss" and log_y:
             fig.update_yaxes(type="log", row=1, col=j)
     apply_theme(fig, theme)
-    if title is None and theme == "screen":
+    if title is None and not paper:
         title = "Training curves"
     if title:
         fig.update_layout(title=dict(text=title, x=0.01))
-    fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22 if theme == "screen" else -0.3,
-                                  xanchor="left", x=0, groupclick="togglegroup"))
-    if theme == "screen":
-        fig.update_layout(height=480, margin=dict(b=120))
+    if paper:
+        fig.update_layout(legend=dict(orientation="h", yanchor="bottom", y=1.02, xanchor="left", x=0,
+                                      font=dict(size=8), itemwidth=30),
+                          margin=dict(l=40, r=8, t=44, b=36))
+    else:
+        fig.update_layout(legend=dict(orientation="h", yanchor="top", y=-0.22, xanchor="left", x=0,
+                                      groupclick="togglegroup"), height=480, margin=dict(b=120))
     return fig

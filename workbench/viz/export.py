@@ -54,7 +54,8 @@ def static_export_available() -> tuple[bool, str]:
 
 
 def export_figure(fig: go.Figure, path: str | Path, *, format: str | None = None, theme: str | None = None,
-                  width: int | None = None, height: int | None = None, scale: float = 2.0) -> Path:
+                  width: int | None = None, height: int | None = None, scale: float = 2.0,
+                  width_in: float | None = None, height_in: float | None = None, dpi: float | None = None) -> Path:
     """Write ``fig`` to ``path``.
 
     Args:
@@ -63,8 +64,13 @@ def export_figure(fig: go.Figure, path: str | Path, *, format: str | None = None
             (then the suffix is added when missing).
         format: ``html``, ``png``, ``svg`` or ``pdf``.
         theme: re-theme the copy (``paper`` for publication sizes and fonts).
-        width, height: pixels (plotly units, 96 px per inch); default the figure's.
+        width, height: layout size in pixels (plotly units, 96 px per inch); default
+            the figure's. A PNG is ``width*scale`` × ``height*scale`` pixels.
         scale: resolution multiplier for PNG.
+        width_in, height_in, dpi: paper sizes instead: the layout is ``width_in``
+            inches wide (e.g. 3.25 for one column, 6.75 for two, see
+            ``PAPER_WIDTHS_IN``) and a PNG has ``width_in * dpi`` pixels (dpi
+            default 300; SVG and PDF are vector and keep the size in points).
 
     Returns:
         The written path.
@@ -74,6 +80,13 @@ def export_figure(fig: go.Figure, path: str | Path, *, format: str | None = None
         ExportError: PNG/SVG/PDF requested but kaleido or a Chrome/Chromium is missing.
     """
     path = Path(path)
+    if width_in is not None or height_in is not None:
+        dpi = 300.0 if dpi is None else float(dpi)
+        if width_in is not None:
+            width = int(round(width_in * 96))
+        if height_in is not None:
+            height = int(round(height_in * 96))
+        scale = dpi / 96.0
     fmt = (format or path.suffix.lstrip(".")).lower()
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r} is invalid: choose one of {FORMATS}")
