@@ -152,3 +152,22 @@ def test_example_studies_load_and_cli(tmp_path, capsys):
     assert "{'finished': 30}" in out and out.count(" ± ") == 6
     assert main(["table", str(tmp_path / "sgd-vs-sam-lr"), "--format", "latex", "--metric", "val_acc"]) == 0
     assert r"\pm" in capsys.readouterr().out
+
+    from workbench.viz import static_export_available
+
+    formats = ["html", "png", "svg", "pdf"] if static_export_available()[0] else ["html"]
+    out = tmp_path / "figs"
+    assert main(["figures", str(tmp_path / "sgd-vs-sam-lr"), "--out", str(out), "--format", *formats,
+                 "--width", "640", "--height", "400", "--scale", "1"]) == 0
+    stem = out / "sgd-vs-sam-lr"
+    assert " ± " in (out / "sgd-vs-sam-lr-table.md").read_text()
+    assert r"\begin{tabular}" in (out / "sgd-vs-sam-lr-table.tex").read_text()
+    for name in ("metric-vs-param", "parallel-coordinates", "ratio-to-baseline"):
+        assert Path(f"{stem}-{name}.html").is_file()
+        if "png" in formats:
+            import struct
+
+            head = Path(f"{stem}-{name}.png").read_bytes()[:24]
+            assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (640, 400)
+            assert Path(f"{stem}-{name}.pdf").read_bytes()[:5] == b"%PDF-"
+            assert Path(f"{stem}-{name}.svg").read_text().lstrip().startswith("<svg")

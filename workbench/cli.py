@@ -123,16 +123,68 @@ def _size_args(args) -> dict:
     return size
 
 
+def _study_figures(study_path: Path, out: Path, formats, theme: str, size: dict, metric: str | None) -> list[Path]:
+    """Figures and tables of a study: metric vs hyperparameter (± s.e.), parallel coordinates,
+    ratio-to-baseline histogram, and the mean ± s.e. table as Markdown and LaTeX."""
+    from .sweeps import StudyConfig, summarize, to_latex, to_markdown, trials_table
+    from .viz.sweeps import metric_vs_param_figure, parallel_coordinates_figure, ratio_histogram_figure
+
+    study = StudyConfig.load(study_path / "study.yaml")
+    metric = metric or study.metric
+    table = trials_table(study_path, metrics=(metric,))
+    params = list(study.params)
+    written: list[Path] = []
+    out.mkdir(parents=True, exist_ok=True)
+    if not params or table.empty:
+        return written
+    numeric = [p for p in params if pd_numeric(table[p])]
+    categorical = [p for p in params if p not in numeric]
+    summary = summarize(table, params, [metric])
+    for ext, text in (("md", to_markdown(summary, params, metric, group=categorical[:1], mode=study.mode)),
+                      ("tex", to_latex(summary, params, metric, group=categorical[:1], mode=study.mode,
+                                       caption=f"{study.name}: {metric}, mean ± standard error over seeds"))):
+        p = out / f"{study.name}-table.{ext}"
+        p.write_text(text + "\n")
+        written.append(p)
+    x = numeric[0] if numeric else params[0]
+    group = next((p for p in params if p != x), None)
+    figs = {"metric-vs-param": metric_vs_param_figure(summary, x, metric, group, theme=theme),
+            "parallel-coordinates": parallel_coordinates_figure(table, params, metric, theme=theme)}
+    if categorical and len(study.params[categorical[0]].values or ()) > 1:
+        base = {categorical[0]: study.params[categorical[0]].values[0]}
+        others = [p for p in params if p != categorical[0]]
+        figs["ratio-to-baseline"] = ratio_histogram_figure(
+            table, param=others[0] if others else categorical[0], metric=metric, baseline=base,
+            match_on=tuple(["seed"] + others), theme=theme)
+    for name, fig in figs.items():
+        written += _export_all(fig, out / f"{study.name}-{name}", formats, size)
+    return written
+
+
+def pd_numeric(col) -> bool:
+    import pandas as pd
+
+    return bool(pd.api.types.is_numeric_dtype(col)) and not pd.api.types.is_bool_dtype(col)
+
+
 def cmd_figures(args) -> int:
     from .viz import static_export_session
 
-    runs = _expand_runs(args.runs)
     out = Path(args.out)
+    studies = [Path(p) for p in args.runs if (Path(p) / "study.yaml").is_file()]
+    runs = _expand_runs([p for p in args.runs if Path(p) not in studies]) if len(studies) < len(args.runs) else []
+    written, expected = [], 0
     with static_export_session():
-        written = _write_figures(runs, out, args.format, args.theme, args.per_step, args.log_y, _size_args(args))
+        if runs:
+            written += _write_figures(runs, out, args.format, args.theme, args.per_step, args.log_y, _size_args(args))
+            expected += len(args.format)
+        for st in studies:
+            w = _study_figures(st, out, args.format, args.theme, _size_args(args), args.metric)
+            written += w
+            expected += len(w)
     for p in written:
         print(p)
-    return 0 if len(written) == len(args.format) else 2
+    return 0 if len(written) >= expected and written else 2
 
 
 def cmd_demo(args) -> int:
@@ -329,8 +381,9 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--format", choices=["table", "csv", "json"], default="table")
     ls.set_defaults(fn=cmd_runs)
 
-    f = sub.add_parser("figures", help="export loss/accuracy curves of runs (overlaid)")
-    f.add_argument("runs", nargs="+", help="run folders, or a root holding run folders")
+    f = sub.add_parser("figures", help="export loss/accuracy curves of runs (overlaid), or a study's figures and tables")
+    f.add_argument("runs", nargs="+", help="run folders, a root holding run folders, or study folders")
+    f.add_argument("--metric", help="studies: the metric tabulated and drawn (default: the study's)")
     f.add_argument("--out", required=True, help="output folder")
     f.add_argument("--format", nargs="+", default=["html"], choices=["html", "png", "svg", "pdf"])
     f.add_argument("--theme", default="screen", choices=["screen", "paper"])

@@ -199,8 +199,10 @@ def run_study(study: StudyConfig, *, callbacks: Iterable[Callable[[SweepEvent], 
 
     Args:
         study: the study.
-        callbacks: receive :class:`SweepEvent` objects (on the calling thread for
-            in-process trials; at trial ends for the process pool and Ray).
+        callbacks: receive :class:`SweepEvent` objects on the calling thread: for
+            in-process trials all kinds as they happen; for the process pool
+            ``trial_started``/``trial_ended`` only; for Ray ``trial_started`` and
+            ``epoch`` live and ``trial_ended`` when Tune has finished.
         stop: when set, running trials stop at their next step and no new trial starts.
 
     Returns:
@@ -210,6 +212,13 @@ def run_study(study: StudyConfig, *, callbacks: Iterable[Callable[[SweepEvent], 
         ValueError: an invalid combination (e.g. Optuna with a local process pool).
         ImportError: ``optuna`` or ``ray`` missing for a study that needs it (says what to install).
     """
+    if study.backend == "ray":
+        try:
+            import ray  # noqa: F401
+            from ray import tune  # noqa: F401
+        except ImportError as e:
+            raise ImportError("backend: ray needs Ray Tune: pip install 'ray[tune]' "
+                              "(or pip install -e '.[ray]' in this repository)") from e
     path = study.path
     (path / "runs").mkdir(parents=True, exist_ok=True)
     (path / "STOP").unlink(missing_ok=True)

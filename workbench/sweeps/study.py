@@ -165,7 +165,8 @@ class StudyConfig:
         grace_epochs: epochs before a trial may be pruned.
         backend: ``local`` or ``ray``.
         workers: local backend: trials run in parallel in this many processes, each
-            with one torch thread (1 = in this process, one after the other).
+            with one torch thread (1 = in this process, one after the other). The
+            Ray backend ignores it: Ray runs one trial per free CPU of its cluster.
         ray_address: Ray cluster address (``None``: start Ray locally).
         root: folder holding the study folder.
         sampler_seed: seed of the random/Optuna sampler.

@@ -1,0 +1,462 @@
+"""The Ray Tune backend of :func:`workbench.sweeps.run_study` (``backend: ray``).
+
+Every Ray trial trains through the workbench's own code (:func:`runner._execute`,
+i.e. :class:`workbench.training.Trainer` on ``study.config_for(params, seed)``)
+with one torch thread and writes an ordinary run folder under
+``<study>/runs/``. After every epoch it calls ``tune.report({metric: value,
+"epoch": e, ...})``, so Ray's schedulers can stop it early:
+
+* ``pruner: asha``   -> ``ASHAScheduler(time_attr="epoch", grace_period=grace_epochs or 1, max_t=epochs)``
+* ``pruner: median`` -> ``MedianStoppingRule(time_attr="epoch", grace_period=grace_epochs)``
+
+The report of the last epoch is held back until the trainer has finished
+(checkpoint and ``status.json`` written); that final report carries the trial's
+records, so a trial Ray would stop at ``max_t`` still ends cleanly. A trial the
+scheduler stops earlier is recorded as ``pruned`` from its last report (its run
+folder may be left ``stopped`` or ``running``: the trial record is what counts).
+
+* ``search: grid`` / ``random``: one Ray trial per not-yet-done
+  :class:`~workbench.sweeps.study.Trial` (a ``tune.grid_search`` over their indices).
+* ``search: optuna``: ``OptunaSearch`` (TPE seeded with ``sampler_seed``, the
+  space asked define-by-run from the :class:`ParamSpec` objects, stored in
+  ``<study>/optuna.db`` like the local backend so a stopped search resumes);
+  ``num_samples`` = the configurations still missing of ``n_trials``. A Ray
+  trial runs the study's seeds one after the other; its objective is their mean
+  and the first seed's epochs are reported for pruning.
+
+Ray's own files go to ``<study>/ray/tune/``. Ray is started locally
+(``num_cpus=os.cpu_count()``, no dashboard, worker output not forwarded) unless
+``study.ray_address`` names a cluster or Ray is already initialized; it is shut
+down at the end only if this module started it. On a cluster every node needs
+the workbench installed and the study folder at the same (shared) path. Each
+trial asks for one CPU; actors are reused between trials (``reuse_actors``:
+a fresh actor costs seconds, the trials of a CPU sweep often less).
+
+Trial records are appended to ``trials.jsonl`` and emitted as ``trial_ended``
+events when ``Tuner.fit()`` returns; ``trial_started`` and ``epoch`` events are
+emitted live (on the calling thread). ``stop`` (or the STOP file of
+:func:`~workbench.sweeps.stop_study`) stops launching trials and stops running
+ones (recorded ``stopped``, tried again on resume); Ctrl-C in the main thread too.
+
+No UI imports.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import math
+import os
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+from .runner import (DONE_STATUSES, SweepEvent, _append, _execute, _meta, _stopping, objective_value, read_trials,
+                     stop_study)
+from .study import StudyConfig, Trial, trial_id
+
+__all__ = ["run_ray"]
+
+# keys Ray fills into every result; never forwarded as metrics
+_RAY_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",
+             "pid", "hostname", "node_ip", "config", "time_since_restore", "iterations_since_restore",
+             "checkpoint_dir_name", "should_checkpoint", "experiment_tag", "__duplicate__"}
+
+
+def _import_ray():
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # with verbose=0: no experiment tables on stdout
+    try:
+        import ray
+        from ray import tune
+    except ImportError as e:
+        raise ImportError("backend: ray needs Ray Tune: pip install 'ray[tune]'") from e
+    return ray, tune
+
+
+# ------------------------------------------------------------ in the Ray worker
+def _absolute_paths(cfg: dict, cwd: str) -> dict:
+    """Ray workers run in other folders: make a relative ``data.root`` absolute (``root`` already is)."""
+    data = cfg.get("data") or {}
+    if data.get("root") and not Path(str(data["root"])).expanduser().is_absolute():
+        cfg = dict(cfg, data=dict(data, root=str(Path(cwd) / data["root"])))
+    return cfg
+
+
+def _numeric(d: dict) -> dict:
+    return {k: v for k, v in d.items()
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and k not in _RAY_KEYS}
+
+
+def _trainable(config: dict, job: dict) -> None:
+    """One Ray trial: the seeds of one configuration (one seed for grid/random), trained one after the other."""
+    from ray import tune
+
+    study = StudyConfig.from_dict(job["study"])
+    metric, path = study.metric, study.path
+    try:
+        ray_id = tune.get_context().get_trial_id()
+    except Exception:  # pragma: no cover - outside a Tune session
+        ray_id = None
+    if job["search"] == "optuna":
+        params = {n: config[n] for n in study.params}
+        units = [(trial_id(params, s), params, s, -1) for s in study.seeds]
+    else:
+        spec = job["specs"][config["wb_index"]]
+        units = [(spec["trial_id"], spec["params"], spec["seed"], spec["config_index"])]
+    records: list[dict] = []
+    killed = {"flag": False}
+    for k, (tid, params, seed, index) in enumerate(units):
+        if (path / "STOP").exists():
+            break
+        meta = dict(_meta(study, Trial(tid, dict(params), seed, None, index)), ray_trial=ray_id)
+        try:
+            cfg = study.config_for(params, seed).to_dict()
+        except ValueError as e:  # an Optuna suggestion that makes an invalid config
+            records.append(dict(meta, status="failed", run_path=None, value=None, final={}, error=str(e),
+                                seconds=0.0, epochs=0))
+            break
+        cfg = _absolute_paths(cfg, job["cwd"])
+        epochs = int(cfg["train"]["epochs"])
+        seen: dict[str, Any] = {"history": [], "run_path": None}
+
+        def on_epoch(ev, cfg=cfg, seen=seen):
+            seen["history"].append(dict(ev.metrics))
+            seen["run_path"] = str(Path(cfg["root"]) / ev.run_id)
+
+        def prune(epoch: int, value: float, first=(k == 0), seen=seen, tid=tid, seed=seed, epochs=epochs) -> bool:
+            # the last epoch is reported after the trainer has finished (see the module docstring)
+            if not first or epoch >= epochs or killed["flag"]:
+                return False
+            hist = seen["history"]
+            report = {**_numeric(hist[-1]), "epoch": int(epoch), metric: float(value),
+                      "wb_trial_id": tid, "wb_seed": seed, "wb_run_path": seen["run_path"],
+                      "wb_value": objective_value(hist, metric, study.objective, study.mode)}
+            try:
+                tune.report(report)
+            except SystemExit:  # Tune stopped this trial (scheduler, or the study's stop)
+                killed["flag"] = True
+                return True
+            return False
+
+        rec = _execute(cfg, meta, str(path), 1, on_epoch=on_epoch, prune=prune)
+        if killed["flag"]:
+            # Tune no longer listens (the driver records the trial from its last report); SystemExit(0)
+            # ends this thread quietly, so Tune can reuse the actor for the next trial
+            raise SystemExit(0)
+        records.append(rec)
+        if rec["status"] != "finished" or rec["value"] is None:
+            break
+    ok = bool(records) and len(records) == len(units) and all(
+        r["status"] == "finished" and r["value"] is not None for r in records)
+    first = records[0] if records else {}
+    report = {**_numeric(first.get("final") or {}), "epoch": int(first.get("epochs") or 0),
+              metric: (sum(r["value"] for r in records) / len(records)) if ok else float("nan"),
+              "wb_records": json.dumps(records, default=str)}
+    tune.report(report)  # may raise SystemExit(0) (stopped right at its last report, which was delivered)
+
+
+# -------------------------------------------------------------- in the driver
+def _trial_dirname(trial) -> str:
+    return f"trial_{trial.trial_id}"
+
+
+@functools.lru_cache(maxsize=None)
+def _driver_classes():
+    """Tune's Stopper and Callback for a study (built once, after Ray is imported).
+
+    Tune pickles its run config (``tuner.pkl``): these classes keep their state in
+    instance attributes, and ``__getstate__`` drops what cannot be pickled (the stop
+    event, the event callbacks).
+    """
+    from ray import tune
+
+    class StudyStopper(tune.Stopper):
+        """Stops launching (and stops running trials) when ``stop`` is set or the STOP file exists."""
+
+        def __init__(self, path: Path, event: threading.Event | None):
+            self.path, self.event = path, event
+
+        def __call__(self, trial_id, result) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            if self.event is not None and self.event.is_set():
+                if not (self.path / "STOP").exists():
+                    stop_study(self.path)  # running trainers watch the STOP file
+                return True
+            return (self.path / "STOP").exists()
+
+        def __getstate__(self):
+            return {"path": self.path, "event": None}
+
+    class StudyEvents(tune.Callback):
+        """Live ``trial_started`` / ``epoch`` events (``trial_ended`` come after ``fit``); notes pruned trials."""
+
+        def __init__(self, describe: Callable[[dict], list[dict]], emit, total: int | None, done0: int):
+            self.describe, self.emit, self.total, self.done0 = describe, emit, total, done0
+            self.ended = 0
+            self.pruned: set[str] = set()  # Ray trial ids stopped by the scheduler
+
+        def _send(self, kind: str, trial, **extra) -> None:
+            if self.emit is None:
+                return
+            for m in self.describe(trial.config)[:1]:
+                self.emit(SweepEvent(kind, dict(m, status="running", **extra), self.total, self.done0 + self.ended))
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            self._send("trial_started", trial)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            if result.get("done") and "wb_records" not in result:
+                # the scheduler decided to stop the trial at this epoch report (Tune sets done=True)
+                self.pruned.add(trial.trial_id)
+            if result.get("epoch"):  # not a trial that failed before its first epoch
+                self._send("epoch", trial, epoch=result.get("epoch"),
+                           last=_numeric({k: v for k, v in result.items() if not k.startswith("wb_")}))
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.ended += 1
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.ended += 1
+
+        def __getstate__(self):
+            return {"describe": None, "emit": None, "total": self.total, "done0": self.done0, "ended": self.ended,
+                    "pruned": set(self.pruned)}
+
+    return StudyStopper, StudyEvents
+
+
+class _DefineByRun:
+    """The Optuna search space, asked define-by-run: the same names and distributions as the local backend.
+
+    (A module-level class: Ray checkpoints the searcher with plain ``pickle``.)
+    """
+
+    def __init__(self, specs: list):
+        self.specs = specs
+
+    def __call__(self, otrial) -> None:
+        for p in self.specs:
+            p.suggest(otrial)
+
+
+def _optuna_search_class(optuna):
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _OptunaSearch(OptunaSearch):
+        """Tells Optuna ``PRUNED`` for trials the scheduler stopped, ``FAIL`` for failed or stopped ones.
+
+        (Ray's own class tells a stopped trial ``COMPLETE`` with its last intermediate value.)
+        ``wb_pruned`` is the set of Ray trial ids the scheduler stopped, filled by the event callback.
+        """
+
+        wb_pruned: set = set()
+
+        def on_trial_result(self, trial_id, result):
+            if "wb_records" not in result:  # the final report carries the objective, not an epoch's value
+                super().on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id, result=None, error=False):
+            try:
+                ot_trial = self._ot_trials.get(trial_id)
+                if ot_trial is not None and trial_id not in self._completed_trials:
+                    value = (result or {}).get(self.metric)
+                    state = None
+                    if error or not result:
+                        state = optuna.trial.TrialState.FAIL
+                    elif "wb_records" not in result:  # stopped by Tune before its final report
+                        pruned = trial_id in self.wb_pruned
+                        state = optuna.trial.TrialState.PRUNED if pruned else optuna.trial.TrialState.FAIL
+                    elif not isinstance(value, (int, float)) or not math.isfinite(value):
+                        state = optuna.trial.TrialState.FAIL  # a seed failed, diverged or was stopped
+                    if state is not None:
+                        self._ot_study.tell(ot_trial, state=state)
+                        self._completed_trials.add(trial_id)
+                        return
+            except Exception:  # private attributes changed: fall back to Ray's behaviour
+                pass
+            super().on_trial_complete(trial_id, result=result, error=error)
+
+    return _OptunaSearch
+
+
+def _scheduler(study: StudyConfig, epochs: int):
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, MedianStoppingRule
+
+    if study.pruner == "asha":
+        grace = min(max(1, study.grace_epochs), max(1, epochs))
+        return ASHAScheduler(time_attr="epoch", grace_period=grace, max_t=max(1, epochs))
+    if study.pruner == "median":
+        # min_time_slice=inf: never pause a trial to let others catch up (a function trainable would
+        # restart from scratch), as Optuna's MedianPruner with n_startup_trials=1
+        return MedianStoppingRule(time_attr="epoch", grace_period=study.grace_epochs, min_samples_required=1,
+                                  min_time_slice=float("inf"))
+    return FIFOScheduler()
+
+
+def _record_from_result(result, describe, pruned: set) -> list[dict]:
+    """The trial records of one Ray trial (none for a trial that never started).
+
+    A trial without its final report died (``failed``) or was stopped by Tune: ``pruned``
+    when its scheduler decided so, else ``stopped`` (the study's stop, or Ctrl-C).
+    """
+    m = dict(result.metrics or {})
+    units = describe(result.config or {})
+    if "wb_records" in m:
+        try:
+            return json.loads(m["wb_records"])
+        except (TypeError, ValueError):
+            pass
+    error = None
+    if result.error is not None:  # the trainable itself died (``_execute`` never raises)
+        error = f"{type(result.error).__name__}: {result.error}".strip()[:2000]
+    if "epoch" in m and "wb_trial_id" in m:  # ended without its final report, after an epoch report
+        base = next((u for u in units if u["trial_id"] == m["wb_trial_id"]), units[0] if units else {})
+        status = "failed" if error else "pruned" if m.get("trial_id") in pruned else "stopped"
+        return [dict(base, status=status, run_path=m.get("wb_run_path"),
+                     value=m.get("wb_value"), final=_numeric({k: v for k, v in m.items() if not k.startswith("wb_")}),
+                     error=error, seconds=m.get("time_total_s"), epochs=int(m["epoch"]))]
+    if error and units:
+        return [dict(units[0], status="failed", run_path=None, value=None, final={}, error=error,
+                     seconds=m.get("time_total_s"), epochs=0)]
+    return []
+
+
+def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
+            stop: threading.Event | None = None) -> tuple[list[dict], int, str]:
+    """Run (or resume) ``study`` on Ray Tune; see the module docstring.
+
+    Returns:
+        ``(records, skipped, status)``: the study's trial records (previous and new),
+        the number of trials skipped as already done, and ``finished`` or ``stopped``.
+
+    Raises:
+        ImportError: Ray Tune (or Optuna for ``search: optuna``) is not installed.
+    """
+    ray, tune = _import_ray()
+    path = study.path
+    lock = threading.Lock()
+    status = "finished"
+    study_dict = dict(study.to_dict(), root=str(path.parent))
+    job: dict[str, Any] = {"study": study_dict, "search": study.search, "cwd": os.getcwd()}
+    epochs = study.base.train.epochs  # ASHA's max_t: the most epochs a trial can run
+    if "train.epochs" in study.params:
+        spec = study.params["train.epochs"]
+        epochs = max([epochs, *(v for v in (spec.values or ()) if isinstance(v, int)),
+                      *([int(spec.high)] if spec.is_range else [])])
+
+    if study.search == "optuna":
+        from .runner import open_optuna_study
+
+        optuna, ostudy = open_optuna_study(study)  # creates optuna.db; fails trials left RUNNING
+        done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+        skipped = len(ostudy.get_trials(deepcopy=False, states=done_states))
+        todo_n = max(0, study.n_trials - skipped)
+        queued = {json.dumps(t.params, sort_keys=True) for t in ostudy.get_trials(deepcopy=False)}
+        for e in study.enqueue:
+            if json.dumps(e, sort_keys=True) not in queued:
+                ostudy.enqueue_trial(e)
+        index0 = len(ostudy.get_trials(deepcopy=False))
+        total = None
+        previous_records: dict[str, dict] = {}
+
+        def describe(config: dict) -> list[dict]:
+            if not all(n in config for n in study.params):
+                return []
+            params = {n: config[n] for n in study.params}
+            return [dict(_meta(study, Trial(trial_id(params, s), params, s, None, -1))) for s in study.seeds]
+    else:
+        trials = study.trials()
+        previous_records = {r["trial_id"]: r for r in read_trials(path)}
+        todo = [t for t in trials if previous_records.get(t.trial_id, {}).get("status") not in DONE_STATUSES]
+        skipped = len(trials) - len(todo)
+        todo_n = len(todo)
+        total = len(trials)
+        job["specs"] = [{"trial_id": t.trial_id, "params": t.params, "seed": t.seed, "config_index": t.config_index}
+                        for t in todo]
+
+        def describe(config: dict) -> list[dict]:
+            i = config.get("wb_index")
+            if not isinstance(i, int) or not 0 <= i < len(todo):
+                return []
+            return [_meta(study, todo[i])]
+
+    emit(SweepEvent("study_started", {"skipped": skipped}, total, skipped))
+    new: list[dict] = []
+    if todo_n and not _stopping(study, stop):
+        started = False
+        if not ray.is_initialized():
+            if study.ray_address:
+                ray.init(address=study.ray_address, log_to_driver=False, ignore_reinit_error=True)
+            else:
+                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                         ignore_reinit_error=True, logging_level=logging.WARNING)
+            started = True
+        try:
+            stopper_cls, events_cls = _driver_classes()
+            events = events_cls(describe, emit, total, skipped)
+            trainable = tune.with_resources(tune.with_parameters(_trainable, job=job), {"cpu": 1})
+            if study.search == "optuna":
+                storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
+                search_alg = _optuna_search_class(optuna)(space=_DefineByRun(list(study.params.values())),
+                                                          metric=study.metric, mode=study.mode,
+                                                          storage=storage, study_name=study.name,
+                                                          seed=study.sampler_seed)
+                search_alg.wb_pruned = events.pruned  # the same set (picklable, unlike the callback)
+                param_space: dict = {}
+                num_samples = todo_n
+            else:
+                search_alg = None
+                param_space = {"wb_index": tune.grid_search(list(range(todo_n)))}
+                num_samples = 1
+            tuner = tune.Tuner(
+                trainable,
+                param_space=param_space,
+                tune_config=tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg,
+                                            scheduler=_scheduler(study, epochs), num_samples=num_samples,
+                                            trial_dirname_creator=_trial_dirname, reuse_actors=True),
+                run_config=tune.RunConfig(storage_path=str(path / "ray"), name="tune", verbose=0,
+                                          stop=stopper_cls(path, stop),
+                                          callbacks=[events],
+                                          failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+            )
+            tune_logger = logging.getLogger("ray.tune")
+            level = tune_logger.level
+            tune_logger.setLevel(max(level, logging.WARNING))  # no "Wrote the latest version of ..." lines
+            try:
+                grid = tuner.fit()
+            finally:
+                tune_logger.setLevel(level)
+            ot_numbers: dict[str, int] = {}
+            if study.search == "optuna":
+                try:
+                    ot_numbers = {k: v.number for k, v in search_alg._ot_trials.items()}
+                except Exception:  # pragma: no cover - private attribute changed
+                    ot_numbers = {}
+            for n, result in enumerate(grid):
+                recs = _record_from_result(result, describe, events.pruned)
+                ray_id = (result.metrics or {}).get("trial_id")
+                for rec in recs:
+                    rec.setdefault("ray_trial", ray_id)
+                    if study.search == "optuna":
+                        number = ot_numbers.get(rec.get("ray_trial") or ray_id, index0 + n)
+                        rec["config_index"] = number
+                        rec["optuna_trial"] = number
+                    new.append(rec)
+                    _append(path, rec, lock)
+                    emit(SweepEvent("trial_ended", rec, total, skipped + len(new)))
+        finally:
+            if started:
+                ray.shutdown()
+    if _stopping(study, stop) or any(r["status"] == "stopped" for r in new):
+        status = "stopped"
+    (path / "STOP").unlink(missing_ok=True)
+    if study.search == "optuna":
+        return read_trials(path), skipped, status
+    records = dict(previous_records)
+    for r in new:
+        records[r["trial_id"]] = r
+    order = [t.trial_id for t in trials]
+    return [records[i] for i in order if i in records], skipped, status
