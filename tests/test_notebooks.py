@@ -17,6 +17,7 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("WORKBENCH_RUNS", str(tmp_path / "runs"))
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setenv("WORKBENCH_COUNT", "256")
+    monkeypatch.setenv("WORKBENCH_SEEDS", "2")
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]

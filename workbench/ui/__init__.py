@@ -2,6 +2,7 @@
 from .analysis_panel import AnalysisPanel
 from .live import LiveCurves, sync_figure
 from .runner import BackgroundRunner
+from .sweep_panel import SweepPanel
 from .training_panel import TrainingPanel
 
-__all__ = ["TrainingPanel", "AnalysisPanel", "LiveCurves", "BackgroundRunner", "sync_figure"]
+__all__ = ["TrainingPanel", "AnalysisPanel", "SweepPanel", "LiveCurves", "BackgroundRunner", "sync_figure"]
