@@ -99,7 +99,11 @@ def test_grid_on_ray_gives_finished_runs_and_resumes(tmp_path):
         if ev.kind == "epoch":
             ray_pids.update(_descendants())
 
+    import signal
+
+    before = signal.getsignal(signal.SIGINT)
     res = run_study(study, callbacks=[record])
+    assert signal.getsignal(signal.SIGINT) is before  # Tune's own Ctrl-C handler is not left behind
     assert res.status == "finished" and res.counts() == {"finished": 2} and res.skipped == 0
     if own:  # run_study started Ray, so it shut it down
         assert len(ray_pids) >= 3  # GCS, raylet, workers

@@ -233,11 +233,12 @@ def test_sigint_on_main_thread_stops_gracefully(run_root):
         if isinstance(ev, StepEnd) and ev.step == 7:
             os.kill(os.getpid(), signal.SIGINT)
 
+    before = signal.getsignal(signal.SIGINT)
     res = Trainer(cfg_for(run_root, **{"train.epochs": 50}), callbacks=[interrupt]).run()
     assert res.status == "stopped" and 7 <= res.steps <= 9
     assert load_checkpoint(res.run_path / "checkpoints" / "last.pt")["step"] == res.steps
     assert len(load_run(res.run_path).steps) == res.steps
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert signal.getsignal(signal.SIGINT) is before  # the trainer restores the previous handler
 
 
 def test_same_seed_same_run_different_seed_differs(run_root):

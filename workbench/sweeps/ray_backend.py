@@ -324,6 +324,23 @@ def _record_from_result(result, describe, pruned: set) -> list[dict]:
     return []
 
 
+def _signal_handlers() -> dict:
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(saved: dict) -> None:
+    import signal
+
+    for sig, handler in saved.items():
+        if handler is not None:
+            signal.signal(sig, handler)
+
+
 def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
             stop: threading.Event | None = None) -> tuple[list[dict], int, str]:
     """Run (or resume) ``study`` on Ray Tune; see the module docstring.
@@ -425,10 +442,13 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
             tune_logger = logging.getLogger("ray.tune")
             level = tune_logger.level
             tune_logger.setLevel(max(level, logging.WARNING))  # no "Wrote the latest version of ..." lines
+            # Tune installs its own SIGINT/SIGTERM handlers and leaves them behind: restore ours afterwards
+            saved = _signal_handlers()
             try:
                 grid = tuner.fit()
             finally:
                 tune_logger.setLevel(level)
+                _restore_signal_handlers(saved)
             ot_numbers: dict[str, int] = {}
             if study.search == "optuna":
                 try:
