@@ -171,3 +171,18 @@ def test_example_studies_load_and_cli(tmp_path, capsys):
             assert head[:8] == b"\x89PNG\r\n\x1a\n" and struct.unpack(">II", head[16:24]) == (640, 400)
             assert Path(f"{stem}-{name}.pdf").read_bytes()[:5] == b"%PDF-"
             assert Path(f"{stem}-{name}.svg").read_text().lstrip().startswith("<svg")
+
+
+def test_tables_can_use_analysis_results(tmp_path):
+    from workbench.analysis.tasks import analyze
+    from workbench.sweeps import metric_value
+
+    study = small_study(tmp_path, name="ana", params={"optim.name": ["sgd", "sam"]}, seeds=[0])
+    res = run_study(study)
+    for r in res.records:
+        out = analyze("hessian", r["run_path"], count=128, params={"k": 2})
+        assert metric_value(r["run_path"], "analysis.hessian.lambda_1") == pytest.approx(float(out.result.values[0]))
+    table = trials_table(study.path, metrics=("analysis.hessian.lambda_1", "test_acc"))
+    assert table["analysis.hessian.lambda_1"].notna().all()
+    summary = summarize(table, ["optim.name"], ["analysis.hessian.lambda_1"])
+    assert len(summary) == 2
