@@ -151,8 +151,12 @@ class DataConfig(_Section):
             slice batches from it (no DataLoader). ``False`` uses a
             ``torch.utils.data.DataLoader``.
         num_workers: DataLoader workers when ``in_memory`` is ``False``.
-        poison: path of a saved poison (perturbation keyed by dataset index)
-            to add to the training split; used by the poisoning studies.
+        poison: path of a saved poison (``poison.pt``: perturbations keyed by
+            dataset index, see :mod:`workbench.data.poison`) added to the training
+            split; validation and test stay clean.
+        poison_from_epoch: with a poison, train on the clean split before this
+            epoch (1-based) and on the poisoned split from it on (1: from the first
+            epoch, as in 000 report §5.2).
     """
 
     _prefix = "data"
@@ -174,9 +178,11 @@ class DataConfig(_Section):
     in_memory: bool = True
     num_workers: int = 0
     poison: str | None = None
+    poison_from_epoch: int = 1
 
     def __post_init__(self) -> None:
         _check_choice(self._name("name"), self.name, DATASET_CHOICES)
+        _check_positive(self._name("poison_from_epoch"), self.poison_from_epoch, integer=True)
         _check_choice(self._name("split"), self.split, SPLIT_CHOICES)
         _check_fraction(self._name("val_fraction"), self.val_fraction)
         _check_fraction(self._name("test_fraction"), self.test_fraction)

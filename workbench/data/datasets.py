@@ -19,6 +19,8 @@ This module is part of the core: no ``ipywidgets``/``plotly``/``IPython``.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import warnings
 from dataclasses import dataclass, field
 
@@ -111,6 +113,7 @@ class DataBundle:
     std: list[float] | None = None
     info: dict = field(default_factory=dict)
     augment: bool = False
+    clean_train: IndexedTensorDataset | None = None
 
     def splits(self) -> dict[str, IndexedTensorDataset]:
         return {"train": self.train, "val": self.val, "test": self.test}
@@ -222,8 +225,12 @@ def load_data(cfg: DataConfig) -> DataBundle:
     assigned before class filtering and splitting. Note that a pooled MNIST
     made of the t10k files alone numbers them 0..9999.
 
+    Poison: with ``cfg.poison`` (a file written by
+    :func:`workbench.data.poison.save_poison`) the training split's inputs get the
+    poison's Δ added by dataset index (validation and test stay clean); the clean
+    training split is kept as ``bundle.clean_train``.
+
     Raises:
-        NotImplementedError: ``cfg.poison`` is set (not wired yet).
         FileNotFoundError: dataset files missing (message: where it looked,
             what it expected, how to obtain them).
         ValueError: a label of ``cfg.classes`` does not occur in the dataset;
@@ -231,7 +238,14 @@ def load_data(cfg: DataConfig) -> DataBundle:
             leave no training examples.
     """
     if cfg.poison:
-        raise NotImplementedError("poisoned datasets arrive with the poisoning issue")
+        from .poison import apply_poison, load_poison
+
+        clean = load_data(dataclasses.replace(cfg, poison=None))
+        poison = load_poison(cfg.poison)
+        train = apply_poison(clean.train, poison, data_cfg=cfg)
+        meta = {k: v for k, v in poison.meta.items() if k in ("kind", "source_run", "norms", "created")}
+        info = dict(clean.info, poison={"path": str(cfg.poison), **meta})
+        return dataclasses.replace(clean, train=train, info=info, clean_train=clean.train)
     is_image = cfg.name in _IMAGE_DATASETS
     if not is_image and cfg.resize is not None:
         raise ValueError(f"data.resize={cfg.resize!r} is invalid: {cfg.name} is not an image dataset; use null")

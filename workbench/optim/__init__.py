@@ -4,10 +4,10 @@ from __future__ import annotations
 import torch
 
 from ..config import OptimConfig
-from .sam import BN_POLICIES, SAM, SAMStepResult, bn_policy, sam_step
+from .sam import BN_POLICIES, SAM, SAMStepResult, bn_policy, optimizer_update, sam_step
 from .schedules import build_scheduler, lr_factor
 
-__all__ = ["SAM", "SAMStepResult", "sam_step", "bn_policy", "BN_POLICIES", "build_optimizer",
+__all__ = ["SAM", "SAMStepResult", "sam_step", "optimizer_update", "bn_policy", "BN_POLICIES", "build_optimizer",
            "build_scheduler", "lr_factor"]
 
 

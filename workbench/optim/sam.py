@@ -43,7 +43,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["SAM", "SAMStepResult", "sam_step", "bn_policy", "BN_POLICIES"]
+__all__ = ["SAM", "SAMStepResult", "sam_step", "optimizer_update", "bn_policy", "BN_POLICIES"]
 
 BN_POLICIES = ("freeze", "update", "eval")
 _EPS = 1e-12
@@ -289,7 +289,7 @@ def _chunks(n: int, m: int | None) -> list[slice]:
 
 def sam_step(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: Tensor, y: Tensor,
              optimizer: torch.optim.Optimizer, *, m: int | None = None, bn: str = "freeze",
-             max_grad_norm: float | None = None) -> SAMStepResult:
+             max_grad_norm: float | None = None, update: bool = True) -> SAMStepResult:
     """One training step: SAM/ASAM/m-SAM when ``optimizer`` is :class:`SAM`, else a plain step.
 
     Args:
@@ -304,6 +304,10 @@ def sam_step(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
             Σ_c (|c|/B) g′_c. ``None`` = one chunk (standard SAM).
         bn: BatchNorm policy for the second pass (see :func:`bn_policy`).
         max_grad_norm: clip the final gradient to this global norm.
+        update: take the optimizer step. ``False`` stops after the gradient is
+            computed: the parameters are at w (restored) and their ``.grad`` holds
+            the (SAM) gradient, so a caller can use it (e.g. to craft poisons
+            against g′) and then call :func:`optimizer_update`.
 
     Returns:
         :class:`SAMStepResult` (tensors on the model's device).
@@ -318,7 +322,8 @@ def sam_step(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         gn = _global_norm([p.grad for p in params if p.grad is not None])
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.step()
+        if update:
+            optimizer.step()
         return SAMStepResult(loss=loss.detach(), correct=(out.argmax(1) == y).sum(), grad_norm=gn)
 
     chunks = _chunks(B, m)
@@ -333,7 +338,8 @@ def sam_step(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         optimizer.restore()
         if max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-        optimizer.base_optimizer.step()
+        if update:
+            optimizer.base_optimizer.step()
         return SAMStepResult(loss=loss.detach(), correct=(out.argmax(1) == y).sum(),
                              grad_norm=optimizer.last_grad_norm, sam_grad_norm=optimizer.last_sam_grad_norm,
                              cosine=optimizer.last_cosine)
@@ -375,9 +381,18 @@ def sam_step(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         optimizer._record_cosine()
     if max_grad_norm is not None:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    optimizer.base_optimizer.step()
+    if update:
+        optimizer.base_optimizer.step()
     return SAMStepResult(loss=loss_sum, correct=correct, grad_norm=optimizer.last_grad_norm,
                          sam_grad_norm=optimizer.last_sam_grad_norm, cosine=optimizer.last_cosine)
+
+
+def optimizer_update(optimizer: torch.optim.Optimizer) -> None:
+    """The parameter update of a step computed with ``sam_step(..., update=False)``."""
+    if isinstance(optimizer, SAM):
+        optimizer.base_optimizer.step()
+    else:
+        optimizer.step()
 
 
 def _global_norm(tensors: Sequence[Tensor]) -> Tensor:

@@ -98,6 +98,39 @@ class Probe:
         raise NotImplementedError
 
 
+class Stepper:
+    """Replaces the trainer's optimizer step, e.g. to craft poisons around SAM's step.
+
+    The default reproduces the plain trainer: :func:`~workbench.optim.sam_step`.
+    Subclasses may keep state that must survive a resume (``state_dict`` /
+    ``load_state_dict``: tensors and plain containers, saved in the checkpoint)
+    and report values at epoch ends (``on_epoch_end`` → a ``probe`` record).
+    """
+
+    name = "stepper"
+
+    def setup(self, trainer: "Trainer") -> None:
+        """Called once before training, after the model, optimizer and data are ready."""
+
+    def step(self, trainer: "Trainer", x, y, index, epoch: int):
+        """One optimizer step on the batch ``(x, y)`` with dataset indices ``index``; returns a SAMStepResult."""
+        cfg = trainer.config
+        return sam_step(trainer.model, trainer._loss_fn(), x, y, trainer.optimizer, m=cfg.optim.m,
+                        bn=cfg.optim.bn_policy, max_grad_norm=cfg.train.max_grad_norm)
+
+    def on_epoch_end(self, trainer: "Trainer", epoch: int) -> dict | None:
+        return None
+
+    def on_end(self, trainer: "Trainer", status: str) -> None:
+        """Called once when training ends (any status), e.g. to save artifacts."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
 @dataclass
 class TrainResult:
     """Outcome of :meth:`Trainer.run`.
@@ -135,6 +168,7 @@ class Trainer:
         handle_sigint: on the main thread, turn the first Ctrl-C into a graceful stop.
         probes: :class:`Probe` objects measuring the model at epoch ends
             (top Hessian eigenvalue, feature sparsity, ...).
+        stepper: a :class:`Stepper` replacing the optimizer step (poison crafting).
 
     Example::
 
@@ -143,12 +177,13 @@ class Trainer:
 
     def __init__(self, config: RunConfig, *, callbacks: Iterable[Callable] = (), store: bool = True,
                  data: DataBundle | None = None, handle_sigint: bool = True, probes: Iterable[Probe] = (),
-                 _run: Run | None = None, _checkpoint: dict | None = None):
+                 stepper: Stepper | None = None, _run: Run | None = None, _checkpoint: dict | None = None):
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
         self.config = config
         self._callbacks = list(callbacks)
         self.probes = list(probes)
+        self.stepper = stepper if stepper is not None else Stepper()
         self._store = store
         self._data = data
         self._handle_sigint = handle_sigint
@@ -264,6 +299,12 @@ class Trainer:
         self.loader = BatchLoader(self._splits["train"], t.batch_size, shuffle=True, seed=t.seed,
                                   device=self.device, augment=b.augment, drop_last=False,
                                   in_memory=cfg.data.in_memory, num_workers=cfg.data.num_workers)
+        self.clean_loader = None
+        if b.clean_train is not None and cfg.data.poison_from_epoch > 1:
+            clean = b.clean_train.to(self.device) if cfg.data.in_memory else b.clean_train
+            self.clean_loader = BatchLoader(clean, t.batch_size, shuffle=True, seed=t.seed, device=self.device,
+                                            augment=b.augment, drop_last=False, in_memory=cfg.data.in_memory,
+                                            num_workers=cfg.data.num_workers)
         self.steps_per_epoch = len(self.loader)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, t.epochs, self.steps_per_epoch)
         self.start_epoch, self.start_batch, self.step, self.attempt = 0, 0, 0, 1
@@ -274,6 +315,8 @@ class Trainer:
             self.scheduler.load_state_dict(ck["scheduler"])
             self.start_epoch, self.start_batch, self.step = int(ck["epoch"]), int(ck["batch"]), int(ck["step"])
             self.attempt = int(ck.get("attempt", 1)) + 1
+            if ck.get("stepper"):
+                self._stepper_state = ck["stepper"]
             rng = ck.get("rng", {})
             if "torch" in rng:
                 torch.set_rng_state(rng["torch"])
@@ -290,6 +333,9 @@ class Trainer:
             self._callbacks.append(TensorBoardWriter(self._run.path / "tensorboard"))
         for probe in self.probes:
             probe.setup(self)
+        self.stepper.setup(self)
+        if getattr(self, "_stepper_state", None):
+            self.stepper.load_state_dict(self._stepper_state)
 
     def _loss_fn(self):
         ls = self.config.train.label_smoothing
@@ -309,6 +355,7 @@ class Trainer:
             "input_shape": list(self.bundle.input_shape), "num_classes": int(self.bundle.num_classes),
             "config": self.config.to_json(),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None},
+            "stepper": self.stepper.state_dict(),
         }
 
     def _save_checkpoint(self, epoch: int, batch: int, metrics: dict, *, snapshot: bool = False) -> None:
@@ -330,6 +377,15 @@ class Trainer:
         return out
 
     def _run_probes(self, epoch: int) -> None:
+        t0 = time.perf_counter()
+        values = self.stepper.on_epoch_end(self, epoch)
+        if values:
+            rec = {"kind": "probe", "name": self.stepper.name, "attempt": self.attempt, "epoch": epoch,
+                   "step": self.step, "seconds": time.perf_counter() - t0, **values}
+            if self._run is not None:
+                self._run.append(rec)
+            self._emit(ProbeResult(self._run_id, self.stepper.name, epoch, self.step, dict(values),
+                                   time.perf_counter() - t0))
         for probe in self.probes:
             if epoch % probe.every and epoch != self.config.train.epochs:
                 continue
@@ -387,8 +443,7 @@ class Trainer:
 
     def _train(self) -> TrainResult:
         cfg, t = self.config, self.config.train
-        model, opt, loader = self.model, self.optimizer, self.loader
-        loss_fn = self._loss_fn()
+        model, opt = self.model, self.optimizer
         is_sam = isinstance(opt, SAM)
         spe = self.steps_per_epoch
         total = spe * t.epochs
@@ -415,10 +470,13 @@ class Trainer:
         try:
             model.train()
             while epoch < t.epochs:
+                loader = self.loader
+                if self.clean_loader is not None and epoch + 1 < cfg.data.poison_from_epoch:
+                    loader = self.clean_loader
                 loader.set_epoch(epoch)
                 ep_t0 = time.perf_counter()
                 it = loader.iter_from(batch) if batch else iter(loader)
-                for xb, yb, _idx in it:
+                for xb, yb, idx in it:
                     if not self._unpaused.is_set():
                         self._set_status("paused", step=self.step)
                         self._save_checkpoint(epoch, batch, last_metrics)
@@ -428,8 +486,7 @@ class Trainer:
                     if self._stop_event.is_set():
                         status = "stopped"
                         break
-                    res = sam_step(model, loss_fn, xb, yb, opt, m=cfg.optim.m, bn=cfg.optim.bn_policy,
-                                   max_grad_norm=t.max_grad_norm)
+                    res = self.stepper.step(self, xb, yb, idx, epoch + 1)
                     lr = opt.param_groups[0]["lr"]
                     self.scheduler.step()
                     self.step += 1
@@ -474,9 +531,14 @@ class Trainer:
                     self._save_checkpoint(epoch, 0, rec, snapshot=t.keep_checkpoints)
             if status == "stopped":
                 self._save_checkpoint(epoch, batch, last_metrics)
+            self.stepper.on_end(self, status)
         except Exception as e:
             status, error = "failed", f"{type(e).__name__}: {e}"
             tb = traceback.format_exc()
+            try:
+                self.stepper.on_end(self, "failed")
+            except Exception:  # keep the original error
+                pass
             if run is not None:
                 run.set_status("failed", error=error, traceback=tb, step=self.step, epoch=epoch)
             self.status = "failed"
