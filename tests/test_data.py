@@ -47,9 +47,32 @@ def test_registry_matches_choices_and_core_imports():
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def test_poison_not_wired_yet():
-    with pytest.raises(NotImplementedError, match="poisoning issue"):
-        load_data(DataConfig(name="digits", poison="somewhere.pt"))
+def test_missing_poison_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="somewhere.pt"):
+        load_data(DataConfig(name="digits", poison=str(tmp_path / "somewhere.pt")))
+
+
+def test_poison_is_added_by_index_to_the_training_split_only(tmp_path):
+    from workbench.data.poison import Poison, data_fingerprint, load_poison, save_poison
+
+    cfg = DataConfig(name="digits", split="pooled")
+    clean = load_data(cfg)
+    k = 50
+    idx = clean.train.index[torch.randperm(len(clean.train), generator=torch.Generator().manual_seed(0))[:k]]
+    delta = torch.randn((k, *clean.input_shape), generator=torch.Generator().manual_seed(1))
+    save_poison(Poison(delta, idx, {"kind": "test", "data": data_fingerprint(cfg)}), tmp_path / "p.pt")
+    again = load_poison(tmp_path / "p.pt")
+    assert torch.equal(again.delta, delta) and torch.equal(again.index, idx)
+    b = load_data(DataConfig(name="digits", split="pooled", poison=str(tmp_path / "p.pt")))
+    assert torch.equal(b.clean_train.x, clean.train.x) and torch.equal(b.test.x, clean.test.x)
+    pos = {int(i): n for n, i in enumerate(b.train.index)}
+    for j in range(k):
+        n = pos[int(idx[j])]
+        assert torch.allclose(b.train.x[n], clean.train.x[n] + delta[j])
+    untouched = [n for i, n in pos.items() if i not in set(idx.tolist())]
+    assert torch.equal(b.train.x[untouched], clean.train.x[untouched])
+    with pytest.raises(ValueError, match="split_seed"):
+        load_data(DataConfig(name="digits", split="pooled", split_seed=5, poison=str(tmp_path / "p.pt")))
 
 
 # -------------------------------------------------------------------- digits
