@@ -475,7 +475,8 @@ class SharpnessAwarePoisoner(Stepper):
             return {}
         return {"delta": self.delta.detach().cpu(), "snapshots": {str(k): v for k, v in self.snapshots.items()},
                 "extra": [{"model": m.state_dict(), "optimizer": o.state_dict()} for m, o in self.extra],
-                "crafted_batches": self.crafted_batches, "craft_seconds": self.craft_seconds}
+                "crafted_batches": self.crafted_batches, "craft_seconds": self.craft_seconds,
+                "aug_rng": self._aug_gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
         if not state:
@@ -487,6 +488,8 @@ class SharpnessAwarePoisoner(Stepper):
             o.load_state_dict(s["optimizer"])
         self.crafted_batches = int(state.get("crafted_batches", 0))
         self.craft_seconds = float(state.get("craft_seconds", 0.0))
+        if state.get("aug_rng") is not None:
+            self._aug_gen.set_state(state["aug_rng"])
 
 
 # -------------------------------------------------------------------- entry

@@ -232,13 +232,17 @@ class Trainer:
     @classmethod
     def from_run(cls, path: str | Path, *, epochs: int | None = None, checkpoint: str = "last.pt",
                  callbacks: Iterable[Callable] = (), data: DataBundle | None = None,
-                 handle_sigint: bool = True) -> "Trainer":
+                 handle_sigint: bool = True, probes: Iterable[Probe] = (),
+                 stepper: "Stepper | None" = None) -> "Trainer":
         """Continue a stopped (or killed) run from its checkpoint, in the same folder.
 
         Args:
             path: the run folder.
             epochs: new total number of epochs (default: the configured one).
             checkpoint: checkpoint file name in ``checkpoints/``.
+            probes: probes to attach again (they are not stored in the run).
+            stepper: the run's :class:`Stepper` when it used one (its state is
+                restored from the checkpoint), e.g. a poison crafter.
 
         Raises:
             FileNotFoundError: not a run folder.
@@ -256,8 +260,12 @@ class Trainer:
         if ck["epoch"] >= config.train.epochs and ck["batch"] == 0:
             raise ValueError(f"train.epochs={config.train.epochs} is invalid: the checkpoint already completed "
                              f"{ck['epoch']} epochs; pass a larger epochs= to continue training")
-        return cls(config, callbacks=callbacks, store=True, data=data, handle_sigint=handle_sigint,
-                   _run=run, _checkpoint=ck)
+        if ck.get("stepper") and stepper is None:
+            raise ValueError(f"run {str(path)!r} was trained with a custom step (e.g. poison crafting) whose state is "
+                             "in the checkpoint: pass the same kind of stepper, e.g. "
+                             "Trainer.from_run(path, stepper=SharpnessAwarePoisoner(cfg))")
+        return cls(config, callbacks=callbacks, store=True, data=data, handle_sigint=handle_sigint, probes=probes,
+                   stepper=stepper, _run=run, _checkpoint=ck)
 
     # -------------------------------------------------------------- events
     def _emit(self, event) -> None:
