@@ -61,3 +61,17 @@ def test_demo_writes_run_folders_and_figures(tmp_path, capsys):
     if static_export_available()[0]:
         assert (root / "figures" / "training-curves.png").stat().st_size > 10_000
         assert (root / "figures" / "paper" / "training-curves.pdf").is_file()
+
+
+def test_craft_command_writes_a_poison(tmp_path, capsys):
+    from workbench.poisoning import load_poison
+
+    assert main(["craft", str(REPO / "configs" / "quickstart_sam.yaml"), "--root", str(tmp_path), "--no-progress",
+                 "--set", "train.epochs=1", "--poison", "iterations=2", "epsilon=0.1"]) == 0
+    out = capsys.readouterr().out
+    path = Path(out.split("poison: ", 1)[1].split()[0])
+    p = load_poison(path)
+    assert p.meta["poison_config"]["iterations"] == 2 and p.norms()["frobenius"] > 0
+    assert main(["craft", str(REPO / "configs" / "quickstart_sgd.yaml"), "--root", str(tmp_path)]) == 2
+    assert "sam" in capsys.readouterr().err
+    assert main(["craft", str(REPO / "configs" / "quickstart_sam.yaml"), "--poison", "iterations=0"]) == 2

@@ -331,6 +331,37 @@ def cmd_table(args) -> int:
     return 0
 
 
+def _poison_cfg(items):
+    from .config import yaml_load
+    from .poisoning import PoisonConfig
+
+    d = {}
+    for item in items or []:
+        if "=" not in item:
+            raise ValueError(f"--poison {item!r} must look like key=value, e.g. iterations=10")
+        k, v = item.split("=", 1)
+        d[k.strip()] = yaml_load(v)
+    return PoisonConfig.from_dict(d)
+
+
+def cmd_craft(args) -> int:
+    from .config import RunConfig
+    from .poisoning import craft_poison
+    from .training import TqdmProgress
+
+    cfg = RunConfig.load(args.config)
+    if args.root:
+        cfg = cfg.with_overrides({"root": args.root})
+    if args.set:
+        cfg = cfg.with_overrides(args.set)
+    res = craft_poison(cfg, _poison_cfg(args.poison), callbacks=[] if args.no_progress else [TqdmProgress()])
+    _print_result(res.train)
+    print(f"poison: {res.poison_path}")
+    if res.poison_path:
+        print(f"train SGD on it: workbench run {args.config} --set data.poison={res.poison_path} optim.name=sgd")
+    return _exit_code(res.train.status)
+
+
 def cmd_lab(args) -> int:
     """Start JupyterLab on 127.0.0.1 with a random token, opening the quickstart notebook."""
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
@@ -439,6 +470,15 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--metric", help="epoch metric (test_acc, val_acc, train_loss, ...) or analysis.<what>.<key>")
     tb.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     tb.set_defaults(fn=cmd_table)
+
+    cr = sub.add_parser("craft", help="train with SAM while crafting a sharpness-aware poison (000 report Ch. 3)")
+    cr.add_argument("config", help="run config of the crafting run (optim.name sam or asam)")
+    cr.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="run config overrides")
+    cr.add_argument("--poison", nargs="*", default=[], metavar="KEY=VALUE",
+                    help="poison settings, e.g. iterations=5 lr=0.01 epsilon=0.1 norm=linf start_epoch=1")
+    cr.add_argument("--root", help="runs root")
+    cr.add_argument("--no-progress", action="store_true")
+    cr.set_defaults(fn=cmd_craft)
 
     lab = sub.add_parser("lab", help="start JupyterLab on 127.0.0.1 with a token")
     lab.add_argument("--port", type=int, default=8888)
