@@ -243,3 +243,120 @@ def test_analysis_notebook_runs_an_analysis_from_the_panel(tmp_path):
             browser.close()
     saved = list(runs.rglob("artifacts/analysis/hessian-*.json"))
     assert saved, "the panel's result was not saved in the run folder"
+
+
+# PoisonPanel: the cosine-loss figure and its largest trace length. A FigureWidget's CSS class lands on
+# its plot element itself (.js-plotly-plot.wb-po-craft-loss); a descendant is accepted too.
+_POISON_PLOT = ".wb-poison-panel .js-plotly-plot.wb-po-{0}, .wb-poison-panel .wb-po-{0} .js-plotly-plot"
+_POISON_FIGURE_JS = """
+() => {
+  const gd = document.querySelector('%s');
+  if (!gd || !gd.data) return null;
+  const len = v => (v == null ? 0 : (v.length !== undefined ? v.length : 0));
+  return Math.max(0, ...gd.data.map(t => len(t.x)));
+}
+""" % _POISON_PLOT.format("craft-loss")
+
+
+@pytest.mark.timeout(300)
+def test_poison_panel_crafts_in_the_browser(tmp_path):
+    """A one-cell notebook shows the PoisonPanel; Craft fills the cosine-loss figure live; Stop writes poison.pt."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
+    nbformat = pytest.importorskip("nbformat")
+
+    work = tmp_path / "lab"
+    work.mkdir()
+    runs = tmp_path / "runs"
+    source = ("from workbench.ui.poison_panel import PoisonPanel\n"
+              "from workbench.presets import quickstart_config\n"
+              f"PoisonPanel(root={str(runs)!r}, base=quickstart_config('sam', epochs=3, root={str(runs)!r}))")
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(source)]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"}
+    nbformat.write(nb, str(work / "poison.ipynb"))
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "poison-browser.png"
+    for old in ("poison-browser.png", "poison-browser-images.png", "poison-browser-failure.png"):
+        (ARTIFACTS / old).unlink(missing_ok=True)
+    t0 = time.monotonic()
+    timings: dict[str, float] = {}
+
+    def mark(name: str) -> None:
+        timings[name] = round(time.monotonic() - t0, 1)
+
+    with jupyter_lab(work, tmp_path) as server, sync_api.sync_playwright() as p:
+        mark("server up")
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1500})
+            page.set_default_timeout(30_000)
+            try:
+                open_notebook(page, server, "poison.ipynb")
+                run_all_cells(page)
+                wait_all_cells_done(page, timeout_ms=120_000)
+                mark("cell done")
+                assert not error_outputs(page), error_outputs(page)
+                panel = page.locator(".jp-NotebookPanel .wb-poison-panel").first
+                start = panel.locator("button.wb-po-start")
+                stop = panel.locator("button.wb-po-stop")
+                start.wait_for(state="visible", timeout=30_000)
+                assert start.is_enabled() and stop.is_disabled()
+                page.locator(_POISON_PLOT.format("craft-loss")).first.wait_for(state="attached", timeout=30_000)
+                # like a user: far more epochs than the test waits for (IntText syncs on Enter/blur)
+                for cls, value in ((".wb-po-epochs", "100"), (".wb-po-iterations", "3")):
+                    box = panel.locator(f"{cls} input")
+                    box.fill(value)
+                    box.press("Enter")
+                    box.blur()
+                page.wait_for_timeout(300)
+
+                start.click()
+                mark("craft clicked")
+                _wait(lambda: stop.is_enabled(), 30, "Stop to become enabled")
+                n1 = _wait(lambda: page.evaluate(_POISON_FIGURE_JS), 90, "points in the cosine-loss figure")
+                mark("first points")
+                n2 = _wait(lambda: (lambda n: n if n and n > n1 else None)(page.evaluate(_POISON_FIGURE_JS)), 30,
+                           f"more than {n1} points (live updates)")
+                mark("more points")
+                progress = panel.locator(".wb-po-progress-text").inner_text()
+                assert re.search(r"epoch \d+/100 · step \d+/\d+", progress), progress
+
+                stop.click()
+                status_line = panel.locator(".wb-po-status")
+                _wait(lambda: start.is_enabled() and stop.is_disabled(), 60, "Craft enabled again after Stop")
+                _wait(lambda: "poison.pt" in status_line.inner_text(), 30, "the status line to name poison.pt")
+                mark("stopped")
+                status_text = status_line.inner_text()
+                assert status_text.startswith("Stopped"), status_text
+                n3 = page.evaluate(_POISON_FIGURE_JS)
+                assert n3 >= n2, (n2, n3)
+                assert "data.poison=" in panel.locator(".wb-po-hint").inner_text()
+                panel.scroll_into_view_if_needed()
+                page.wait_for_timeout(500)
+                panel.screenshot(path=str(shot))
+                # the image grid x / Δ / x + Δ, drawn when crafting ended
+                panel.locator(".wb-po-tabs .lm-TabBar-tab", has_text="images").click()
+                page.wait_for_timeout(800)
+                n_img = page.evaluate("sel => { const gd = document.querySelector(sel); "
+                                      "return gd && gd.data ? gd.data.length : 0; }", _POISON_PLOT.format("images"))
+                assert n_img > 0
+                panel.screenshot(path=str(ARTIFACTS / "poison-browser-images.png"))
+            except BaseException:
+                try:
+                    page.screenshot(path=str(ARTIFACTS / "poison-browser-failure.png"))
+                except Exception:
+                    pass
+                print("\n--- jupyter lab log (tail) ---\n" + server.log_tail())
+                print("--- code prompts ---", code_prompts(page) if not page.is_closed() else "?")
+                raise
+        finally:
+            browser.close()
+    mark("shut down")
+    poisons = list(runs.rglob("artifacts/poison.pt"))
+    assert len(poisons) == 1, poisons
+    assert json.loads((poisons[0].parents[1] / "status.json").read_text())["status"] == "stopped"
+    assert shot.stat().st_size > 10_000
+    print(f"\npoison browser test timings (s since start): {timings}; points {n1} -> {n2} -> {n3}; "
+          f"status: {status_text!r}")

@@ -77,17 +77,22 @@ class PoisonConfig:
         cosine: ``global`` (one cosine over all parameters, Eq. 3.6) or
             ``per_tensor`` (mean of per-parameter-tensor cosines, as the reference code).
         bn: ``train`` or ``eval``: the BatchNorm mode of both g′ and the crafting
-            passes (running statistics are never updated by crafting passes).
+            passes (running statistics are never updated by crafting passes). With
+            ``eval`` both SAM passes run in eval mode too, so the running statistics
+            keep their initial values for the whole crafting run.
         tol: stop the inner loop when max |Δ_new − Δ_old| < tol.
         train_on_poison: the crafting run's SAM gradient is taken on B + Δ (the
             model trains on the current poisons); default: on the clean batch B, so
             g′ is SAM's gradient on S as in Eq. 3.3.
         ensemble: number m of models trained side by side (§6.1); the crafting
-            objective is the sum of their cosine losses.
+            objective is the sum of their cosine losses (the logged loss is their mean,
+            comparable with m = 1).
         augment: differentiable random crop (padding 4) + horizontal flip of B for g′
             and, with the same draw, of B + Δ for crafting (§6.2, Eq. 6.1).
         drift_epochs: keep the weights after these epochs and report, at every later
             epoch, the mean 𝓑 of the current poisons at those frozen weights (Fig. 5.7).
+            This report uses plain SAM's g′ (ρ g/‖g‖ on the whole batch), also for
+            ASAM / m-SAM runs.
         drift_batches: batches used for that report (a fixed, seeded subset).
         seed: seed of the initial noise, the augmentation draws and the drift subset.
         save_every: write ``artifacts/poison.pt`` every this many epochs (and at the end).
@@ -125,8 +130,14 @@ class PoisonConfig:
             _fail("norm", self.norm, "choose 'linf' or 'l2'")
         if not isinstance(self.start_epoch, int) or self.start_epoch < 1:
             _fail("start_epoch", self.start_epoch, "must be an epoch number >= 1")
-        if not (isinstance(self.init_noise, (int, float)) and self.init_noise >= 0):
-            _fail("init_noise", self.init_noise, "must be >= 0")
+        if not (isinstance(self.init_noise, (int, float)) and math.isfinite(self.init_noise)
+                and self.init_noise >= 0):
+            _fail("init_noise", self.init_noise, "must be a finite number >= 0")
+        if not (isinstance(self.tol, (int, float)) and math.isfinite(self.tol) and self.tol >= 0):
+            _fail("tol", self.tol, "must be a finite number >= 0")
+        for name in ("relative", "train_on_poison", "augment"):
+            if not isinstance(getattr(self, name), bool):
+                _fail(name, getattr(self, name), "must be true or false")
         if self.cosine not in ("global", "per_tensor"):
             _fail("cosine", self.cosine, "choose 'global' or 'per_tensor'")
         if self.bn not in ("train", "eval"):
@@ -297,6 +308,9 @@ class SharpnessAwarePoisoner(Stepper):
         self._clean_x = train.x
         self._aug_gen = torch.Generator().manual_seed(cfg.seed + 1)
         self.extra = []
+        # leave the global streams as the trainer set them (a resumed run's restored state included)
+        rng = torch.get_rng_state()
+        cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
         for j in range(1, cfg.ensemble):  # §6.1: models trained side by side, own initialisation
             torch.manual_seed(run_cfg.train.seed + 1000 * j)
             m = copy.deepcopy(trainer.model)
@@ -304,7 +318,9 @@ class SharpnessAwarePoisoner(Stepper):
                 if hasattr(mod, "reset_parameters"):
                     mod.reset_parameters()
             self.extra.append((m, build_optimizer(run_cfg.optim, m.parameters())))
-        torch.manual_seed(run_cfg.train.seed)  # leave the global stream as the trainer set it
+        torch.set_rng_state(rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
         n = len(self.index)
         if cfg.drift_batches and cfg.drift_epochs:
             bs = run_cfg.train.batch_size
@@ -373,15 +389,18 @@ class SharpnessAwarePoisoner(Stepper):
         change = float("nan")
         for _ in range(cfg.iterations):
             total = 0.0
-            for m, params, gp in grads:
-                with _bn_mode(m, cfg.bn):
+            # BN modes stay on until both backward passes are done: "train" restores the running
+            # statistics in place on exit, which the saved BatchNorm nodes must not see
+            with contextlib.ExitStack() as stack:
+                for m, params, gp in grads:
+                    stack.enter_context(_bn_mode(m, cfg.bn))
                     out = m(aug(x + d))
                     loss = loss_fn(out, y)
-                g = torch.autograd.grad(loss, params, create_graph=True)
-                total = total + cosine_loss(list(g), gp, cfg.cosine)
-            obj = total / len(grads)
-            (gd,) = torch.autograd.grad(obj, d)
-            losses.append(float(obj.detach()))
+                    g = torch.autograd.grad(loss, params, create_graph=True)
+                    total = total + cosine_loss(list(g), gp, cfg.cosine)
+                obj = total  # §6.1: the sum of the m models' cosine losses
+                (gd,) = torch.autograd.grad(obj, d)
+            losses.append(float(obj.detach()) / len(grads))
             prev = d.detach().clone()
             d.grad = gd
             opt.step()
@@ -463,7 +482,7 @@ class SharpnessAwarePoisoner(Stepper):
         if trainer is not None:
             meta.update(source_run=str(trainer.run_path) if trainer.run_path else None,
                         run_config=trainer.config.to_dict())
-        return Poison(delta=self.delta.detach().cpu(), index=self.index.clone(), meta=meta)
+        return Poison(delta=self.delta.detach().cpu().clone(), index=self.index.clone(), meta=meta)
 
     def _save(self, trainer: Trainer, epoch: int | None, status: str) -> None:
         p = self.poison(trainer)
@@ -507,8 +526,16 @@ class CraftResult:
 
 
 def craft_poison(run_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, *, callbacks=(),
-                 probes=(), handle_sigint: bool = True) -> CraftResult:
+                 probes=(), handle_sigint: bool = True, stop=None) -> CraftResult:
     """Train ``run_cfg`` (SAM or ASAM) while crafting a poison; returns the run and ``artifacts/poison.pt``.
+
+    Args:
+        run_cfg: the crafting run (``optim.name`` sam or asam; no ``data.poison``).
+        poison_cfg: crafting settings (default :class:`PoisonConfig`).
+        callbacks: trainer event callbacks (also receive :class:`CraftStep` events).
+        probes: extra probes for the crafting run.
+        stop: a ``threading.Event``; when set, the run stops after its current step
+            (the poison crafted so far is saved).
 
     Raises:
         ValueError: ``run_cfg`` does not train with SAM/ASAM, or a bad poison setting.
@@ -519,7 +546,17 @@ def craft_poison(run_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, *, 
     if run_cfg.data.poison:
         raise ValueError("data.poison must be empty for the crafting run (it crafts the poison)")
     poisoner = SharpnessAwarePoisoner(poison_cfg)
-    trainer = Trainer(run_cfg, callbacks=callbacks, probes=probes, stepper=poisoner, handle_sigint=handle_sigint)
+    holder: list[Trainer] = []
+
+    def watch(_ev) -> None:
+        if stop is not None and stop.is_set() and holder:
+            holder[0].stop()
+
+    trainer = Trainer(run_cfg, callbacks=[*callbacks, watch], probes=probes, stepper=poisoner,
+                      handle_sigint=handle_sigint)
+    holder.append(trainer)
+    if stop is not None and stop.is_set():
+        trainer.stop()
     res = trainer.run()
     return CraftResult(train=res, poison_path=poisoner.poison_path, poisoner=poisoner)
 
