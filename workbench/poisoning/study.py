@@ -179,7 +179,9 @@ def variant_configs(base_cfg: RunConfig, seed: int, *, poison_path: str | Path |
 
 
 def _craft_config(base_cfg: RunConfig, seed: int, root: Path, name: str) -> RunConfig:
-    return base_cfg.with_overrides({"optim.name": "sam", "optim.base": _plain_name(base_cfg), "train.seed": int(seed),
+    """The crafting run: SAM (or ASAM when the base config already uses it) on the clean data."""
+    sam = base_cfg.optim.name if base_cfg.optim.is_sam else "sam"
+    return base_cfg.with_overrides({"optim.name": sam, "optim.base": _plain_name(base_cfg), "train.seed": int(seed),
                                     "root": str(root), "name": name, "data.poison": None})
 
 
