@@ -6,6 +6,7 @@ notebooks. Run ``workbench --help`` or ``workbench COMMAND --help``.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import secrets
 import shutil
@@ -389,6 +390,11 @@ def cmd_lab(args) -> int:
         return 0
 
 
+# Study packages contribute their own subcommands: each module defines add_commands(subparsers)
+# and imports its heavy dependencies inside the handlers, so `workbench --help` stays fast.
+COMMAND_MODULES: tuple[str, ...] = ()
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="workbench", description="Sharpness & Poisoning Workbench")
     sub = p.add_subparsers(dest="command", required=True)
@@ -487,6 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--root-dir", default=".")
     lab.add_argument("--no-browser", action="store_true")
     lab.set_defaults(fn=cmd_lab)
+
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(sub)
     return p
 
 
