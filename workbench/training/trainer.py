@@ -169,6 +169,13 @@ class Trainer:
         probes: :class:`Probe` objects measuring the model at epoch ends
             (top Hessian eigenvalue, feature sparsity, ...).
         stepper: a :class:`Stepper` replacing the optimizer step (poison crafting).
+        defense: a train-time data-selection defense (:class:`workbench.defenses.EPIC`,
+            ``DropHighestLoss``, ...): at the start of every epoch the trainer calls
+            ``defense.maybe_select(model, train_split, epoch)``; when it returns kept dataset
+            indices, training continues on those examples only (dropped examples are never
+            fed to the model again). Each round is a ``{"kind": "defense", ...}`` record in
+            ``metrics.jsonl`` and the dropped examples are written to
+            ``artifacts/<defense.name>_dropped.csv``; the defense state is checkpointed.
 
     Example::
 
@@ -177,13 +184,15 @@ class Trainer:
 
     def __init__(self, config: RunConfig, *, callbacks: Iterable[Callable] = (), store: bool = True,
                  data: DataBundle | None = None, handle_sigint: bool = True, probes: Iterable[Probe] = (),
-                 stepper: Stepper | None = None, _run: Run | None = None, _checkpoint: dict | None = None):
+                 stepper: Stepper | None = None, defense=None, _run: Run | None = None,
+                 _checkpoint: dict | None = None):
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
         self.config = config
         self._callbacks = list(callbacks)
         self.probes = list(probes)
         self.stepper = stepper if stepper is not None else Stepper()
+        self.defense = defense
         self._store = store
         self._data = data
         self._handle_sigint = handle_sigint
@@ -233,7 +242,7 @@ class Trainer:
     def from_run(cls, path: str | Path, *, epochs: int | None = None, checkpoint: str = "last.pt",
                  callbacks: Iterable[Callable] = (), data: DataBundle | None = None,
                  handle_sigint: bool = True, probes: Iterable[Probe] = (),
-                 stepper: "Stepper | None" = None) -> "Trainer":
+                 stepper: "Stepper | None" = None, defense=None) -> "Trainer":
         """Continue a stopped (or killed) run from its checkpoint, in the same folder.
 
         Args:
@@ -243,6 +252,8 @@ class Trainer:
             probes: probes to attach again (they are not stored in the run).
             stepper: the run's :class:`Stepper` when it used one (its state is
                 restored from the checkpoint), e.g. a poison crafter.
+            defense: the run's defense (same kind and settings; its state, e.g. the
+                examples dropped so far, is restored from the checkpoint).
 
         Raises:
             FileNotFoundError: not a run folder.
@@ -264,8 +275,12 @@ class Trainer:
             raise ValueError(f"run {str(path)!r} was trained with a custom step (e.g. poison crafting) whose state is "
                              "in the checkpoint: pass the same kind of stepper, e.g. "
                              "Trainer.from_run(path, stepper=SharpnessAwarePoisoner(cfg))")
+        if ck.get("defense") and defense is None:
+            raise ValueError(f"run {str(path)!r} was trained with a defense ({ck['defense'].get('name')!r}) whose "
+                             "state is in the checkpoint: pass the same defense, e.g. "
+                             "Trainer.from_run(path, defense=EPIC(budget=0.2, period=2, warmup=10))")
         return cls(config, callbacks=callbacks, store=True, data=data, handle_sigint=handle_sigint, probes=probes,
-                   stepper=stepper, _run=run, _checkpoint=ck)
+                   stepper=stepper, defense=defense, _run=run, _checkpoint=ck)
 
     # -------------------------------------------------------------- events
     def _emit(self, event) -> None:
@@ -314,6 +329,7 @@ class Trainer:
                                             augment=b.augment, drop_last=False, in_memory=cfg.data.in_memory,
                                             num_workers=cfg.data.num_workers)
         self.steps_per_epoch = len(self.loader)
+        self._full_train = (self._splits["train"], clean if self.clean_loader is not None else None)
         self.scheduler = build_scheduler(self.optimizer, cfg.schedule, t.epochs, self.steps_per_epoch)
         self.start_epoch, self.start_batch, self.step, self.attempt = 0, 0, 0, 1
         if self._checkpoint is not None:
@@ -325,6 +341,8 @@ class Trainer:
             self.attempt = int(ck.get("attempt", 1)) + 1
             if ck.get("stepper"):
                 self._stepper_state = ck["stepper"]
+            if ck.get("defense") and self.defense is not None:
+                self.defense.load_state_dict(ck["defense"])
             rng = ck.get("rng", {})
             if "torch" in rng:
                 torch.set_rng_state(rng["torch"])
@@ -344,6 +362,43 @@ class Trainer:
         self.stepper.setup(self)
         if getattr(self, "_stepper_state", None):
             self.stepper.load_state_dict(self._stepper_state)
+        if self.defense is not None and self.defense.kept_indices is not None:
+            self._restrict_training(self.defense.kept_indices)
+
+    def _restrict_training(self, kept) -> None:
+        """Train on the examples whose dataset index is in ``kept`` only (a defense's selection)."""
+        t, d = self.config.train, self.config.data
+
+        def subset_loader(ds):
+            pos = torch.nonzero(torch.isin(ds.index.cpu(), kept.cpu())).squeeze(1).to(ds.x.device)
+            sub = type(ds)(ds.x[pos], ds.y[pos], ds.index[pos])
+            return BatchLoader(sub, t.batch_size, shuffle=True, seed=t.seed, device=self.device,
+                               augment=self.bundle.augment, drop_last=False, in_memory=d.in_memory,
+                               num_workers=d.num_workers)
+
+        train, clean = self._full_train
+        self.loader = subset_loader(train)
+        if clean is not None:
+            self.clean_loader = subset_loader(clean)
+
+    def _defense_round(self, epoch: int) -> None:
+        """Ask the defense for a selection round at the start of ``epoch`` (epochs done); log and apply it."""
+        t0 = time.perf_counter()
+        kept = self.defense.maybe_select(self.model, self._full_train[0], epoch)
+        if kept is None:
+            return
+        self._restrict_training(kept)
+        values = dict(self.defense.rounds[-1])
+        values.pop("epoch", None)
+        dt = time.perf_counter() - t0
+        if self._run is not None:
+            self._run.append({"kind": "defense", "name": self.defense.name, "attempt": self.attempt,
+                              "epoch": epoch, "step": self.step, **values})
+            from ..runs.store import atomic_write_bytes
+
+            atomic_write_bytes(self._run.artifact_dir / f"{self.defense.name}_dropped.csv",
+                               self.defense.log.to_csv(index=False).encode())
+        self._emit(ProbeResult(self._run_id, self.defense.name, epoch, self.step, values, dt))
 
     def _loss_fn(self):
         ls = self.config.train.label_smoothing
@@ -364,6 +419,7 @@ class Trainer:
             "config": self.config.to_json(),
             "metrics": {k: v for k, v in metrics.items() if isinstance(v, (int, float)) or v is None},
             "stepper": self.stepper.state_dict(),
+            "defense": self.defense.state_dict() if self.defense is not None else {},
         }
 
     def _save_checkpoint(self, epoch: int, batch: int, metrics: dict, *, snapshot: bool = False) -> None:
@@ -478,11 +534,14 @@ class Trainer:
         try:
             model.train()
             while epoch < t.epochs:
+                if self.defense is not None and batch == 0:
+                    self._defense_round(epoch)
                 loader = self.loader
                 if self.clean_loader is not None and epoch + 1 < cfg.data.poison_from_epoch:
                     loader = self.clean_loader
                 loader.set_epoch(epoch)
                 ep_t0 = time.perf_counter()
+                spe = len(loader)  # smaller than steps_per_epoch once a defense dropped examples
                 it = loader.iter_from(batch) if batch else iter(loader)
                 for xb, yb, idx in it:
                     if not self._unpaused.is_set():
@@ -508,16 +567,19 @@ class Trainer:
                         if is_sam:
                             m["sam_grad_norm"], m["cosine"] = vals[3], vals[4]
                         rec = {"kind": "step", "attempt": self.attempt, "step": self.step,
-                               "epoch": self.step / spe, **m}
+                               "epoch": (epoch * spe + batch) / spe, **m}
                         if run is not None:
                             run.append(rec)
-                        self._emit(StepEnd(self._run_id, self.step, self.step / spe, m, time.perf_counter() - t0))
+                        self._emit(StepEnd(self._run_id, self.step, (epoch * spe + batch) / spe, m,
+                                           time.perf_counter() - t0))
                         if not math.isfinite(m["loss"]):
                             status, error = "diverged", f"non-finite loss {m['loss']} at step {self.step}"
                             break
                 if status != "finished":
                     break
                 # ---- end of epoch
+                for _ in range(self.steps_per_epoch - spe):  # keep the LR schedule on epoch boundaries
+                    self.scheduler.step()
                 epoch += 1
                 batch = 0
                 rec = {"kind": "epoch", "attempt": self.attempt, "epoch": epoch, "step": self.step,
