@@ -16,7 +16,7 @@ import threading
 import time
 import traceback
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import ipywidgets as W
 import plotly.graph_objects as go
@@ -25,7 +25,7 @@ from ..analysis.tasks import ANALYSES, DEFAULTS, PARAM_CHOICES, AnalysisOutput, 
 from ..config import yaml_load
 from ..runs import list_runs
 from ..viz import progress_figure, result_figure
-from .base import PanelBase
+from .base import ClassroomControls, PanelBase, estimates_enabled
 from .live import sync_figure
 
 __all__ = ["AnalysisPanel"]
@@ -140,17 +140,23 @@ class AnalysisPanel(PanelBase):
         self.w_stop.on_click(lambda _b: self.stop())
         self.w_clear.on_click(lambda _b: self.clear())
         self.w_export.on_click(lambda _b: self._export_clicked())
+        self.classroom = ClassroomControls(
+            self, {"what": self.w_what, "split": self.w_split, "count": self.w_count, "seed": self.w_seed,
+                   "force": self.w_force},
+            heavier={"count": 0}, describe="all examples of the split", estimate=None)
+        self.w_heavier_note = W.HTML()
         self.widget = W.VBox([
             W.HBox([self.w_run, self.w_checkpoint, self.w_refresh], layout=W.Layout(flex_flow="row wrap")),
             self.w_other,
             W.HBox([self.w_what, self.w_desc]),
             W.HBox([self.w_split, self.w_count, self.w_seed, self.w_force], layout=W.Layout(flex_flow="row wrap")),
             self.w_params,
-            W.HBox([self.w_start, self.w_stop, self.w_clear, self.w_export, self.w_progress, self.w_progress_text],
-                   layout=W.Layout(flex_flow="row wrap")),
+            W.HBox([self.w_start, self.w_stop, self.w_clear, self.w_export, self.classroom.widget, self.w_progress,
+                    self.w_progress_text], layout=W.Layout(flex_flow="row wrap")),
             self.w_status, W.HBox([self.w_metric, self.w_view, self.w_log]), self.figure, self.w_table,
         ])
         self.widget.add_class("wb-analysis-panel")
+        self._estimate_key = None
         self.refresh_runs()
         self._on_what()
 
@@ -183,11 +189,59 @@ class AnalysisPanel(PanelBase):
         if other is not None:
             self.w_other.value = str(other)
 
+    def heavier_estimate(self, wait: float | None = None):
+        """Estimate (timed probe) of the selected analysis on all examples of the split; starts it if needed.
+
+        Returns the :class:`~workbench.app.estimate.Estimate` (None while it is being measured, or when no
+        run is selected); ``wait`` seconds to block for it.
+        """
+        run, what = self.w_run.value, self.w_what.value
+        if not run or what in ("cosine",) or not estimates_enabled():
+            self.classroom.w_heavier.description = f"Heavier: {self.classroom.describe}"
+            return None
+        key = (run, what, self.w_split.value, self.w_other.value if what == "interpolate" else None)
+        if key != self._estimate_key:
+            self._estimate_key = key
+            self.classroom.estimate = None
+            self.classroom.w_heavier.description = f"Heavier: {self.classroom.describe} (estimating …)"
+            done = threading.Event()
+            self._estimate_done = done
+            try:
+                params = self.params()
+            except Exception:
+                params = None
+
+            def main():
+                try:
+                    from ..app.estimate import estimate_analysis
+                    from ..runs import load_run
+
+                    n = {"train": "train", "val": "val", "test": "test"}[key[2]]
+                    size = int(load_run(run).status.get("split_sizes", {}).get(n, 0) or 0)
+                    est = estimate_analysis(what, run, size or 2048, split=key[2], other=key[3], params=params)
+                    if self._estimate_key == key:
+                        self.classroom.estimate = est
+                        self.classroom.w_heavier.description = (f"Heavier: {self.classroom.describe} "
+                                                                f"({size} · {est.label})")
+                        self.classroom.w_heavier.tooltip = est.detail
+                except Exception as e:  # an estimate must never break the panel
+                    self.classroom.estimate_error = f"{type(e).__name__}: {e}"
+                    self.classroom.w_heavier.description = f"Heavier: {self.classroom.describe}"
+                finally:
+                    done.set()
+
+            threading.Thread(target=main, name="workbench-estimate", daemon=True).start()
+        if wait:
+            self._estimate_done.wait(wait)
+        return self.classroom.estimate
+
     def _on_run(self) -> None:
         run = self.w_run.value
         cks = sorted(p.name for p in (Path(run) / "checkpoints").glob("*.pt")) if run else []
         self.w_checkpoint.options = cks or ["last.pt"]
         self.w_checkpoint.value = "last.pt" if "last.pt" in self.w_checkpoint.options else self.w_checkpoint.options[0]
+        if hasattr(self, "classroom") and not self.running:
+            self.heavier_estimate()
 
     def _on_what(self) -> None:
         what = self.w_what.value
@@ -199,6 +253,8 @@ class AnalysisPanel(PanelBase):
         self.w_params.children = list(self._param_widgets.values())
         self.w_other.layout.display = None if what == "interpolate" else "none"
         self._draw_results()
+        if hasattr(self, "classroom") and not self.running:
+            self.heavier_estimate()
 
     def params(self) -> dict:
         """The parameter values currently in the widgets."""
@@ -212,7 +268,8 @@ class AnalysisPanel(PanelBase):
     def start(self) -> bool:
         """Run the selected analysis in the background; False (with a message) when refused."""
         if self.running:
-            self._say("An analysis is already running: press Stop first.", "#b35900")
+            self._say("An analysis is already in progress on this figure: press Stop first (or wait for it).",
+                      "#b35900")
             return False
         what = self.w_what.value
         if not self.w_run.value:
@@ -253,6 +310,29 @@ class AnalysisPanel(PanelBase):
         if ok and self._thread is not None:
             self._thread.join(timeout)
         return ok
+
+    def show(self, outputs: Sequence[AnalysisOutput]) -> None:
+        """Draw finished results (e.g. :func:`~workbench.analysis.tasks.analyze` outputs from a results pack).
+
+        All outputs must be of one analysis; it is selected, and the run of the first one too.
+
+        Raises:
+            ValueError: no outputs, or outputs of different analyses.
+        """
+        outputs = list(outputs)
+        kinds = {o.what for o in outputs}
+        if len(kinds) != 1:
+            raise ValueError(f"show() needs outputs of one analysis, got {sorted(kinds) or 'none'}")
+        what = kinds.pop()
+        self.outputs[what] = outputs
+        run = outputs[0].path.parents[2] if outputs[0].path is not None else None
+        if run is not None and str(run) in [o[1] for o in self.w_run.options]:
+            self.w_run.value = str(run)
+        if self.w_what.value != what:
+            self.w_what.value = what  # draws
+        else:
+            self._draw_results()
+        self._say(f"Showing {len(outputs)} saved {what} result(s): press Run to compute with other settings.")
 
     def clear(self) -> None:
         self.outputs.pop(self.w_what.value, None)

@@ -42,12 +42,16 @@ from ..presets import quickstart_config
 from ..training.events import EpochEnd, ProbeResult, RunEnded, RunStarted, StepEnd
 from ..viz.poisoning import (craft_loss_figure, delta_norm_figure, drift_figure, image_grid_figure,
                              sam_cosine_figure)
-from .base import PanelBase
+from ..app.estimate import estimate_crafting
+from .base import ClassroomControls, PanelBase, classroom_mode
 from .live import sync_figure
 
 __all__ = ["PoisonPanel"]
 
 _ERR, _WARN, _OK = "#b00020", "#b35900", "#1b5e20"
+CLASSROOM_EPOCHS = 3
+"""Crafting epochs of the classroom-safe default: 3 epochs of LeNet-5 on digits with 5 inner iterations per
+batch take about 40 s on a busy 2-core CPU (10 epochs took 138 s there)."""
 
 
 def _fmt_seconds(s: float) -> str:
@@ -98,11 +102,20 @@ class PoisonPanel(PanelBase):
 
     def __init__(self, root: str | Path = "runs", *, base: RunConfig | None = None,
                  poison: PoisonConfig | None = None, interval: float = 0.35, zoom_batches: int = 10,
-                 images: int = 8, seeds: str | Sequence[int] = "0"):
+                 images: int = 8, seeds: str | Sequence[int] = "0", heavier: dict | None = None,
+                 classroom: bool | None = None):
         self.root = Path(root)
         self.base = base if base is not None else quickstart_config("sam", epochs=10, root=str(self.root))
         if not isinstance(self.base, RunConfig):
             raise TypeError(f"base must be a RunConfig, got {type(self.base).__name__}")
+        given_epochs = self.base.train.epochs
+        if classroom_mode(classroom) and given_epochs > CLASSROOM_EPOCHS:
+            # classroom-safe default; the given length stays one click away (Heavier)
+            self.base = self.base.with_overrides({"train.epochs": CLASSROOM_EPOCHS})
+            if heavier is None:
+                heavier = {"epochs": given_epochs}
+        if heavier is None:
+            heavier = {"epochs": max(10, 2 * self.base.train.epochs)}
         p = poison if poison is not None else PoisonConfig()
         self.poison_base = p
         self.interval = float(interval)
@@ -231,6 +244,16 @@ class PoisonPanel(PanelBase):
                         "sam-cosine": self.figure_cosine, "images": self.figure_images,
                         "compare-curves": self.figure_compare}.items():
             f.add_class(f"wb-po-{name}")
+        fields = {"epochs": self.w_epochs, "seed": self.w_seed, "lr": self.w_lr, "rho": self.w_rho,
+                  "poison_lr": self.w_plr, "optimizer": self.w_popt, "iterations": self.w_iterations,
+                  "start_epoch": self.w_start_epoch, "init_noise": self.w_init_noise, "epsilon": self.w_epsilon,
+                  "norm": self.w_norm, "relative": self.w_relative, "cosine": self.w_cosine, "bn": self.w_bn,
+                  "ensemble": self.w_ensemble, "augment": self.w_augment, "train_on_poison": self.w_train_on_poison,
+                  "drift_epochs": self.w_drift, "seeds": self.w_seeds}
+        self.classroom = ClassroomControls(
+            self, fields, heavier=heavier or None, prefix="wb-po",
+            describe=", ".join(f"{v} epochs" if k == "epochs" else f"{k} {v}" for k, v in (heavier or {}).items()),
+            estimate=lambda values: estimate_crafting(*self.configs(values)))
         wrap = W.Layout(flex_flow="row wrap")
         self.widget = W.VBox([
             self.w_base,
@@ -240,8 +263,8 @@ class PoisonPanel(PanelBase):
                     self.w_init_noise], layout=wrap),
             W.HBox([self.w_epsilon, self.w_norm, self.w_relative, self.w_cosine, self.w_bn], layout=wrap),
             W.HBox([self.w_ensemble, self.w_augment, self.w_train_on_poison, self.w_drift], layout=wrap),
-            W.HBox([self.w_start, self.w_stop, self.w_show, self.w_export, self.w_compare, self.w_seeds],
-                   layout=wrap),
+            W.HBox([self.w_start, self.w_stop, self.w_show, self.w_export, self.w_compare, self.w_seeds,
+                    self.classroom.widget], layout=wrap),
             W.HBox([self.w_progress, self.w_progress_text], layout=wrap),
             self.w_status, self.w_hint, self.w_tabs,
         ])
@@ -257,8 +280,12 @@ class PoisonPanel(PanelBase):
             f"{b.train.batch_size} · schedule {b.schedule.name} · runs under {self.root}/{warn}",
             _ERR if warn else "#555")
 
-    def configs(self) -> tuple[RunConfig, PoisonConfig]:
+    def configs(self, values: dict | None = None) -> tuple[RunConfig, PoisonConfig]:
         """The crafting run's configuration and the poison settings Craft would use (validated).
+
+        Args:
+            values: settings by field name (``epochs``, ``iterations``, ...) used instead of the
+                widgets' current values (the Heavier button's estimate uses this).
 
         Raises:
             ValueError: a widget value is invalid (the message names the field), or the
@@ -269,17 +296,23 @@ class PoisonPanel(PanelBase):
                              "run trains with SAM (pass base=quickstart_config('sam', ...) or another SAM/ASAM config)")
         if self.base.data.poison:
             raise ValueError("data.poison must be empty for the crafting run (it crafts the poison)")
+        values = values or {}
+        v = lambda key, w: values.get(key, w.value)  # noqa: E731
         tags = list(self.base.tags) + ([] if "poison-craft" in self.base.tags else ["poison-craft"])
         run_cfg = self.base.with_overrides({
-            "root": str(self.root), "train.epochs": int(self.w_epochs.value), "train.seed": int(self.w_seed.value),
-            "optim.lr": float(self.w_lr.value), "optim.rho": float(self.w_rho.value), "tags": tags})
+            "root": str(self.root), "train.epochs": int(v("epochs", self.w_epochs)),
+            "train.seed": int(v("seed", self.w_seed)), "optim.lr": float(v("lr", self.w_lr)),
+            "optim.rho": float(v("rho", self.w_rho)), "tags": tags})
         d = self.poison_base.to_dict()
-        d.update(lr=float(self.w_plr.value), optimizer=self.w_popt.value, iterations=int(self.w_iterations.value),
-                 epsilon=float(self.w_epsilon.value), norm=self.w_norm.value, relative=bool(self.w_relative.value),
-                 start_epoch=int(self.w_start_epoch.value), init_noise=float(self.w_init_noise.value),
-                 cosine=self.w_cosine.value, bn=self.w_bn.value, ensemble=int(self.w_ensemble.value),
-                 augment=bool(self.w_augment.value), train_on_poison=bool(self.w_train_on_poison.value),
-                 drift_epochs=_parse_epochs(self.w_drift.value))
+        d.update(lr=float(v("poison_lr", self.w_plr)), optimizer=v("optimizer", self.w_popt),
+                 iterations=int(v("iterations", self.w_iterations)), epsilon=float(v("epsilon", self.w_epsilon)),
+                 norm=v("norm", self.w_norm), relative=bool(v("relative", self.w_relative)),
+                 start_epoch=int(v("start_epoch", self.w_start_epoch)),
+                 init_noise=float(v("init_noise", self.w_init_noise)), cosine=v("cosine", self.w_cosine),
+                 bn=v("bn", self.w_bn), ensemble=int(v("ensemble", self.w_ensemble)),
+                 augment=bool(v("augment", self.w_augment)),
+                 train_on_poison=bool(v("train_on_poison", self.w_train_on_poison)),
+                 drift_epochs=_parse_epochs(v("drift_epochs", self.w_drift)))
         return run_cfg, PoisonConfig.from_dict(d)
 
     # ------------------------------------------------------------- actions
@@ -290,7 +323,8 @@ class PoisonPanel(PanelBase):
     def start(self) -> bool:
         """Start crafting in the background; returns False (with a message in the status line) if refused."""
         if self.running:
-            self._say("A crafting run is already in progress: press Stop first.", _WARN)
+            self._say("A crafting run is already in progress on these figures: press Stop first (or wait for it).",
+                      _WARN)
             return False
         try:
             run_cfg, poison_cfg = self.configs()
@@ -365,6 +399,43 @@ class PoisonPanel(PanelBase):
         self._refresher = threading.Thread(target=self._refresh_loop, name="workbench-poison-live", daemon=True)
         self._thread.start()
         self._refresher.start()
+
+    def load_run(self, path: str | Path) -> None:
+        """Show a finished crafting run from its folder (e.g. from a results pack), without recomputation.
+
+        The figures are drawn from the run's ``craft`` and ``poison`` records and the image grid
+        from its ``artifacts/poison.pt`` (read with ``weights_only=True``).
+
+        Raises:
+            FileNotFoundError: not a crafting run folder (no ``craft`` records).
+        """
+        from ..poisoning.study import craft_records, poison_probes
+        from ..runs import load_run
+
+        if self.running:
+            self._say("A crafting run is in progress on these figures: press Stop first.", _WARN)
+            return
+        path = Path(path)
+        crafts = craft_records(path) if (path / "metrics.jsonl").is_file() else []
+        if not crafts:
+            raise FileNotFoundError(f"{str(path)!r} is not a crafting run (no craft records in metrics.jsonl)")
+        probes = poison_probes(path)
+        rd = load_run(path)
+        with self._lock:
+            self._craft = [{k: r.get(k) for k in ("step", "epoch", "losses", "iterations", "delta_change")}
+                           for r in crafts]
+            self._steps = rd.steps.to_dict("records") if len(rd.steps) else []
+            self._probes = [dict(r) for r in probes]
+            self._norm_epochs = [int(r["epoch"]) for r in probes]
+            self._norms = [r.get("delta_frobenius") for r in probes]
+            self._progress.update(craft_run_path=str(path), run_path=str(path), started=True)
+        self.redraw(force=True)
+        poison = path / "artifacts" / POISON_FILE
+        if poison.is_file():
+            self.poison_path = poison
+            self.show_images(poison, quiet=True)
+            self.w_hint.value = self._hint(poison)
+        self._say(f"Showing the stored crafting run {path.name}: {len(crafts)} crafted batch(es)", _OK)
 
     def stop(self) -> None:
         """Stop after the current batch (the poison so far is written to ``poison.pt``); Compare starts no new run."""

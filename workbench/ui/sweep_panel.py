@@ -35,7 +35,8 @@ from ..sweeps import PRUNERS, SEARCHES, StudyConfig, StudyResult, SweepEvent, re
     trials_table
 from ..sweeps.results import to_latex, to_markdown
 from ..viz.sweeps import best_so_far_figure, metric_vs_param_figure
-from .base import PanelBase
+from ..app.estimate import estimate_study
+from .base import ClassroomControls, PanelBase, classroom_mode
 from .live import sync_figure
 
 __all__ = ["SweepPanel", "DEFAULT_FIELDS"]
@@ -48,6 +49,11 @@ _COLORS = {"finished": "#1b5e20", "running": "#0d47a1", "failed": "#b00020", "st
            "pruned": "#6a1b9a", "diverged": "#b00020"}
 _FIG_W, _FIG_H = 500, 340   # two figures side by side in a wide notebook, stacked in a narrow one
 _EXTRA = ("grace_epochs", "ray_address", "sampler_seed", "enqueue")
+CLASSROOM_EPOCHS = 5
+"""Epochs per trial of the classroom-safe default (with the first two seeds: 12 trials of the default grid,
+about 45 s on a busy 2-core CPU by the timed probe)."""
+_ACTIVE: set = set()          # study folders being run by a panel of this kernel (two panels never share one)
+_ACTIVE_LOCK = threading.Lock()
 
 
 def ray_available() -> bool:
@@ -174,7 +180,7 @@ class SweepPanel(PanelBase):
                  fields: str | dict = DEFAULT_FIELDS, seeds: Sequence[int] = (0, 1, 2, 3, 4), search: str = "grid",
                  n_trials: int | None = None, metric: str = "val_acc", mode: str | None = None,
                  objective: str = "final", pruner: str = "none", backend: str = "local", workers: int = 1,
-                 interval: float = 0.4):
+                 interval: float = 0.4, heavier: dict | None = None, classroom: bool | None = None):
         self.interval = float(interval)
         self._given: RunConfig | None = None
         self._base_root = "runs"
@@ -292,6 +298,33 @@ class SweepPanel(PanelBase):
         self._on_base()
         self._on_search()
 
+        fields = {"name": self.w_name, "base": self.w_base, "optimizer": self.w_optimizer, "epochs": self.w_epochs,
+                  "fields": self.w_fields, "seeds": self.w_seeds, "search": self.w_search,
+                  "n_trials": self.w_n_trials, "metric": self.w_metric, "mode": self.w_mode,
+                  "objective": self.w_objective, "pruner": self.w_pruner, "backend": self.w_backend,
+                  "workers": self.w_workers}
+        if classroom_mode(classroom):
+            # classroom-safe default (< 1 min on a 2-core CPU with the digits data): the first two seeds and
+            # at most CLASSROOM_EPOCHS epochs; the given study stays one click away (Heavier)
+            given = {k: w.value for k, w in fields.items()}
+            try:
+                seeds = parse_seeds(self.w_seeds.value)
+            except ValueError:
+                seeds = []
+            if len(seeds) > 2:
+                self.w_seeds.value = ", ".join(str(x) for x in seeds[:2])
+            self.w_epochs.value = min(int(self.w_epochs.value), CLASSROOM_EPOCHS)
+            changed = {k: v for k, v in given.items() if fields[k].value != v}
+            if heavier is None and changed:
+                heavier = changed
+        if heavier is None:
+            heavier = {"seeds": "0-4", "epochs": max(20, int(self.w_epochs.value))}
+        describe = " · ".join(f"{v} epochs" if k == "epochs" else f"seeds {v}" if k == "seeds" else f"{k} {v}"
+                              for k, v in heavier.items())
+        self.classroom = ClassroomControls(self, fields, heavier=heavier, describe=describe,
+                                           estimate=lambda values: estimate_study(self.build_study(values)),
+                                           prefix="wb-sw")
+
         self.widget = W.VBox([
             W.HBox([self.w_name, self.w_root, self.w_load], layout=W.Layout(flex_flow="row wrap")),
             W.HBox([self.w_base, self.w_optimizer, self.w_epochs], layout=W.Layout(flex_flow="row wrap")),
@@ -300,7 +333,8 @@ class SweepPanel(PanelBase):
                    layout=W.Layout(flex_flow="row wrap")),
             W.HBox([self.w_metric, self.w_mode, self.w_objective, self.w_pruner],
                    layout=W.Layout(flex_flow="row wrap")),
-            W.HBox([self.w_launch, self.w_stop, self.w_export, self.w_progress, self.w_progress_text],
+            W.HBox([self.w_launch, self.w_stop, self.w_export, self.classroom.widget, self.w_progress,
+                    self.w_progress_text],
                    layout=W.Layout(flex_flow="row wrap", align_items="center")),
             self.w_status,
             self.w_summary,
@@ -374,28 +408,37 @@ class SweepPanel(PanelBase):
         self.w_workers.value = int(study.workers)
         self._extra = {k: getattr(study, k) for k in _EXTRA}
 
-    def _base_config(self) -> RunConfig:
-        epochs = int(self.w_epochs.value)
-        key = self.w_base.value
+    def _base_config(self, values: dict | None = None) -> RunConfig:
+        values = values or {}
+        epochs = int(values.get("epochs", self.w_epochs.value))
+        key = values.get("base", self.w_base.value)
         if key == "quickstart":
-            return quickstart_config(self.w_optimizer.value, epochs=epochs, root=self._base_root, seed=self._base_seed)
+            return quickstart_config(values.get("optimizer", self.w_optimizer.value), epochs=epochs,
+                                     root=self._base_root, seed=self._base_seed)
         base = self._given if key == "given" else RunConfig.load(key)
         return base.with_overrides({"train.epochs": epochs})
 
-    def build_study(self) -> StudyConfig:
+    def build_study(self, values: dict | None = None) -> StudyConfig:
         """The study Launch would run (validated).
+
+        Args:
+            values: settings by field name (``seeds``, ``epochs``, ``fields``, ...) used instead of
+                the widgets' current values (the Heavier button's estimate uses this).
 
         Raises:
             ValueError: a widget value is invalid; the message names the field.
         """
-        search = self.w_search.value
+        values = values or {}
+        v = lambda key, w: values.get(key, w.value)  # noqa: E731
+        search = v("search", self.w_search)
         return StudyConfig(
-            name=self.w_name.value.strip(), base=self._base_config(), params=parse_fields(self.w_fields.value),
-            search=search, seeds=parse_seeds(self.w_seeds.value),
-            n_trials=None if search == "grid" else int(self.w_n_trials.value), metric=self.w_metric.value,
-            mode=self.w_mode.value, objective=self.w_objective.value, pruner=self.w_pruner.value,
-            backend=self.w_backend.value, workers=int(self.w_workers.value), root=self.w_root.value.strip(),
-            **self._extra)
+            name=v("name", self.w_name).strip(), base=self._base_config(values),
+            params=parse_fields(v("fields", self.w_fields)),
+            search=search, seeds=parse_seeds(v("seeds", self.w_seeds)),
+            n_trials=None if search == "grid" else int(v("n_trials", self.w_n_trials)), metric=v("metric", self.w_metric),
+            mode=v("mode", self.w_mode), objective=v("objective", self.w_objective), pruner=v("pruner", self.w_pruner),
+            backend=v("backend", self.w_backend), workers=int(v("workers", self.w_workers)),
+            root=self.w_root.value.strip(), **self._extra)
 
     # ------------------------------------------------------------ actions
     @property
@@ -412,6 +455,13 @@ class SweepPanel(PanelBase):
         except Exception as e:  # ValueError from validation; anything else is reported the same way
             self._say(f"Invalid study: {e}", "#b00020")
             return False
+        with _ACTIVE_LOCK:
+            if study.path in _ACTIVE:
+                self._say(f"Study {study.name!r} ({study.path}) is already running in another panel of this "
+                          "kernel: wait for it, or give this study another name.", "#b35900")
+                return False
+            _ACTIVE.add(study.path)
+        self._active_path = study.path
         self.study, self.result, self.table, self.summary = study, None, None, None
         self.errors = []
         self._reset_state()
@@ -497,6 +547,8 @@ class SweepPanel(PanelBase):
             self.errors.append(traceback.format_exc())
             self._say(f"Drawing the results failed: {type(e).__name__}: {e}", "#b00020")
         finally:
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(study.path)
             self.w_launch.disabled, self.w_stop.disabled = False, True
             self._done.set()
 

@@ -19,12 +19,17 @@ from ..config import DATASET_CHOICES, MODEL_CHOICES, RunConfig
 from ..runs import load_run
 from ..training.events import EpochEnd, RunEnded, RunStarted, StepEnd
 from ..viz import training_curves
-from .base import PanelBase
+from ..app.estimate import estimate_training
+from .base import ClassroomControls, PanelBase, classroom_mode
 from .live import LiveCurves
 from .probe_views import ProbeViews
 from .runner import BackgroundRunner
 
 __all__ = ["TrainingPanel"]
+
+CLASSROOM_EPOCHS = 30
+"""Epochs of the classroom-safe default: SGD + SAM, LeNet-5 on digits, 30 epochs each train in about
+50 s on a busy 2-core CPU (timed probe: ~20 steps × 13 ms (SGD) / 34 ms (SAM) + evaluation per epoch)."""
 
 _OPTIMIZERS = (("sgd", "SGD"), ("sam", "SAM"), ("asam", "ASAM"), ("adam", "Adam"))
 
@@ -64,11 +69,19 @@ class TrainingPanel(PanelBase):
 
     def __init__(self, root: str | Path = "runs", *, base: RunConfig | None = None,
                  compare: Sequence[str] = ("sgd", "sam"), epochs: int | None = None, per_step: bool = True,
-                 interval: float = 0.5):
+                 interval: float = 0.5, heavier: dict | None = None, classroom: bool | None = None):
         self.root = Path(root)
         self.base = base or RunConfig()
         if epochs is not None:
             self.base = self.base.with_overrides({"train.epochs": int(epochs)})
+        given_epochs = self.base.train.epochs
+        if classroom_mode(classroom) and given_epochs > CLASSROOM_EPOCHS:
+            # classroom-safe default; the given length stays one click away (Heavier)
+            self.base = self.base.with_overrides({"train.epochs": CLASSROOM_EPOCHS})
+            if heavier is None:
+                heavier = {"epochs": given_epochs}
+        if heavier is None:
+            heavier = {"epochs": max(100, 2 * self.base.train.epochs)}
         b = self.base
         st = {"description_width": "initial"}
         lay = W.Layout(width="auto")
@@ -156,40 +169,60 @@ class TrainingPanel(PanelBase):
         row3 = W.HBox([self.w_lr, self.w_momentum, self.w_wd, self.w_rho, self.w_m])
         row3b = W.HBox([self.w_asam_rho, self.w_adam_lr])
         row4 = W.HBox([self.w_batch, self.w_epochs, self.w_seed])
-        row5 = W.HBox([self.w_start, self.w_stop, self.w_export, self.w_clear])
         row6 = W.HBox([self.w_progress, self.w_progress_text], layout=W.Layout(flex_flow="row wrap"))
         row_probes = W.HBox([W.Label("probes:"), self.w_probe_eig, self.w_probe_eig_every, W.Label("epochs"),
                              self.w_probe_fsc, self.w_probe_cos], layout=W.Layout(flex_flow="row wrap"))
+        fields = {"dataset": self.w_dataset, "model": self.w_model, "device": self.w_device, "lr": self.w_lr,
+                  "momentum": self.w_momentum, "weight_decay": self.w_wd, "rho": self.w_rho,
+                  "asam_rho": self.w_asam_rho, "adam_lr": self.w_adam_lr, "m": self.w_m, "batch_size": self.w_batch,
+                  "epochs": self.w_epochs, "seed": self.w_seed, "probe_eig": self.w_probe_eig,
+                  "probe_eig_every": self.w_probe_eig_every, "probe_fsc": self.w_probe_fsc,
+                  "probe_cos": self.w_probe_cos, **{f"opt_{k}": w for k, w in self.w_opts.items()}}
+        self.classroom = ClassroomControls(
+            self, fields, heavier=heavier or None,
+            describe=", ".join(f"{v} {k.replace('_', ' ')}" if k == "epochs" else f"{k} {v}"
+                               for k, v in (heavier or {}).items()),
+            estimate=lambda values: estimate_training(self.configs(values)))
+        row5 = W.HBox([self.w_start, self.w_stop, self.w_export, self.w_clear, self.classroom.widget],
+                      layout=W.Layout(flex_flow="row wrap"))
         self.widget = W.VBox([row1, row2, row3, row3b, row4, row_probes, row5, row6, self.w_status, self.figure,
                               self.probe_views.widget])
         self.widget.add_class("wb-training-panel")
 
     # ------------------------------------------------------------ display
     # ------------------------------------------------------------ configs
-    def configs(self) -> list[RunConfig]:
+    def configs(self, values: dict | None = None) -> list[RunConfig]:
         """The run configurations Start would train (validated).
+
+        Args:
+            values: settings by field name (``epochs``, ``lr``, ``opt_sam``, ...) used instead
+                of the widgets' current values (the Heavier button's estimate uses this).
 
         Raises:
             ValueError: a widget value is invalid (the message names the field),
                 or no optimizer is ticked.
         """
-        chosen = [k for k, w in self.w_opts.items() if w.value]
+        if values is None:
+            values = {k: w.value for k, w in self.classroom.fields.items()} if hasattr(self, "classroom") else {}
+        v = lambda key, w: values.get(key, w.value)  # noqa: E731
+        chosen = [k for k, w in self.w_opts.items() if v(f"opt_{k}", w)]
         if not chosen:
             raise ValueError("tick at least one optimizer")
         out = []
         for name in chosen:
-            rho = self.w_asam_rho.value if name == "asam" else self.w_rho.value
+            rho = v("asam_rho", self.w_asam_rho) if name == "asam" else v("rho", self.w_rho)
             ov = {
                 "root": str(self.root), "name": None,
-                "data.name": self.w_dataset.value, "model.name": self.w_model.value,
-                "optim.name": name, "optim.lr": float(self.w_lr.value),
-                "optim.momentum": float(self.w_momentum.value), "optim.weight_decay": float(self.w_wd.value),
-                "optim.rho": float(rho), "optim.m": int(self.w_m.value) or None,
-                "train.batch_size": int(self.w_batch.value), "train.epochs": int(self.w_epochs.value),
-                "train.seed": int(self.w_seed.value), "train.device": self.w_device.value,
+                "data.name": v("dataset", self.w_dataset), "model.name": v("model", self.w_model),
+                "optim.name": name, "optim.lr": float(v("lr", self.w_lr)),
+                "optim.momentum": float(v("momentum", self.w_momentum)),
+                "optim.weight_decay": float(v("weight_decay", self.w_wd)),
+                "optim.rho": float(rho), "optim.m": int(v("m", self.w_m)) or None,
+                "train.batch_size": int(v("batch_size", self.w_batch)), "train.epochs": int(v("epochs", self.w_epochs)),
+                "train.seed": int(v("seed", self.w_seed)), "train.device": v("device", self.w_device),
             }
             if name == "adam":
-                ov["optim.lr"] = float(self.w_adam_lr.value)
+                ov["optim.lr"] = float(v("adam_lr", self.w_adam_lr))
             out.append(self.base.with_overrides(ov))
         return out
 
@@ -201,7 +234,7 @@ class TrainingPanel(PanelBase):
     def start(self) -> bool:
         """Start training the ticked optimizers; returns False (with a message) if refused."""
         if self.running:
-            self._say("A run is already in progress: press Stop first.", "#b35900")
+            self._say("A run is already in progress on this figure: press Stop first (or wait for it).", "#b35900")
             return False
         try:
             configs = self.configs()

@@ -1,0 +1,87 @@
+"""Command-line entry points of app mode and results packs: ``workbench app`` and ``workbench pack build|load``.
+
+Wire with ``add_commands(subparsers)`` (an ``argparse`` subparsers object); each
+command sets ``fn`` to its handler, which returns an exit status.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+
+__all__ = ["add_commands", "cmd_app", "cmd_pack_build", "cmd_pack_load"]
+
+
+def cmd_app(args) -> int:
+    """Serve the study notebooks as Voilà dashboards on 127.0.0.1 (classroom-safe panel defaults)."""
+    from .server import run_app
+
+    if not args.full:
+        os.environ["WORKBENCH_CLASSROOM"] = "1"  # inherited by the kernels: panels start classroom-safe
+    if args.runs:
+        os.environ["WORKBENCH_RUNS"] = os.path.abspath(args.runs)
+    try:
+        return run_app(args.notebook, notebooks=args.notebooks, port=args.port, token=args.token,
+                       open_browser=not args.no_browser)
+    except FileNotFoundError as e:
+        raise SystemExit(f"error: {e}")
+
+
+def cmd_pack_build(args) -> int:
+    """Train and analyse everything the guided tour shows into a results pack."""
+    from .pack import build_pack
+    from .tour import TourSettings
+
+    d = TourSettings.from_env()
+    settings = TourSettings(epochs=args.epochs or d.epochs, craft_epochs=args.craft_epochs or d.craft_epochs,
+                            count=args.count or d.count)
+    build_pack(args.out, settings)
+    return 0
+
+
+def cmd_pack_load(args) -> int:
+    """Copy a results pack into the runs folder (verified; nothing unpickled)."""
+    from .pack import PackError, load_pack
+
+    try:
+        load_pack(args.pack, args.runs)
+    except PackError as e:
+        raise SystemExit(f"error: {e}")
+    return 0
+
+
+def add_commands(subparsers) -> None:
+    """Add ``app`` and ``pack`` (``build``, ``load``) to an argparse subparsers object."""
+    app = subparsers.add_parser("app", help="serve the study notebooks as Voilà dashboards on 127.0.0.1",
+                                description="Serve every study notebook as a dashboard (widgets and figures, code "
+                                            "hidden) with Voilà on 127.0.0.1 with a token, and open the landing "
+                                            "page (or NOTEBOOK). Panels start with classroom-safe settings "
+                                            "(WORKBENCH_CLASSROOM=1) unless --full is given.")
+    app.add_argument("notebook", nargs="?", help="a study notebook to open, e.g. 10_guided_tour.ipynb")
+    app.add_argument("--port", type=int, default=8866)
+    app.add_argument("--token", help="access token (default: random; or WORKBENCH_APP_TOKEN)")
+    app.add_argument("--notebooks", help="the study notebooks folder (default: ./notebooks)")
+    app.add_argument("--runs", help="runs folder the notebooks use (sets WORKBENCH_RUNS; default: their own)")
+    app.add_argument("--full", action="store_true", help="the notebooks' own settings, not classroom-safe ones")
+    app.add_argument("--no-browser", action="store_true")
+    app.set_defaults(fn=cmd_app)
+
+    pack = subparsers.add_parser("pack", help="results packs for the guided tour (build, load)")
+    psub = pack.add_subparsers(dest="pack_command", required=True)
+    b = psub.add_parser("build", help="train and analyse everything the guided tour shows into a pack folder")
+    b.add_argument("out", nargs="?", default="tour-pack", help="pack folder (default: tour-pack)")
+    b.add_argument("--epochs", type=int, help="epochs of the SGD, SAM and poisoned runs (default 30)")
+    b.add_argument("--craft-epochs", type=int, help="epochs of the poison-crafting SAM run (default 3)")
+    b.add_argument("--count", type=int, help="training examples per analysis (default 512)")
+    b.set_defaults(fn=cmd_pack_build)
+    ld = psub.add_parser("load", help="copy a pack's runs into the runs folder (verified; nothing unpickled)")
+    ld.add_argument("pack", help="pack folder (with index.json)")
+    ld.add_argument("--runs", default=os.environ.get("WORKBENCH_RUNS", "runs"),
+                    help="runs folder (default: $WORKBENCH_RUNS or ./runs; the notebooks use ../runs from notebooks/)")
+    ld.set_defaults(fn=cmd_pack_load)
+
+
+if __name__ == "__main__":  # pragma: no cover - handy before the lead wires the commands
+    parser = argparse.ArgumentParser(prog="workbench")
+    add_commands(parser.add_subparsers(dest="command", required=True))
+    a = parser.parse_args()
+    raise SystemExit(a.fn(a))

@@ -1,0 +1,267 @@
+"""App mode: the study notebooks as Voilà dashboards on 127.0.0.1 (widgets and figures, code hidden).
+
+:func:`voila_command` builds the command line and environment, :func:`serve`
+starts a server (a context manager for scripts and tests) and
+:func:`run_app` is ``workbench app``: it starts Voilà in the foreground and
+opens the landing page.
+
+What the server does:
+
+* listens on ``127.0.0.1`` only and requires a token (random unless given);
+  the URLs printed carry it (``?token=...``), after which the browser keeps a cookie;
+* serves the project folder, so every notebook in ``notebooks/`` is one URL
+  ``/voila/render/notebooks/<name>`` and its kernel runs in ``notebooks/``
+  like in JupyterLab (relative paths such as ``../runs`` keep working);
+* uses the ``workbench`` Voilà template (``share/voila/templates/workbench``):
+  Voilà's ``lab`` template without its two CDN links, so the page loads
+  nothing from outside the server (Font Awesome is bundled by Voilà; plotly.js
+  comes with plotly's FigureWidget / JupyterLab extension);
+* the landing page is ``workbench/app/index.ipynb``: it lists the notebooks of
+  ``notebooks/`` with one line each (:func:`workbench.app.studies.list_studies`).
+  When the package is not inside the served folder (a non-editable install), a
+  copy of it is written to ``<root>/runs/app/index.ipynb``.
+
+No science here; no UI imports.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Mapping
+
+from .studies import find_notebooks_dir
+
+__all__ = ["AppServer", "voila_command", "serve", "run_app", "landing_notebook", "TEMPLATE", "SHARE"]
+
+HERE = Path(__file__).resolve().parent
+SHARE = HERE / "share"
+TEMPLATE = "workbench"
+LANDING = HERE / "index.ipynb"
+
+
+def _voila_executable() -> str:
+    exe = Path(sys.executable).with_name("voila")
+    if exe.exists():
+        return str(exe)
+    found = shutil.which("voila")
+    if not found:
+        raise FileNotFoundError("'voila' is not installed: pip install 'voila>=0.5' (a dependency of the workbench)")
+    return found
+
+
+def free_port() -> int:
+    """A free TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def landing_notebook(root: Path) -> Path:
+    """The landing notebook inside ``root``: the package's own, or a copy under ``root/runs/app/``."""
+    try:
+        LANDING.relative_to(root)
+        return LANDING
+    except ValueError:
+        dst = root / "runs" / "app" / "index.ipynb"
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(LANDING, dst)
+        return dst
+
+
+def _rel_url(path: Path, root: Path) -> str:
+    return "voila/render/" + urllib.parse.quote(path.resolve().relative_to(root).as_posix())
+
+
+@dataclass
+class AppServer:
+    """A Voilà server (see :func:`serve`): ``url(path)`` adds the token."""
+
+    port: int
+    token: str
+    root: Path
+    notebooks: Path
+    landing: Path
+    proc: subprocess.Popen | None = None
+    log: Path | None = None
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def url(self, path: str = "") -> str:
+        sep = "&" if "?" in path else "?"
+        return f"{self.base}{path.lstrip('/')}{sep}token={self.token}"
+
+    def notebook_url(self, notebook: str | Path) -> str:
+        """URL of a study notebook (a name in the notebooks folder or a path)."""
+        p = Path(notebook)
+        if not p.is_absolute():
+            p = self.notebooks / p.name if not p.exists() else p.resolve()
+        return self.url(_rel_url(p, self.root))
+
+    @property
+    def landing_url(self) -> str:
+        return self.url(_rel_url(self.landing, self.root))
+
+    def log_tail(self, n: int = 60) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log else ""
+        except OSError:
+            return ""
+
+
+def voila_command(*, notebooks: str | Path | None = None, port: int | None = None, token: str | None = None,
+                  env: Mapping[str, str] | None = None, extra: list[str] | None = None) -> tuple[AppServer, list[str], dict]:
+    """The Voilà command line and environment for app mode.
+
+    Args:
+        notebooks: the study notebooks folder (default ``./notebooks`` or the checkout's).
+        port: TCP port on 127.0.0.1 (default: a free one). token: access token (default: random).
+        env: added to the server's environment (kernels inherit it).
+        extra: further Voilà options.
+
+    Returns:
+        ``(server description, argv, environment)``.
+
+    Raises:
+        FileNotFoundError: no notebooks folder, or Voilà is not installed.
+    """
+    nbdir = find_notebooks_dir(notebooks)
+    root = nbdir.parent
+    port = int(port) if port else free_port()
+    token = token or secrets.token_hex(24)
+    landing = landing_notebook(root)
+    argv = [_voila_executable(), "--no-browser", f"--port={port}", "--Voila.port_retries=0", "--Voila.ip=127.0.0.1",
+            f"--token={token}", f"--Voila.root_dir={root}", f"--template={TEMPLATE}",
+            "--VoilaConfiguration.show_tracebacks=True", *(extra or [])]
+    e = dict(os.environ)
+    e["JUPYTER_PATH"] = os.pathsep.join([str(SHARE)] + [p for p in e.get("JUPYTER_PATH", "").split(os.pathsep) if p])
+    e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
+    e["WORKBENCH_NOTEBOOKS"] = str(nbdir)
+    e["WORKBENCH_APP_HREF"] = "/" + _rel_url(nbdir / "NAME", root).rsplit("/", 1)[0] + "/{name}"
+    e.update(env or {})
+    return AppServer(port=port, token=token, root=root, notebooks=nbdir, landing=landing, argv=argv), argv, e
+
+
+def _children(pid: int) -> list:
+    try:
+        import psutil
+
+        return psutil.Process(pid).children(recursive=True)
+    except Exception:
+        return []
+
+
+@contextmanager
+def serve(*, notebooks: str | Path | None = None, port: int | None = None, token: str | None = None,
+          env: Mapping[str, str] | None = None, log: str | Path | None = None, start_timeout: float = 60.0,
+          extra: list[str] | None = None) -> Iterator[AppServer]:
+    """Start Voilà in the background, wait until it answers, yield the :class:`AppServer`, then stop it.
+
+    The server and the kernels it started are ended by PID on exit.
+
+    Raises:
+        RuntimeError: Voilà exited early; TimeoutError: it did not answer in ``start_timeout`` seconds.
+    """
+    server, argv, e = voila_command(notebooks=notebooks, port=port, token=token, env=env, extra=extra)
+    logpath = Path(log) if log else server.root / "runs" / "app" / f"voila-{server.port}.log"
+    logpath.parent.mkdir(parents=True, exist_ok=True)
+    with open(logpath, "wb") as fh:
+        proc = subprocess.Popen(argv, cwd=server.root, env=e, stdout=fh, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL)
+    server.proc, server.log, server.argv = proc, logpath, argv
+    known: dict = {}
+    try:
+        deadline = time.monotonic() + start_timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"voila exited with {proc.returncode}:\n{server.log_tail()}")
+            try:
+                with urllib.request.urlopen(server.url(""), timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"voila did not answer in {start_timeout:.0f} s:\n{server.log_tail()}")
+            time.sleep(0.25)
+        yield server
+    finally:
+        for c in _children(proc.pid):
+            known[c.pid] = c
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(timeout=10)
+        for c in known.values():
+            try:
+                if c.is_running():
+                    c.terminate()
+                    c.wait(timeout=5)
+            except Exception:
+                try:
+                    c.kill()
+                except Exception:
+                    pass
+
+
+def run_app(notebook: str | None = None, *, notebooks: str | Path | None = None, port: int = 8866,
+            token: str | None = None, open_browser: bool = True) -> int:
+    """``workbench app``: serve the studies with Voilà in the foreground until Ctrl-C.
+
+    Opens ``notebook`` (a name in the notebooks folder) or the landing page.
+    Returns Voilà's exit status.
+    """
+    token = token or os.environ.get("WORKBENCH_APP_TOKEN")
+    server, argv, e = voila_command(notebooks=notebooks, port=port, token=token)
+    if notebook:
+        p = Path(notebook)
+        if not (p.exists() or (server.notebooks / p.name).exists()):
+            raise FileNotFoundError(f"notebook {notebook!r} not found (looked in {str(server.notebooks)!r}); "
+                                    "choose one of: " + ", ".join(q.name for q in sorted(server.notebooks.glob('*.ipynb'))))
+        url = server.notebook_url(p)
+    else:
+        url = server.landing_url
+    print(f"Workbench app (Voilà) on {url}", flush=True)
+    print("(listening on 127.0.0.1 only; the token is required; Ctrl-C stops it)", flush=True)
+    proc = subprocess.Popen(argv, cwd=server.root, env=e)
+    if open_browser:
+        import threading
+        import webbrowser
+
+        def _open():
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and proc.poll() is None:
+                try:
+                    urllib.request.urlopen(server.url(""), timeout=2).close()
+                    webbrowser.open(url)
+                    return
+                except Exception:
+                    time.sleep(0.5)
+
+        threading.Thread(target=_open, daemon=True).start()
+    try:
+        return proc.wait()
+    except KeyboardInterrupt:
+        proc.send_signal(signal.SIGINT)
+        try:
+            return proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.terminate()
+            return proc.wait()
