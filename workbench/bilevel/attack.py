@@ -221,7 +221,7 @@ def run_attack(problem: BilevelProblem, x_p: torch.Tensor, log_lam: float, cfg: 
     minimax = learn_xp and learn_lambda
     sign = 1.0 if learn_xp else -1.0  # +: maximise 𝒜 (attacker), -: minimise (λ alone)
     best = (-math.inf, x_p, lam)
-    since, restarts = 0, 0
+    ref, since, restarts = -math.inf, 0, 0
     history: list[AttackStep] = []
     path = [x_p.clone()] if record_path else None
     lam_path = [lam]
@@ -235,8 +235,10 @@ def run_attack(problem: BilevelProblem, x_p: torch.Tensor, log_lam: float, cfg: 
         h = hyper(x_p, lam)
         step = AttackStep(it, h.val_loss, lam, restarts)
         history.append(step)
-        if sign * h.val_loss > best[0] + cfg.min_improvement:
-            best, since = (sign * h.val_loss, x_p.clone(), lam), 0
+        if sign * h.val_loss > best[0]:
+            best = (sign * h.val_loss, x_p.clone(), lam)
+        if sign * h.val_loss > ref + cfg.min_improvement:  # progress resets the patience counter
+            ref, since = sign * h.val_loss, 0
         else:
             since += 1
         if learn_xp:

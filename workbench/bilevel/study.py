@@ -331,7 +331,7 @@ def run_study(settings: StudySettings, out: str | Path | None = None, *,
     out = Path(out) if out is not None else None
     if out is not None and (out / "records.json").exists():
         prev = load_study(out)
-        if prev.settings == s.to_dict():
+        if prev.settings == json.loads(json.dumps(s.to_dict())):
             records = prev.records.to_dict("records")
             weights = prev.weights
             done = {int(r) for r in prev.records["rep"].unique()}
