@@ -200,7 +200,7 @@ class SelectionDefense:
             "kept_indices": None if self.kept_indices is None else self.kept_indices.clone(),
             "poison_indices": self.poison_indices.clone(),
             "rounds": [dict(r) for r in self.rounds],
-            "log": {c: torch.as_tensor(log[c].to_numpy()) for c in LOG_COLUMNS},
+            "log": {c: torch.as_tensor(log[c].to_numpy().copy()) for c in LOG_COLUMNS},
             "clusters": [dict(c) for c in self.clusters],
             "last_epoch": self._last_epoch,
         }
