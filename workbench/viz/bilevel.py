@@ -214,7 +214,7 @@ def error_vs_fraction_figure(records: pd.DataFrame, *, value: str = "test_error"
                                      error_y=dict(type="data", array=d["se"], visible=True, thickness=1.2),
                                      customdata=d["n"], hovertemplate="%{y:.4f} (n=%{customdata})<extra></extra>"))
     fig.update_xaxes(title="poisoning points (% of the training set)")
-    fig.update_yaxes(title=value.replace("_", " "))
+    fig.update_yaxes(title=value.replace("_", " "), tickformat=".1%" if value.endswith("error") else None)
     return _finish(fig, theme, title, "Test error vs fraction of poisoning points (Fig. 2)")
 
 
@@ -249,11 +249,14 @@ def weight_histogram_figure(weights: Mapping[str, Sequence[float]], *, rep: int 
         if not keys:
             continue
         counts = sorted({int(k.split("/")[2]) for k in keys})
-        for j, (n_p, label) in enumerate(((counts[0], "clean"), (counts[-1], f"poisoned ({counts[-1]} points)"))):
-            w = np.concatenate([np.asarray(weights[k]) for k in keys if int(k.split("/")[2]) == n_p])
+        ws = [np.concatenate([np.asarray(weights[k], dtype=float) for k in keys if int(k.split("/")[2]) == n_p])
+              for n_p in (counts[0], counts[-1])]
+        edges = np.histogram_bin_edges(np.concatenate(ws), bins=bins)  # shared bins: clean and poisoned comparable
+        for j, (w, label) in enumerate(zip(ws, ("clean", f"poisoned ({counts[-1]} points)"))):
             fig.add_trace(go.Histogram(x=w, histnorm="probability", name=label, legendgroup=label,
                                        showlegend=col == 1, opacity=0.6, marker_color=color_for(j),
-                                       nbinsx=bins), row=1, col=col)
+                                       xbins=dict(start=float(edges[0]), end=float(edges[-1]),
+                                                  size=float(edges[1] - edges[0]) or 1.0)), row=1, col=col)
         fig.update_xaxes(title="w", row=1, col=col)
     fig.update_yaxes(title="relative frequency", row=1, col=1)
     fig.update_layout(barmode="overlay")
