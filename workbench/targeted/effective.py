@@ -8,10 +8,12 @@ smallest subset of poisons that is responsible for the success of the attack").
 * :func:`find_effective_poisons` — the slow, explicit procedure: retrain the victim with
   subsets of the poisons (the others reset to their clean bases) and shrink the set of
   perturbed poisons with the *ddmin* delta-debugging search (Zeller & Hildebrandt 2002)
-  under the predicate "the attack succeeds with only these poisons": the result is
-  1-minimal (removing any single poison makes the attack fail), found with
-  O(k log k) retrains in typical cases. It then verifies the complement: the victim trained
-  with all the *other* poisons. Every retrain is recorded.
+  under the predicate "the attack succeeds with only these poisons" (1-minimal: removing any
+  single poison of it makes it fail; O(k log k) retrains in typical cases). When the other
+  poisons still succeed on their own (redundant attacks, typical in transfer learning), a
+  minimal responsible subset of *them* is added, until the rest fails: the result E
+  succeeds alone and the poisons outside E do not (§3.2's two conditions). Every retrain
+  is recorded.
 * :func:`poison_target_cosines` — the cheap proxy: ``cos(∇θ ℓ(x_i + Δ_i, y_i), ∇θ ℓ(x_t, y_adv))``
   per poison at a given model (all parameters, or the last layer: 002 §3.1 — the alignment
   Eq. 3 asks for), and :func:`proxy_agreement` — how well it ranks the effective poisons
@@ -98,7 +100,8 @@ def find_effective_poisons(data, poison: Poison, setup: ThreatSetup, victim: Vic
     with only the poisons in ``S`` perturbed classifies the target as ``y_adv``. ddmin:
     split the current set into ``n`` chunks; if a chunk alone succeeds keep it (n = 2);
     else if a complement succeeds keep it (n − 1); else refine (2n) until chunks are
-    single poisons. Each predicate value is cached.
+    single poisons. Rounds: E ← E ∪ ddmin(rest) while ``succeeds(rest)`` (rest = poisons
+    outside E). Each predicate value is cached.
 
     Args:
         order: poison indices in the order chunks are cut (e.g. by decreasing proxy score;
@@ -137,42 +140,55 @@ def find_effective_poisons(data, poison: Poison, setup: ThreatSetup, victim: Vic
         return bool(r.success)
 
     minimal = True
-    current = list(all_idx)
     try:
-        full = succeeds(current, "full")
+        full = succeeds(all_idx, "full")
     except _Budget:
         full = False
     if not full:
         return EffectiveResult([], all_idx, False, None, None, len(cache), time.perf_counter() - t0,
                                pd.DataFrame(log), minimal=False)
-    n = 2
-    try:
+
+    def ddmin(current: list[int], rnd: int) -> list[int]:
+        n = 2
         while len(current) >= 2:
             chunks = [c.tolist() for c in np.array_split(np.asarray(current), min(n, len(current))) if len(c)]
             reduced = False
             for c in chunks:
-                if succeeds(c, "subset"):
+                if succeeds(c, f"round {rnd}: subset"):
                     current, n, reduced = c, 2, True
                     break
             if not reduced and len(chunks) > 2:
                 for c in chunks:
-                    comp = [i for i in current if i not in set(c)]
-                    if succeeds(comp, "complement"):
+                    cs = set(c)
+                    comp = [i for i in current if i not in cs]
+                    if succeeds(comp, f"round {rnd}: complement"):
                         current, n, reduced = comp, max(len(chunks) - 1, 2), True
                         break
             if not reduced:
                 if len(chunks) >= len(current):
                     break
                 n = min(2 * len(chunks), len(current))
-        eff = set(current)
+        return current
+
+    eff: set[int] = set()
+    rnd = 0
+    try:
+        # a 1-minimal responsible subset; while the other poisons still succeed on their own,
+        # add a minimal responsible subset of them (the attack can be redundant, e.g. in transfer)
+        rest = list(all_idx)
+        while True:
+            eff |= set(ddmin(rest, rnd))
+            rest = [i for i in all_idx if i not in eff]
+            rnd += 1
+            if not rest or not succeeds(rest, f"round {rnd}: rest"):
+                break
         ineff = [i for i in all_idx if i not in eff]
-        eff_only = succeeds(current, "verify")
-        comp_ok = succeeds(ineff, "verify complement")
+        eff_only = succeeds(sorted(eff), "verify effective only")
+        comp_ok = succeeds(ineff, "verify rest") if ineff else False
     except _Budget:
         minimal = False
-        eff = set(current)
         ineff = [i for i in all_idx if i not in eff]
-        eff_only = cache.get(frozenset(current), (None,))[0]
+        eff_only = cache.get(frozenset(eff), (None,))[0]
         comp_ok = cache.get(frozenset(ineff), (None,))[0]
     return EffectiveResult(sorted(eff), sorted(ineff), True, eff_only, comp_ok, len(cache), time.perf_counter() - t0,
                            pd.DataFrame(log), minimal=minimal)
