@@ -83,6 +83,8 @@ class StudySettings:
         restarts, patience: footnote-4 restarts (0: none).
         method: Eq. 3 products (``analytic`` or ``autograd``).
         max_test: cap on the test-set size (``None``: all).
+        device: ``"cpu"`` (default: these small float64 problems are fastest there), ``"cuda"`` or ``"auto"``
+            (MPS has no float64).
     """
 
     dataset: str = "mnist"
@@ -114,6 +116,7 @@ class StudySettings:
     patience: int = 20
     method: str = "analytic"
     max_test: int | None = None
+    device: str = "cpu"
 
     def __post_init__(self):
         self.strategies = tuple(self.strategies)
@@ -322,6 +325,10 @@ def run_study(settings: StudySettings, out: str | Path | None = None, *,
     x_pool, y_pool, x_test, y_test, info = load_binary(s.dataset, s.root, seed=s.seed)
     if s.max_test is not None and len(y_test) > s.max_test:
         x_test, y_test = x_test[:s.max_test], y_test[:s.max_test]
+    from ..training.device import resolve_device
+
+    dev = resolve_device(s.device)
+    x_pool, y_pool, x_test, y_test = (t.to(dev) for t in (x_pool, y_pool, x_test, y_test))
     if s.n_train + s.n_val > len(y_pool):
         raise ValueError(f"n_train + n_val = {s.n_train + s.n_val} exceeds the {len(y_pool)} examples available "
                          f"for training/validation in {s.dataset}")
