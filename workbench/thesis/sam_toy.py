@@ -372,7 +372,8 @@ def train_diag(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, *, methods:
         progress(1.0, "done")
     if stop_loss is not None:
         lab["stopped_at"] = stopped_at.tolist()
-    hist = pd.DataFrame(rows).merge(lab, on="model")
+    cols = ["model", "iteration", "train_loss", "test_loss", "l1", "l0", "phi"]
+    hist = pd.DataFrame(rows, columns=cols).merge(lab, on="model")
     return DiagRun(hist, u, v, lab, snaps)
 
 
