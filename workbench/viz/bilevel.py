@@ -139,7 +139,7 @@ def poison_map_figure(ill, which: str = "no_reg", *, theme: str = "screen", titl
     lo, hi = ill.settings["box"]
     fig.update_layout(coloraxis=dict(colorscale="Viridis", colorbar=dict(title="val. error"),
                                      cmin=0, cmax=float(np.nanmax(ill.maps.error)) or 1.0),
-                      legend=dict(orientation="h", y=-0.2, x=0))
+                      legend=dict(orientation="h", y=-0.2, x=0, bgcolor="rgba(150,150,150,0.35)"))
     fig.update_xaxes(range=[lo - 0.3, hi + 0.3], title="x₁")
     fig.update_yaxes(range=[lo - 0.3, hi + 0.3], title="x₂", scaleanchor="x", scaleratio=1)
     return _finish(fig, theme, title, PANEL_TITLES.get(which, which))
@@ -174,7 +174,7 @@ def illustration_figure(ill, *, theme: str = "screen", title: str | None = None)
     fig.update_layout(coloraxis=dict(colorscale="Viridis", cmin=0, cmax=emax,
                                      colorbar=dict(title="val. error", x=0.64, len=0.9, thickness=12)),
                       coloraxis2=dict(colorscale="Magma", colorbar=dict(title="λ*", x=1.0, len=0.9, thickness=12)),
-                      legend=dict(orientation="h", y=-0.15, x=0))
+                      legend=dict(orientation="h", y=-0.15, x=0, bgcolor="rgba(150,150,150,0.35)"))
     lo, hi = ill.settings["box"]
     for c in (1, 2, 3):
         fig.update_xaxes(range=[lo - 0.3, hi + 0.3], row=1, col=c, title="x₁")
