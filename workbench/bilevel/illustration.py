@@ -29,7 +29,7 @@ import torch
 
 from .attack import AttackConfig, AttackResult, run_attack
 from .hypergrad import BilevelProblem
-from .model import error_rate, train_gd, val_loss
+from .model import error_rate, train_gd, train_gd_batched, val_loss
 
 __all__ = ["Toy2D", "IllustrationSettings", "PoisonMaps", "gaussian_2d", "poison_maps", "argmin_lambda",
            "fit_eval", "illustrate", "Illustration", "save_illustration", "load_illustration"]
@@ -166,7 +166,7 @@ def poison_maps(toy: Toy2D, log_lams, *, grid: int = 50, box: tuple[float, float
     for i in range(0, total, max_batch):
         p = pts_all[i:i + max_batch]
         x = torch.cat([toy.x_tr.expand(len(p), -1, -1), p[:, None, :]], dim=1)
-        theta = _train_chunk(x, y, lam_all[i:i + max_batch], eta, steps)
+        theta = train_gd_batched(x, y, lam_all[i:i + max_batch], eta=eta, steps=steps)
         errs.append(error_rate(theta, toy.x_val, toy.y_val))
         losses.append(val_loss(theta, toy.x_val, toy.y_val))
         if progress is not None:
@@ -175,12 +175,6 @@ def poison_maps(toy: Toy2D, log_lams, *, grid: int = 50, box: tuple[float, float
     loss = torch.cat(losses).reshape(len(lams), grid, grid).cpu().numpy()
     return PoisonMaps(xs.cpu().numpy(), xs.cpu().numpy(), lams.cpu().numpy(), err, loss, int(y_p),
                       time.perf_counter() - t0)
-
-
-def _train_chunk(x, y, lam, eta, steps):
-    from .model import train_gd_batched
-
-    return train_gd_batched(x, y, lam, eta=eta, steps=steps)
 
 
 def argmin_lambda(maps: PoisonMaps, *, diverged: float = 1e3) -> np.ndarray:
