@@ -322,3 +322,84 @@ def test_resume_with_defense_is_exact(run_root):
         assert torch.equal(a, b)
     pd.testing.assert_frame_equal(rest_def.log, full_def.log)
     assert [dict(r, seconds=0) for r in rest_def.rounds] == [dict(r, seconds=0) for r in full_def.rounds]
+
+
+# ---------------------------------------------------------- views' data and figures
+def _epic_two_rounds():
+    ds, iso_index = _logit_dataset(seed=3)
+    model = _LogitsAreInputs(3)
+    epic = EPIC(budget=0.09, period=1, warmup=0)
+    epic.set_poison_indices(torch.cat([iso_index[:2], ds.index[:3]]))  # 2 isolated + 3 clustered "poisons"
+    epic.maybe_select(model, ds, 0)
+    epic.maybe_select(model, ds, 1)
+    return ds, model, epic, iso_index
+
+
+def test_cluster_size_fractions_and_cumulative_drops():
+    from workbench.defenses.analysis import cluster_size_fractions, cumulative_drops, drop_rates
+
+    ds, model, epic, iso_index = _epic_two_rounds()
+    cs = cluster_size_fractions(epic, epochs=[0])
+    sums = cs.groupby("group")["fraction"].sum()
+    assert sums.to_dict() == pytest.approx({"clean": 1.0, "poison": 1.0})
+    pois = cs[(cs["group"] == "poison")].set_index("size_bin")["count"]
+    assert pois["1"] == 2 and pois["9–16"] == 3  # isolated poisons in size-1 clusters, the others in clusters of 15
+    cs_e = cluster_size_fractions(epic, epochs=[0], effective=iso_index[:2])
+    assert set(cs_e["group"]) == {"clean", "effective poison", "ineffective poison"}
+    with pytest.raises(ValueError, match="no EPIC round"):
+        cluster_size_fractions(epic, epochs=[7])
+    cd = cumulative_drops(epic, len(ds), effective=iso_index[:2],
+                          metrics=[{"epoch": 0, "test_acc": 0.9}, {"epoch": 1, "test_acc": None}])
+    assert cd["frac_poison"].iloc[0] == pytest.approx(2 / 5) and cd["frac_effective"].iloc[0] == 1.0
+    assert cd["frac_ineffective"].iloc[0] == 0.0 and cd["frac_clean"].iloc[0] == pytest.approx(1 / 88)
+    assert cd["test_error"].iloc[0] == pytest.approx(0.1) and np.isnan(cd["test_error"].iloc[1])
+    dr = drop_rates({"EPIC": epic}, len(ds))
+    assert dr["frac_all"].tolist()[:2] == [0.0, pytest.approx(3 / 93)]
+    assert dr["frac_target"].tolist()[:2] == [0.0, pytest.approx(2 / 5)]
+
+
+def test_gradient_difference_full_and_last_layer_agree_and_vanish_on_full_set():
+    from workbench.defenses.analysis import kept_vs_random_gradient_difference
+
+    ds, model, epic, _ = _epic_two_rounds()
+    snap = snapshot(model)
+    # the model's only parameters are its last linear layer: both gradient spaces coincide
+    a = kept_vs_random_gradient_difference(model, ds, epic.kept_indices, n_random=3, space="last_layer")
+    b = kept_vs_random_gradient_difference(model, ds, epic.kept_indices, n_random=3, space="full")
+    assert_unchanged(model, snap, "gradient difference")
+    np.testing.assert_allclose(a["grad_diff"], b["grad_diff"], rtol=1e-5, atol=1e-6)
+    assert list(a["subset"]) == ["kept", "random", "random", "random"] and (a["size"] == len(epic.kept_indices)).all()
+    # sum reduction: kept − full = −(sum of the dropped examples' gradients)
+    x, y = ds.x.double(), ds.y
+    G = torch.softmax(x, 1) - F.one_hot(y, 3).double()
+    drop = ~torch.isin(ds.index, epic.kept_indices)
+    want = (G[drop][:, :, None] * x[drop][:, None, :]).sum(0)
+    want = torch.cat([want.reshape(-1), G[drop].sum(0)]).norm()
+    assert a["grad_diff"].iloc[0] == pytest.approx(float(want), rel=1e-5)
+    full = kept_vs_random_gradient_difference(model, ds, ds.index, n_random=2, reduction="mean")
+    assert full["grad_diff"].abs().max() < 1e-6
+
+
+def test_epic_figures_render_the_data():
+    from workbench.defenses.analysis import cluster_size_fractions, cumulative_drops, drop_rates
+    from workbench.viz.epic import (cluster_size_figure, cumulative_drops_figure, drop_rates_figure,
+                                    gradient_difference_figure)
+
+    ds, model, epic, iso_index = _epic_two_rounds()
+    fig = cluster_size_figure(cluster_size_fractions(epic))
+    bars = [t for t in fig.data if t.type == "bar"]
+    assert len(bars) == 4 and {t.name for t in bars} == {"clean", "poison"}
+    assert "epoch 0" in fig.layout.annotations[0].text
+    cd = cumulative_drops(epic, len(ds), metrics=[{"epoch": 0, "test_acc": 0.8}, {"epoch": 1, "test_acc": 0.85}])
+    fig = cumulative_drops_figure(cd)
+    assert [t.name for t in fig.data] == ["poisons", "clean", "test error"]
+    assert list(fig.data[0].y) == pytest.approx(cd["frac_poison"].tolist())
+    recs = [{"epoch": 1, "kept": 0.5, "random_mean": 0.8, "random_std": 0.1, "relative_kept": 0.1,
+             "relative_random": 0.16}, {"epoch": 2, "kept": 0.4, "random_mean": 0.9, "random_std": 0.2,
+                                        "relative_kept": 0.1, "relative_random": 0.2}]
+    fig = gradient_difference_figure(recs)
+    assert list(fig.data[-1].y) == [0.5, 0.4] and list(fig.data[0].y) == pytest.approx([0.9, 1.1, 0.7, 0.7])
+    fig = drop_rates_figure(drop_rates({"EPIC": epic}, len(ds)))
+    assert fig.data[1].name == "EPIC" and len(fig.data[1].x) == 3
+    with pytest.raises(ValueError, match="missing"):
+        drop_rates_figure(pd.DataFrame({"defense": ["a"]}))
