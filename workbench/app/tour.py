@@ -19,9 +19,10 @@ poisoned   the ``sgd`` configuration trained on S′ = S + Δ from the first epo
 =========  ==========================================================================================
 
 and the analyses: 1-D filter-normalised slices (sgd, sam), top-5 Hessian eigenvalues
-(sgd, sam, poisoned) on ``count`` seeded training examples.
+(sgd, sam, poisoned) and the PCA of per-example (logit) gradients (sgd) on ``count`` seeded
+training examples.
 
-No UI imports.
+No UI imports at module level (:func:`targeted_panel_class` looks the defence panel up on demand).
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ __all__ = ["TourSettings", "TourData", "tour_configs", "prepare", "SLICE_PARAMS"
 PACK_INDEX = "pack.json"
 SLICE_PARAMS = {"n_directions": 2, "alphas": [-1.0, 1.0, 21]}
 HESSIAN_PARAMS = {"k": 5}
+PCA_PARAMS = {"kind": "logits"}
 
 
 @dataclass(frozen=True)
@@ -68,10 +70,11 @@ class TourSettings:
 def tour_configs(settings: TourSettings, root: str | Path) -> dict[str, RunConfig]:
     """The sgd, sam and craft run configurations (poisoned = sgd + ``data.poison``, made once the poison exists)."""
     root = str(root)
-    sgd = quickstart_config("sgd", epochs=settings.epochs, root=root).with_overrides({"tags": ["tour"]})
-    sam = quickstart_config("sam", epochs=settings.epochs, root=root).with_overrides({"tags": ["tour"]})
+    one = {"train.num_threads": 1}  # a tiny model: one thread is as fast, and safe on a shared, busy CPU
+    sgd = quickstart_config("sgd", epochs=settings.epochs, root=root).with_overrides({"tags": ["tour"], **one})
+    sam = quickstart_config("sam", epochs=settings.epochs, root=root).with_overrides({"tags": ["tour"], **one})
     craft = quickstart_config("sam", epochs=settings.craft_epochs, root=root).with_overrides(
-        {"tags": ["tour", "poison-craft"]})
+        {"tags": ["tour", "poison-craft"], **one})
     return {"sgd": sgd, "sam": sam, "craft": craft}
 
 
@@ -202,7 +205,8 @@ def prepare(root: str | Path, settings: TourSettings | None = None, *,
             data.computed.append("poisoned")
         data.runs["poisoned"] = Path(found)
     for what, params, roles in (("slice", SLICE_PARAMS, ("sgd", "sam")),
-                                ("hessian", HESSIAN_PARAMS, ("sgd", "sam", "poisoned"))):
+                                ("hessian", HESSIAN_PARAMS, ("sgd", "sam", "poisoned")),
+                                ("pca", PCA_PARAMS, ("sgd",))):
         data.analyses[what] = {}
         for role in roles:
             out = analyze(what, data.runs[role], count=settings.count, params=params)
@@ -220,3 +224,95 @@ def load_poison_path(run: Path) -> str:
     from ..runs import load_run
 
     return load_run(run).config.data.poison or ""
+
+
+# ------------------------------------------------------------------ the numbers the tour quotes
+def final_metrics(run: str | Path) -> dict:
+    """The last epoch record of a run (``test_acc``, ``train_loss``, ...)."""
+    from ..runs import load_run
+
+    rd = load_run(run)
+    return rd.epochs.iloc[-1].to_dict() if len(rd.epochs) else {}
+
+
+def slice_rise(output) -> dict:
+    """How much the training loss rises one filter-normalised step away from the minimum.
+
+    Returns ``{"loss_at_0", "loss_at_1", "rise"}``: the training loss at α = 0, its mean
+    at α = ±1 over both ends and all directions of a ``slice`` result, and the difference.
+    """
+    import numpy as np
+
+    rises, at0, at1 = [], [], []
+    for s in [output.result] + list(output.extra):
+        a = np.asarray(s.alphas, dtype=float)
+        loss = np.asarray(s.loss["train"], dtype=float)
+        i0, lo, hi = int(np.argmin(np.abs(a))), int(np.argmin(np.abs(a + 1))), int(np.argmin(np.abs(a - 1)))
+        at0.append(loss[i0])
+        at1.append((loss[lo] + loss[hi]) / 2)
+        rises.append(at1[-1] - at0[-1])
+    return {"loss_at_0": float(np.mean(at0)), "loss_at_1": float(np.mean(at1)), "rise": float(np.mean(rises))}
+
+
+def lambda_max(output) -> float:
+    """The largest Hessian eigenvalue of a ``hessian`` result."""
+    return float(max(output.result.values))
+
+
+def rescaling_caveat(run: str | Path, count: int, c: float = 4.0, seed: int = 0) -> dict:
+    """λ_max of a LeNet-5 before and after a function-preserving rescaling (000 report §2.2.2, Dinh et al.).
+
+    The first convolution's weights and biases are multiplied by ``c`` and the second
+    convolution's weights divided by ``c``: ReLU(c·z) = c·ReLU(z), so the network computes
+    the same function (checked on the examples), yet its Hessian changes.
+
+    Returns:
+        ``{"same_function", "max_abs_diff", "lambda_original", "lambda_rescaled", "c", "count"}``.
+
+    Raises:
+        ValueError: the run's model is not a LeNet-5 (``features[0]`` and ``features[3]`` convolutions).
+    """
+    import copy
+
+    import torch
+
+    from ..analysis import ExampleSet
+    from ..analysis.curvature import HessianOperator, lanczos
+    from ..analysis.tasks import load_model
+
+    model, bundle, _ = load_model(run)
+    feats = getattr(model, "features", None)
+    if feats is None or not all(isinstance(feats[i], torch.nn.Conv2d) for i in (0, 3)):
+        raise ValueError("rescaling_caveat needs a LeNet-5 (model.name='lenet5')")
+    ex = ExampleSet.from_dataset(bundle.train, count=count, seed=seed)
+    rescaled = copy.deepcopy(model)
+    with torch.no_grad():
+        rescaled.features[0].weight *= c
+        rescaled.features[0].bias *= c
+        rescaled.features[3].weight /= c
+        diff = float((model(ex.x) - rescaled(ex.x)).abs().max())
+    lams = []
+    for m in (model, rescaled):
+        with HessianOperator(m, ex) as op:
+            lams.append(float(lanczos(op, k=1).values[0]))
+    return {"same_function": diff < 1e-4, "max_abs_diff": diff, "lambda_original": lams[0],
+            "lambda_rescaled": lams[1], "c": c, "count": int(ex.x.shape[0])}
+
+
+def targeted_panel_class():
+    """The targeted-poisoning defence panel (``workbench.ui.targeted_panel``) when it is installed, else None."""
+    import importlib
+    import inspect
+
+    try:
+        mod = importlib.import_module("workbench.ui.targeted_panel")
+    except ImportError:
+        return None
+    from ..ui.base import PanelBase
+
+    names = getattr(mod, "__all__", None) or dir(mod)
+    for n in names:
+        obj = getattr(mod, n, None)
+        if inspect.isclass(obj) and issubclass(obj, PanelBase) and obj.__module__ == mod.__name__:
+            return obj
+    return None
