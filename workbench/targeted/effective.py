@@ -28,21 +28,19 @@ No UI imports.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..analysis.gradients import last_layer_gradients, per_example_gradients
-from ..data.poison import Poison, apply_poison
+from ..data.poison import Poison
 from .setup import ThreatSetup
 from .victim import VictimConfig, train_victim
 

@@ -114,7 +114,6 @@ class GradientMatching(Attack):
         for s in range(0, len(x), self.batch_size):
             xb, yb = x[s:s + self.batch_size], y[s:s + self.batch_size]
             d = delta_pix[s:s + self.batch_size]
-            _, lo, _ = box.bounds(xb)
             inp = xb + self._to_input(d, box, xb)
             if aug is not None:
                 inp = aug(inp)

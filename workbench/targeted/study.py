@@ -28,20 +28,17 @@ import dataclasses
 import json
 import math
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Callable, Mapping
 
-import numpy as np
 import pandas as pd
-import torch
 
 from ..config import ModelConfig
 from ..data.poison import load_poison, save_poison
 from ..runs.store import atomic_write_bytes
 from .common import CraftProgress
-from .setup import ThreatSetup, make_setups, save_setups
+from .setup import make_setups, save_setups
 from .victim import VictimConfig, pretrain, train_victim
 
 __all__ = ["ATTACKS", "DEFENSES", "make_attack", "make_defense", "defense_label", "TrialStudy", "TrialEvent",

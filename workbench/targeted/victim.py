@@ -24,12 +24,11 @@ No UI imports.
 """
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pandas as pd
@@ -39,7 +38,6 @@ from torch import Tensor, nn
 
 from ..analysis.gradients import find_last_linear
 from ..config import ModelConfig
-from ..data import IndexedTensorDataset
 from ..data.poison import Poison, apply_poison
 from ..models import build_model
 from .common import DiffAugment

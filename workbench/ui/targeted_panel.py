@@ -280,7 +280,7 @@ class TargetedPanel(PanelBase):
 
         space = "last" if self.w_scenario.value == "transfer" else "full"
         c = poison_target_cosines(self.pretrained, self.data, self.poison, self.setup, space=space)
-        f = V.cosine_histogram_figure({"poison": c["cosine"], "clean target class": c["clean_cosine"]},
+        f = V.cosine_histogram_figure({"poison": c["cosine"], "clean bases": c["clean_cosine"]},
                                       title=f"Poison → target gradient cosine ({space} layer(s); crafted vs clean bases)")
         with self.fig_hist.batch_update():
             self.fig_hist.data = []

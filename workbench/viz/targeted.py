@@ -33,7 +33,8 @@ __all__ = ["GROUP_COLORS", "gradient_pca_figure", "cosine_over_epochs_figure", "
 
 #: 002 Fig. 1 colours: effective red, ineffective purple, target class blue, poison class green.
 GROUP_COLORS = {"effective poison": "#D55E00", "ineffective poison": "#CC79A7", "poison": "#CC79A7",
-                "clean target class": "#0072B2", "clean poison class": "#009E73", "target": "#000000"}
+                "clean target class": "#0072B2", "clean poison class": "#009E73", "target": "#000000",
+                "clean bases": "#009E73"}
 _ORDER = ["clean target class", "clean poison class", "ineffective poison", "poison", "effective poison", "target"]
 
 
