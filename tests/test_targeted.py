@@ -376,3 +376,26 @@ def test_cli_commands_parse():
     assert parse_defense("epic:0.2:1:1") == {"name": "epic", "budget": 0.2, "period": 1, "warmup": 1}
     with pytest.raises(ValueError, match="defense"):
         parse_defense("nope")
+
+
+def test_crafting_uses_batchnorm_running_statistics_and_leaves_them(data):
+    """BatchNorm in eval mode while crafting: the poison does not depend on the mode the model was left in."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.BatchNorm2d(4), torch.nn.ReLU(),
+                              torch.nn.Flatten(), torch.nn.Linear(4 * 64, 16), torch.nn.ReLU(), torch.nn.Linear(16, 10))
+    with torch.no_grad():                      # non-trivial running statistics
+        net.train()
+        net(data.train.x[:256])
+    s = make_setups(data, 1, budget=0.01, epsilon=16 / 255, seed=2)[0]
+    net.train()
+    snap = snapshot(net)
+    p_train = GradientMatching(iterations=5, restarts=1).craft(net, s, data)
+    assert_unchanged(net, snap, "crafting from train mode")
+    net.eval()
+    p_eval = GradientMatching(iterations=5, restarts=1).craft(net, s, data)
+    assert torch.allclose(p_train.delta, p_eval.delta)
+    for attack in (FeatureCollision(iterations=3), BullseyePolytope(iterations=3)):
+        net.train()
+        snap = snapshot(net)
+        attack.craft(net, s, data)
+        assert_unchanged(net, snap, attack.name)
