@@ -287,6 +287,15 @@ def test_trainer_with_epic_never_feeds_dropped_examples_and_logs_rounds(run_root
     # LR schedule stays on epoch boundaries: steps per epoch shrink
     steps = [l for l in lines if l["kind"] == "step"]
     assert steps[-1]["epoch"] == pytest.approx(4.0)
+    # the CLI report rebuilds the defense from the checkpoint and writes its figures
+    from workbench.defenses import defense_from_state
+    from workbench.defenses.cli import main as defense_cli
+
+    again = defense_from_state(load_checkpoint(res.run_path / "checkpoints" / "last.pt")["defense"])
+    pd.testing.assert_frame_equal(again.log, log)
+    assert defense_cli(["defense-report", str(res.run_path), "--out", str(run_root / "rep")]) == 0
+    assert {p.name for p in (run_root / "rep").iterdir()} == {"cumulative_drops.html", "cluster_sizes.html",
+                                                              "dropped.csv"}
 
 
 def test_resume_with_defense_is_exact(run_root):

@@ -85,7 +85,10 @@ def cluster_size_figure(df, *, epochs: Sequence[int] | None = None, theme: str =
         fig.update_xaxes(title_text="gradient-cluster size", type="category", row=1, col=col)
     fig.update_yaxes(title_text="fraction of group", range=[0, 1.02], row=1, col=1)
     fig.update_layout(barmode="group")
-    return _finish(fig, theme, title, "Clean vs poison examples per gradient-cluster size")
+    fig.update_xaxes(tickangle=-45)
+    _finish(fig, theme, title, "Clean vs poison examples per gradient-cluster size")
+    fig.update_layout(margin=dict(t=100 if fig.layout.title.text else 60))  # room for the two-line panel titles
+    return fig
 
 
 def cumulative_drops_figure(df, *, theme: str = "screen", title: str | None = None) -> go.Figure:
