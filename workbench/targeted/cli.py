@@ -136,9 +136,12 @@ def cmd_evaluate(args) -> int:
     out = Path(args.out)
     t1.to_csv(out / "table1.csv")
     t2.to_csv(out / "table2.csv")
-    print(t1.to_markdown())
+    flat = t1.copy()
+    flat.columns = [" ".join(c) for c in flat.columns]
+    flat.index = [" / ".join(i) for i in flat.index]
+    print(flat.to_markdown())
     print()
-    print(t2.to_markdown())
+    print(t2.reset_index().to_markdown(index=False))
     print(f"\n{len(df)} victim runs, wall time {time.perf_counter() - t0:.0f} s; records in {out / 'trials.jsonl'}")
     return 0
 
