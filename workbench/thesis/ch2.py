@@ -615,7 +615,7 @@ def repro_lemma1(*, eps: float = 8 / 255, d: int = 3072, points: int = 41, sampl
     if progress:
         progress(1.0, "Lemma 1 Monte Carlo done")
     se = df["mc_se_over_sqrt_d"]
-    below = bool((df["mc_mean_over_sqrt_d"] <= df["bound_over_sqrt_d"] + 3 * se + 1e-12).all())
+    below = bool((df["mc_mean_over_sqrt_d"] <= df["bound_over_sqrt_d"] * (1 + 1e-9) + 3 * se).all())
     le_fgsm = bool((df["bound_over_sqrt_d"] <= df["fgsm_over_sqrt_d"] + 1e-12).all())
     gap = float(((df["bound_over_sqrt_d"] - df["mc_mean_over_sqrt_d"]) / df["bound_over_sqrt_d"]).max())
     at125 = float(lemma1_bound(1.25 * eps, eps, 1) * 255)
@@ -757,6 +757,8 @@ register("fig2.11", repro_fast_at, chapter=2, title="Fast AT on digits: FGSM vs 
                  Param("epochs", 30), Param("lam", 1.0, help="GradAlign lambda"),
                  Param("lr_max", 0.01, help="peak of the cyclic Adam schedule (thesis CNN: 0.003)"),
                  Param("n_filters", 4), Param("seed", 0),
-                 Param("final_pgd_restarts", 10, test=2, help="restarts of the final PGD-50 evaluation"),
+                 Param("eval_every", 20, test=40, help="iterations between measurements (256 test points)"),
+                 Param("final_pgd_steps", 50, test=20, help="steps of the final PGD evaluation (thesis: 50)"),
+                 Param("final_pgd_restarts", 10, test=1, help="restarts of the final PGD evaluation (thesis: 10)"),
                  Param("detach_clean", False, help="public-code GradAlign (detached clean gradient)")],
          figure="workbench.viz.thesis_adv:fast_at_figure")
