@@ -110,6 +110,8 @@ def _ascent(u: Tensor, v: Tensor, xb: Tensor, yb: Tensor, rho: Tensor, normalize
 def _ascent_per_example(u: Tensor, v: Tensor, xb: Tensor, yb: Tensor, rho: Tensor, normalize: bool, steps: int,
                         factor: float) -> tuple[Tensor, Tensor]:
     """Per-example ascent points (1-SAM): ``[S, b, d]`` each, w'_k = w + ρ·factor·∇ℓ_k(w), ℓ_k = ½r_k²."""
+    if xb.dim() == 2:                                   # one shared batch [b, d] for all models
+        xb, yb = xb.expand(u.shape[0], *xb.shape), yb.expand(u.shape[0], *yb.shape)
     s, b, d = xb.shape
     ua = u[:, None, :].expand(s, b, d)
     va = v[:, None, :].expand(s, b, d)
@@ -132,7 +134,7 @@ def diag_step(method: str, u: Tensor, v: Tensor, xb: Tensor, yb: Tensor, lr: Ten
     Args:
         method: one of :data:`DIAG_METHODS`.
         u, v: ``[S, d]`` weights (not modified).
-        xb, yb: descent batch ``[S, b, d]``, ``[S, b]``.
+        xb, yb: descent batch ``[S, b, d]``, ``[S, b]`` (or one batch ``[b, d]``, ``[b]`` shared by all models).
         lr, rho: ``[S]`` step sizes γ and radii ρ.
         xa, ya: ascent batch for ``"nsam_stoch"`` (required there).
         normalize: normalised ascent ρ·g/‖g‖.
@@ -298,8 +300,6 @@ def train_diag(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, *, methods:
     alpha = (u.abs() + v.abs()) / 2  # thesis α of w± at init (exact for v0 = 0)
     gen = torch.Generator().manual_seed(int(seed))
     full = batch_size is None or batch_size >= n
-    xf = x.expand(s, n, d)
-    yf = y.expand(s, n)
     log_set = set(int(t) for t in (log_grid(n_steps) if log_at is None else log_at))
     snap_set = set(int(t) for t in snapshot_at)
     rows: list[dict] = []
@@ -348,24 +348,33 @@ def train_diag(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, *, methods:
         after = switch_at is not None and t >= switch_at
         rho_now = (rho_after_t if after else rho_t) * (mult if rho_follows_lr else 1.0)
         if full:
-            xb, yb = xf, yf
+            xb, yb = x, y                                   # [n, d], [n]: shared by all models (no copies)
         else:
             idx = torch.randint(n, (s, batch_size), generator=gen)
             xb, yb = x[idx], y[idx]
-        new_u, new_v = u.clone(), v.clone()
-        for m, ids in (groups_after if after else groups_before).items():
-            sel = ids
+        groups = groups_after if after else groups_before
+        single = len(groups) == 1
+        if not single:
+            new_u, new_v = u.clone(), v.clone()
+        for m, ids in groups.items():
+            sel = slice(None) if single else ids
+            k_m = s if single else len(ids)
+            xm, ym = (xb, yb) if full else (xb[sel], yb[sel])
             kw = {}
             if m == "nsam_stoch":
                 if full:
-                    kw = dict(xa=xb[sel], ya=yb[sel])
+                    kw = dict(xa=x, ya=y)
                 else:
-                    ja = torch.randint(n, (len(sel), batch_size), generator=gen)
+                    ja = torch.randint(n, (k_m, batch_size), generator=gen)
                     kw = dict(xa=x[ja], ya=y[ja])
-            uu, vv = diag_step(m, u[sel], v[sel], xb[sel], yb[sel], lr_now[sel], rho_now[sel], normalize=normalize,
+            uu, vv = diag_step(m, u[sel], v[sel], xm, ym, lr_now[sel], rho_now[sel], normalize=normalize,
                                ascent_steps=ascent_steps, one_sam_factor=one_sam_factor, gen=gen, **kw)
-            new_u[sel], new_v[sel] = uu, vv
-        u, v = new_u, new_v
+            if single:
+                u, v = uu, vv
+            else:
+                new_u[sel], new_v[sel] = uu, vv
+        if not single:
+            u, v = new_u, new_v
         if progress is not None and t % every == 0:
             progress(t / n_steps, f"iteration {t}/{n_steps}")
     if progress is not None:

@@ -28,9 +28,21 @@ from IPython.display import display
 from ..thesis import registry
 from .base import PanelBase
 
-__all__ = ["ThesisPanel"]
+__all__ = ["ThesisPanel", "show_reproduction"]
 
 _ERR, _OK, _WARN = "#b00020", "#1b5e20", "#b35900"
+
+
+def show_reproduction(rep: registry.Reproduction, figure: bool = True) -> None:
+    """Display a reproduction in a notebook: the thesis' claim, the measured outcome with its verdict, notes, figure."""
+    from IPython.display import Markdown
+
+    verdict = {True: "reproduced", False: "**not** reproduced", None: "no criterion"}[rep.verdict]
+    notes = "".join(f"\n- {n}" for n in rep.notes)
+    display(Markdown(f"**Thesis:** {rep.claim}\n\n**Measured** ({verdict}, {rep.seconds:.1f} s): {rep.measured}"
+                     + (f"\n\n*Notes:*{notes}" if notes else "")))
+    if figure and rep.figure is not None:
+        display(rep.figure)
 
 
 def _widget_for(p: registry.Param, value: Any) -> W.Widget:
