@@ -11,7 +11,7 @@ Timed, interleaved over ``--repeats`` repeats (median reported):
 * ``round[<greedy>, <budget>]``: one EPIC selection round, ``EPIC.maybe_select`` on the whole training set
   (002_e9d1628ad3dbd674.txt Alg. 1: gradient proxies softmax − onehot in eval mode, per class greedy
   facility location with ceil(budget·1000) medoids, nearest-medoid clusters, isolated medoids dropped),
-  split into the proxy pass and the medoid search (``EPIC.timings``). Greedy implementations:
+  split into the proxy pass and the medoid search (``EPIC.timings``). Greedy implementations (``--greedy``):
   ``incremental`` (own exact greedy with incremental gain updates, default), ``naive`` (own, recomputes
   all gains), ``submodlib`` (PyPI submodlib-py, LazyGreedy) and ``apricot`` (PyPI apricot-select, lazy),
   the libraries only when installed; all get the same precomputed similarity matrix c0 − ‖g_i − g_j‖.
@@ -20,7 +20,7 @@ Timed, interleaved over ``--repeats`` repeats (median reported):
 Reported: seconds per round (median), the fraction ``round / epoch`` (goal ≤ 10 %), and for every
 greedy the medoid time relative to ``incremental``. Kept sets of the methods are compared (same size).
 
-Usage: python benchmarks/bench_epic.py [--repeats 3] [--budgets 0.1,0.2,0.3] [--device auto] [--threads 2]
+Usage: python benchmarks/bench_epic.py [--repeats 2] [--budgets 0.1,0.2,0.3] [--device auto] [--threads 2]
 """
 from __future__ import annotations
 
@@ -58,9 +58,10 @@ def make_data(n: int, classes: int, seed: int) -> IndexedTensorDataset:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=10_000)
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--budgets", default="0.1,0.2,0.3")
-    ap.add_argument("--greedy", default="incremental,naive,submodlib,apricot")
+    ap.add_argument("--greedy", default="incremental,submodlib,apricot",
+                    help="comma-separated: incremental, naive, submodlib, apricot (libraries only if installed)")
     ap.add_argument("--width", type=float, default=1.0)
     ap.add_argument("--batch", type=int, default=128)
     ap.add_argument("--device", default="auto")
@@ -98,6 +99,7 @@ def main() -> None:
         sync(dev)
         return time.perf_counter() - t0, dict(d.timings), kept
 
+    print(f"warm-up epoch ({len(loader)} steps) ...", flush=True)
     epoch(0)  # warm-up epoch: the model learns the classes; proxies are then structured
     for m in methods:
         round_(m, budgets[0])  # JIT / first-call costs
@@ -106,12 +108,14 @@ def main() -> None:
     kept_sets = {}
     for r in range(args.repeats):
         times["epoch"].append(epoch(1 + r))
+        print(f"repeat {r + 1}/{args.repeats}: epoch {times['epoch'][-1]:.2f} s", flush=True)
         for b in budgets:
             for m in methods:
                 dt, tm, kept = round_(m, b)
                 times.setdefault((m, b), []).append(dt)
                 parts.setdefault((m, b), []).append(tm)
                 kept_sets[(m, b)] = kept
+                print(f"  round greedy={m} budget={b}: {dt:.3f} s {tm}", flush=True)
     ep = statistics.median(times["epoch"])
     print(f"device={dev} threads={args.threads} n={args.n} LeNet-5 width={args.width} batch={args.batch} "
           f"repeats={args.repeats}")
