@@ -72,7 +72,7 @@ def fig_switching(data: dict, *, theme: str = "screen", title: str | None = None
     """Fig 5.15 from ``data = {"history", "interpolation", "switch_at"}`` of ``fig5.15``."""
     h, interp, sw = data["history"], data["interpolation"], data["switch_at"]
     fig = make_subplots(rows=1, cols=3, subplot_titles=("Test loss", "Train loss",
-                                                         "Interpolation (1-a) w_(GD->1-SAM) + a w_GD"))
+                                                         "Along (1-a) w_SAM + a w_GD"))
     for i, (name, sel) in enumerate(h.groupby("run", sort=False)):
         for col, key in ((1, "test_loss"), (2, "train_loss")):
             fig.add_trace(go.Scatter(x=np.maximum(sel.iteration, 1), y=_clip_log(sel[key]), mode="lines", name=name,
