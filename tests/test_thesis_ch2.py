@@ -171,3 +171,30 @@ def test_fast_at_digits_fgsm_overfits_gradalign_does_not():
     assert {"grad_alignment", "cos_fgsm_pgd", "filter_norm_0", "out_norm_3"} <= set(h.columns)
     first = h[h["method"] == "fgsm"].iloc[0]
     assert first["grad_alignment"] > 0.85          # high alignment at initialisation (Lemma 2)
+
+
+def test_cli_fastat_and_schedules(tmp_path):
+    import argparse
+    import json
+
+    from workbench.thesis.cli_ch5_ch7 import add_commands as add_repro
+    from workbench.thesis.cli_ch6_ch2 import add_commands
+
+    parser = argparse.ArgumentParser()
+    sub = parser.add_subparsers(dest="command")
+    add_repro(sub)
+    add_commands(sub)
+    args = parser.parse_args(["thesis", "fastat", "--method", "fgsm_rs", "--epochs", "1", "--final-pgd-steps", "5",
+                              "--final-pgd-restarts", "1", "--out", str(tmp_path / "a")])
+    args.fn(args)
+    summary = json.loads((tmp_path / "a" / "summary.json").read_text())
+    assert summary["config"]["method"] == "fgsm_rs" and 0 <= summary["final"]["pgd_acc"] <= summary["final"]["clean_acc"]
+    assert (tmp_path / "a" / "history.csv").exists() and (tmp_path / "a" / "fast_at.html").exists()
+    args = parser.parse_args(["thesis", "schedules", "--kind", "linear-warmup", "--T", "1000", "--eta", "0.04",
+                              "--decay-at", "0.3", "--factor", "6", "--exponent", "0.5", "--decay", "2.5",
+                              "--out", str(tmp_path / "s")])
+    args.fn(args)
+    import pandas as pd
+
+    eta = pd.read_csv(tmp_path / "s" / "linear-warmup.csv")["eta"].to_numpy()
+    assert eta[300] == pytest.approx(0.04 * (1 + 5 * 0.3 ** 0.5)) and eta[-1] == pytest.approx(eta[300] / 2.5)

@@ -929,7 +929,8 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
     Criterion (digest §8 item 7): final test loss ordered small > 10 % > 30 % > 50 %; the 50 % run ends with a
     lower FSC than the small-η run; and its neurons concentrate on the teacher directions more than the small-η
     run's (weighted alignment ``Σ_i |a_i| ‖w_i‖ max_k cos(w_i, w*_k) / Σ_i |a_i| ‖w_i‖``).
-    Data: dict ``metrics``, ``neurons`` (init/final neuron vectors w_i |a_i|), ``teacher``, ``decay_at``, ``T``.
+    Data: dict ``metrics``, ``neurons`` (init/final first-layer neurons w_i and output weights a_i), ``teacher``,
+    ``decay_at``, ``T``.
     """
     from ..models.teacher_student import make_student, teacher_student_data
 
@@ -949,9 +950,9 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
     for run in names:
         mine = [sn for sn in snaps if sn[0] == run]
         for stage, (_, it, W, a) in (("init", mine[0]), ("final", mine[-1])):
-            Wa = W * np.abs(a)[:, None]
-            for i, (px, py) in enumerate(Wa[:, :2]):
-                rows.append({"run": run, "neuron": i, "stage": stage, "x": float(px), "y": float(py)})
+            for i, (px, py) in enumerate(W[:, :2]):
+                rows.append({"run": run, "neuron": i, "stage": stage, "x": float(px), "y": float(py),
+                             "out_weight": float(a[i])})
             if stage == "final":
                 nrm = np.linalg.norm(W, axis=1)
                 wts = np.abs(a) * nrm

@@ -235,13 +235,14 @@ def teacher_student_figure(data: Any, *, theme: str = "screen", title: str | Non
 
 
 def neurons_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Fig. 6.10: ``data`` = ``{"neurons": DataFrame(run, neuron, stage ∈ {init, final}, x, y, weight),
-    "teacher": DataFrame(x, y)}`` — each first-layer neuron w_i scaled by |a_i| (its contribution) at init (grey)
-    and at the end (colour), with the teacher directions as rays; one panel per run."""
+    """Fig. 6.10: ``data`` = ``{"neurons": DataFrame(run, neuron, stage ∈ {init, final}, x, y, out_weight),
+    "teacher": DataFrame(x, y)}`` — each first-layer neuron w_i ∈ R² at init (grey) and at the end (colour, size ∝
+    |a_i|), with the teacher directions as rays; one panel per run."""
     nd = _get(data, "neurons")
     te = _get(data, "teacher")
     runs = list(dict.fromkeys(nd["run"])) if len(nd) else []
-    fig = make_subplots(rows=1, cols=max(len(runs), 1), subplot_titles=runs or [""], horizontal_spacing=0.06)
+    short = [str(r).replace("large η, decay at ", "large η, ") for r in runs]
+    fig = make_subplots(rows=1, cols=max(len(runs), 1), subplot_titles=short or [""], horizontal_spacing=0.06)
     for j, run in enumerate(runs):
         g = nd[nd["run"] == run]
         ini, fin = g[g["stage"] == "init"], g[g["stage"] == "final"]
@@ -253,10 +254,13 @@ def neurons_figure(data: Any, *, theme: str = "screen", title: str | None = None
                                          legendgroup="teacher", showlegend=j == 0 and k == 0), 1, j + 1)
         fig.add_trace(go.Scatter(x=ini["x"], y=ini["y"], mode="markers", name="init", legendgroup="init",
                                  showlegend=j == 0, marker=dict(color="lightgray", size=7)), 1, j + 1)
-        fig.add_trace(go.Scatter(x=fin["x"], y=fin["y"], mode="markers", name="final", legendgroup="final",
-                                 showlegend=j == 0, marker=dict(color=color_for(1), size=8)), 1, j + 1)
-        fig.update_xaxes(title="w₁ · |a|", row=1, col=j + 1, scaleanchor=f"y{'' if j == 0 else j + 1}")
-        fig.update_yaxes(title="w₂ · |a|" if j == 0 else None, row=1, col=j + 1)
+        a = np.abs(fin["out_weight"].to_numpy()) if "out_weight" in fin else np.ones(len(fin))
+        size = 5 + 12 * a / max(float(a.max()), 1e-12) if len(a) else 8
+        fig.add_trace(go.Scatter(x=fin["x"], y=fin["y"], mode="markers", name="final (size ∝ |a_i|)",
+                                 legendgroup="final", showlegend=j == 0, marker=dict(color=color_for(1), size=size)),
+                      1, j + 1)
+        fig.update_xaxes(title="w_i,1", row=1, col=j + 1, scaleanchor=f"y{'' if j == 0 else j + 1}")
+        fig.update_yaxes(title="w_i,2" if j == 0 else None, row=1, col=j + 1)
     return _finish(fig, theme, title, "First-layer neurons cluster on teacher directions only for large η (Fig. 6.10)")
 
 
