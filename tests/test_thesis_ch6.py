@@ -198,3 +198,14 @@ def test_fig6_9_sde_tracks_sgd_and_gradient_flow_does_not_sparsify():
     assert m["rank_before_decay_gradient_flow"] >= 0.95 * d and m["l0_before_decay_gradient_flow"] >= 0.95 * d
     assert m["final_test_loss_SDE"] < m["final_test_loss_gradient_flow"]
     assert rep.verdict is True
+
+
+def test_thesis_panel_lists_and_builds_chapter_6_and_2_reproductions():
+    from workbench.ui.thesis_panel import ThesisPanel
+
+    ch6 = registry.names(chapter=6)
+    assert {"fig6.2", "prop6.3.2", "fig6.4", "fig6.12", "fig6.5", "fig6.10", "fig6.9"} <= set(ch6)
+    assert {"fig2.2", "fig2.9", "fig2.11"} <= set(registry.names(chapter=2))
+    for chapter, name in ((6, "fig6.2"), (2, "fig2.11")):
+        panel = ThesisPanel(chapter=chapter, select=name, size="test")
+        assert set(panel.params()) == {p.name for p in registry.get(name).params}
