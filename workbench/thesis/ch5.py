@@ -7,7 +7,7 @@ Registered in :mod:`workbench.thesis.registry` (figures: :mod:`workbench.viz.the
 * ``fig5.13`` — Fig. 5.13: stochastic vs full-batch ERM / n-SAM / 1-SAM (L2559);
 * ``fig5.7`` — Fig. 5.7: 1-D ReLU interpolants of GD vs SAM over seeds (L2280-2292);
 * ``fig5.16`` — scaled-down Figs. 5.1/5.16: ERM vs random perturbation vs n-SAM vs m-SAM on digits
-  (L2150, L2936), in :mod:`workbench.thesis.ch5_digits`.
+  (L2150, L2936), trained with the workbench Trainer (:func:`digits_sam_variants`).
 
 Each compute function returns a :class:`~workbench.thesis.registry.Outcome` whose ``verdict`` checks the
 faithful-reproduction criterion of seed001-digest §8 (items 1, 2, 3, 9).
@@ -26,7 +26,8 @@ from ..models.toy import ReLU1D
 from .registry import Outcome, Param, register
 from .sam_toy import count_kinks, diag_loss, train_diag, train_relu1d
 
-__all__ = ["diag_sam_vs_erm", "diag_switching", "diag_stochastic", "relu1d_interpolants", "sub_progress"]
+__all__ = ["diag_sam_vs_erm", "diag_switching", "diag_stochastic", "relu1d_interpolants", "digits_sam_variants",
+           "RandomPerturbationStepper", "NSAMStepper", "sub_progress"]
 
 _VIZ = "workbench.viz.thesis_sam"
 _PARAM_NOTE = ("Parametrization beta = u*v with loss (1/2n)||X beta - y||^2 (public code), init u0 = c, v0 = 0, "
