@@ -392,7 +392,14 @@ def cmd_lab(args) -> int:
 
 # Study packages contribute their own subcommands: each module defines add_commands(subparsers)
 # and imports its heavy dependencies inside the handlers, so `workbench --help` stays fast.
-COMMAND_MODULES: tuple[str, ...] = ()
+COMMAND_MODULES: tuple[str, ...] = (
+    "workbench.targeted.cli",       # targeted craft | evaluate (issue 6)
+    "workbench.defenses.cli",       # defense-report (EPIC rounds and figures)
+    "workbench.bilevel.cli",        # bilevel illustrate | study | figures | table (issue 7)
+    "workbench.thesis.cli_ch5_ch7",  # thesis repro (issue 8)
+    "workbench.thesis.cli_ch6_ch2",  # thesis fastat | schedules
+    "workbench.app.cli",            # app, pack build | load (issue 9)
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
