@@ -70,8 +70,9 @@ class EPIC(SelectionDefense):
             (∂ℓ/∂ input of the last layer, the paper's wording).
         seed: kept for the common defense interface (the selection is deterministic).
         greedy: greedy implementation, one of :data:`~workbench.defenses.medoids.GREEDY_METHODS`
-            (``"lazy"``: own vectorised lazy greedy, default; ``"incremental"``/``"naive"``: own exact
-            greedy variants; ``"submodlib"``/``"apricot"``: libraries).
+            (``"incremental"``: own exact greedy with incremental gain updates, default and fastest
+            in benchmarks/bench_epic.py; ``"lazy"``/``"naive"``: own variants; ``"submodlib"``/``"apricot"``:
+            the PyPI libraries, if installed).
         max_isolated: medoids with clusters of at most this many examples are dropped (1 in Alg. 1).
         stop_after: no round at epochs ``>= stop_after``.
         batch_size: examples per inference pass for the proxies.
@@ -87,7 +88,7 @@ class EPIC(SelectionDefense):
     name = "epic"
 
     def __init__(self, budget: float = 0.2, period: int = 2, warmup: int = 10, proxy: str = "softmax", seed: int = 0,
-                 *, greedy: str = "lazy", max_isolated: int = 1, stop_after: int | None = None,
+                 *, greedy: str = "incremental", max_isolated: int = 1, stop_after: int | None = None,
                  batch_size: int = 1024):
         super().__init__(period=period, warmup=warmup, stop_after=stop_after, seed=seed, batch_size=batch_size)
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:

@@ -14,12 +14,13 @@ and ``γ_j`` (Alg. 1) counts the points of medoid ``j``'s cluster.
 
 Implementations of the greedy step (all exact greedy, same result up to ties):
 
-* ``"lazy"`` (default, own): vectorised lazy greedy (Minoux 1978). Stale gains are upper
+* ``"lazy"`` (own): vectorised lazy greedy (Minoux 1978). Stale gains are upper
   bounds on the true ones (submodularity); each step evaluates the exact gains of the
   ``block`` candidates with the largest bounds in one ``[n, block]`` operation and accepts
   the best one as soon as its exact gain is at least the largest bound outside the block,
-  otherwise it refreshes those bounds and repeats. Typically ``O(n · block)`` per step.
-* ``"incremental"`` (own): keeps the gains ``F(e | S)`` of all candidates
+  otherwise it refreshes those bounds and repeats. Typically ``O(n · block)`` per step, but
+  more torch calls per step than ``"incremental"``; slower in benchmarks/bench_epic.py.
+* ``"incremental"`` (default, own): keeps the gains ``F(e | S)`` of all candidates
   and, when ``j`` is added, subtracts the change only for the rows whose
   nearest-medoid similarity improved. The first step costs ``O(n²)``, later
   steps ``O(|changed rows| · n)``; vectorised torch, no Python loop over candidates.
@@ -163,7 +164,7 @@ def _greedy_apricot(S: Tensor, k: int) -> Tensor:
     return torch.as_tensor(np.asarray(sel.ranking, dtype=np.int64))
 
 
-def greedy_facility_location(points, k: int, *, method: str = "lazy", similarity: Tensor | None = None
+def greedy_facility_location(points, k: int, *, method: str = "incremental", similarity: Tensor | None = None
                              ) -> Tensor:
     """Greedy maximisation of the facility-location function (002 Eq. 5; Alg. 1 inner ``while`` loop).
 
@@ -189,7 +190,8 @@ def greedy_facility_location(points, k: int, *, method: str = "lazy", similarity
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n:
         raise ValueError(f"k={k!r} is invalid: must be an integer in 1..{n} (the number of points)")
     k = int(k)
-    fn = {"lazy": _greedy_lazy, "incremental": _greedy_incremental, "naive": _greedy_naive, "submodlib": _greedy_submodlib,
+    fn = {"lazy": _greedy_lazy, "incremental": _greedy_incremental, "naive": _greedy_naive,
+          "submodlib": _greedy_submodlib,
           "apricot": _greedy_apricot}[method]
     return fn(S, k)
 
@@ -245,7 +247,7 @@ class ClassClusters:
     isolated: Tensor
 
 
-def class_medoid_clusters(points, budget: float, *, method: str = "lazy", max_isolated: int = 1
+def class_medoid_clusters(points, budget: float, *, method: str = "incremental", max_isolated: int = 1
                           ) -> ClassClusters:
     """Medoids, clusters and isolated medoids of one class (002 Alg. 1, one ``for examples V_c`` pass).
 
