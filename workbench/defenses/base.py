@@ -66,7 +66,7 @@ class SelectionDefense:
     name = "defense"
 
     def __init__(self, *, period: int = 1, warmup: int = 0, stop_after: int | None = None, seed: int = 0,
-                 batch_size: int = 1024):
+                 batch_size: int = 512):
         self.period = _check_int("period", period, 1)
         self.warmup = _check_int("warmup", warmup, 0)
         self.stop_after = None if stop_after is None else _check_int("stop_after", stop_after, 0)

@@ -34,7 +34,7 @@ from .medoids import medoid_budget
 __all__ = ["DropHighestLoss", "DropLowestConfidence", "ScoreFilter", "loss_and_confidence"]
 
 
-def loss_and_confidence(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 1024) -> tuple[Tensor, Tensor]:
+def loss_and_confidence(model: nn.Module, x: Tensor, y: Tensor, *, batch_size: int = 512) -> tuple[Tensor, Tensor]:
     """Per-example cross-entropy (nats) and confidence ``max_c softmax(z)_c``, eval mode, model unchanged.
 
     Returns:
@@ -69,7 +69,7 @@ class ScoreFilter(SelectionDefense):
     """
 
     def __init__(self, budget: float | None = 0.1, period: int = 2, warmup: int = 10, seed: int = 0, *,
-                 threshold: float | None = None, stop_after: int | None = None, batch_size: int = 1024):
+                 threshold: float | None = None, stop_after: int | None = None, batch_size: int = 512):
         super().__init__(period=period, warmup=warmup, stop_after=stop_after, seed=seed, batch_size=batch_size)
         if threshold is None:
             if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget < 1:

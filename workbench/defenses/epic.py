@@ -37,7 +37,7 @@ __all__ = ["EPIC", "PROXIES", "gradient_proxies"]
 PROXIES = {"softmax": "logits", "last_input": "last_input"}
 
 
-def gradient_proxies(model: nn.Module, x: Tensor, y: Tensor, proxy: str = "softmax", *, batch_size: int = 1024
+def gradient_proxies(model: nn.Module, x: Tensor, y: Tensor, proxy: str = "softmax", *, batch_size: int = 512
                      ) -> Tensor:
     """Per-example last-layer gradient proxies of EPIC (002 §3.5), model in eval mode and left unchanged.
 
@@ -89,7 +89,7 @@ class EPIC(SelectionDefense):
 
     def __init__(self, budget: float = 0.2, period: int = 2, warmup: int = 10, proxy: str = "softmax", seed: int = 0,
                  *, greedy: str = "incremental", max_isolated: int = 1, stop_after: int | None = None,
-                 batch_size: int = 1024):
+                 batch_size: int = 512):
         super().__init__(period=period, warmup=warmup, stop_after=stop_after, seed=seed, batch_size=batch_size)
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
             raise ValueError(f"budget={budget!r} is invalid: must be a fraction of each class in (0, 1]")
