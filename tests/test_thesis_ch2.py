@@ -15,6 +15,15 @@ from workbench.thesis.ch2 import (SingleLayerCNN, cosine_per_example, cyclic_lr,
                                   robust_accuracy)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is faster than two and does not spin against other processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _smooth_model(seed=0):
     """A small smooth (tanh) conv net in float64: second derivatives exist everywhere, so finite differences of
     the GradAlign penalty are well defined."""

@@ -14,6 +14,15 @@ from workbench.thesis.metrics import (diag_net_jacobian_rank, fsc, functional_ja
                                       singular_value_rank)
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is faster than two and does not spin against other processes."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 # ------------------------------------------------------------------ schedules
 def test_piecewise_constant_decays_after_the_fraction():
     e = piecewise_constant(100, 0.3, 0.3, 3.0)
