@@ -179,14 +179,15 @@ def fig_diag_measures(data: dict, *, theme: str = "screen", title: str | None = 
     names = {"l1": "||u*v||_1", "trace": "tr Hessian", "trace_adaptive": "tr adaptive Hessian",
              "lmax_adaptive": "lambda_max adaptive Hessian"}
     tt = dict(zip(tau.measure, tau.tau)) if len(tau) else {}
-    fig = make_subplots(rows=1, cols=4, shared_yaxes=True,
-                        subplot_titles=[f"{names[k]} (tau = {tt.get(k, float('nan')):+.2f})" for k in keys])
-    for c, k in enumerate(keys, start=1):
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1,
+                        subplot_titles=[f"{names[k]}: tau = {tt.get(k, float('nan')):+.2f}" for k in keys])
+    for i, k in enumerate(keys):
+        r, c = divmod(i, 2)
         fig.add_trace(go.Scatter(x=nets[k], y=nets.test_loss, mode="markers", showlegend=False,
                                  marker=dict(size=5, color=np.log10(nets.lr), colorscale="Viridis",
-                                             showscale=c == 4, colorbar=dict(title="log10 lr"))), row=1, col=c)
-        fig.update_xaxes(type="log", title_text=names[k], row=1, col=c)
-    fig.update_yaxes(type="log", title_text="test loss", row=1, col=1)
+                                             showscale=i == 0, colorbar=dict(title="log10 lr"))), row=r + 1, col=c + 1)
+        fig.update_xaxes(type="log", row=r + 1, col=c + 1)   # the subplot title names the measure
+        fig.update_yaxes(type="log", title_text="test loss" if c == 0 else None, row=r + 1, col=c + 1)
     return _finish(fig, theme, title or "Diagonal linear nets: test loss vs sharpness measures (Fig. 7.7)")
 
 
