@@ -12,13 +12,35 @@ import plotly.graph_objects as go
 
 from ..viz import export_figure, static_export_available
 
-__all__ = ["PanelBase", "ClassroomControls", "classroom_mode", "estimates_enabled"]
+__all__ = ["PanelBase", "ClassroomControls", "classroom_mode", "estimates_enabled", "sync_figure_state"]
+
+
+def sync_figure_state(widget: W.Widget) -> None:
+    """Copy every ``FigureWidget``'s current figure into its synced initial state, recursively.
+
+    A ``FigureWidget`` sends later changes (new traces, restyles) as one-shot messages that
+    only a live view applies; a view created afterwards starts from the widget's
+    ``_widget_data``/``_widget_layout``, which plotly refreshes only when the
+    ``FigureWidget`` itself is displayed. Panels display a box around their figures, so
+    this does it for them: figures drawn before the panel is shown (stored runs, results
+    packs), and every figure in Voilà, whose page connects after the notebook ran, appear.
+    """
+    import copy
+
+    stack = [widget]
+    while stack:
+        w = stack.pop()
+        if isinstance(w, go.FigureWidget):
+            w._widget_layout = copy.deepcopy(w._layout_obj._props)
+            w._widget_data = copy.deepcopy(w._data)
+        stack.extend(getattr(w, "children", ()) or ())
 
 
 class PanelBase:
     """Mixin for panels with ``self.widget`` (the root widget) and ``self.w_status`` (an ``HTML`` widget)."""
 
     def _repr_mimebundle_(self, **kw):  # JupyterLab displays the panel as its widget
+        sync_figure_state(self.widget)
         return self.widget._repr_mimebundle_(**kw)
 
     @staticmethod

@@ -1,0 +1,104 @@
+"""Real-browser test of app mode: the guided tour as a Voilà dashboard in headless Chromium, offline.
+
+Voilà serves the repository's notebooks; the tour's data are prepared beforehand in a
+temporary runs folder (as a loaded pack would be), so the page renders without
+training. Every request that is not for the local server is blocked and recorded:
+the page must render, the training panel's Start must train, and its figure must
+gain the new runs' curves, with nothing fetched from the network.
+"""
+from __future__ import annotations
+
+import time
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+from browser_util import CHROMIUM, CHROMIUM_ARGS
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+
+pytestmark = pytest.mark.browser
+
+_FIGURE_JS = """
+() => {
+  const panel = document.querySelector('.wb-training-panel');
+  if (!panel) return null;
+  const gd = panel.querySelector('.js-plotly-plot');
+  if (!gd || !gd.data) return {rendered: false, traces: []};
+  const len = v => (v == null ? 0 : (v.length !== undefined ? v.length : 0));
+  return {rendered: true, drawn: panel.querySelectorAll('.js-plotly-plot g.trace').length,
+          traces: gd.data.map(t => ({name: t.name || '', n: len(t.x)}))};
+}
+"""
+
+
+def _wait(pred, timeout: float, what: str, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
+
+
+@pytest.mark.timeout(600)
+def test_guided_tour_in_app_mode_start_updates_the_figure_offline(tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} not found")
+    from playwright.sync_api import sync_playwright
+
+    from workbench.app.server import serve
+    from workbench.app.tour import TourSettings, prepare
+
+    runs = tmp_path / "runs"
+    prepare(runs, TourSettings(epochs=2, craft_epochs=2, count=64), log=None)  # what the page will find
+    env = {"WORKBENCH_EPOCHS": "2", "WORKBENCH_COUNT": "64", "WORKBENCH_RUNS": str(runs), "OMP_NUM_THREADS": "1",
+           "WORKBENCH_ESTIMATE": "0", "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt"), "IPYTHONDIR": str(tmp_path / "ipy")}
+    external: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    with serve(env=env, log=tmp_path / "voila.log") as srv, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+
+            def route(r):
+                url = r.request.url
+                host = urllib.parse.urlsplit(url).hostname
+                if url.startswith(("data:", "blob:")) or host in ("127.0.0.1", "localhost"):
+                    r.continue_()
+                else:
+                    external.append(url)
+                    r.abort()
+
+            page.route("**/*", route)
+            page.goto(srv.notebook_url("10_guided_tour.ipynb"), wait_until="domcontentloaded", timeout=300_000)
+            panel = page.locator(".wb-training-panel").first
+            panel.wait_for(state="visible", timeout=300_000)
+            assert "Guided tour" in page.title() or page.locator("h1", has_text="Guided tour").count()
+            # code is hidden: no input areas, no source text
+            assert page.locator(".jp-InputArea-editor").count() == 0
+            assert "prepare(RUNS)" not in page.content()
+            before = _wait(lambda: (lambda s: s if s and s["rendered"] and len(s["traces"]) >= 2 else None)(
+                page.evaluate(_FIGURE_JS)), 120, "the pack's curves in the training figure")
+            panel.locator("button.wb-start").click()
+            _wait(lambda: (lambda s: s if s and len(s["traces"]) > len(before["traces"]) else None)(
+                page.evaluate(_FIGURE_JS)), 300, "new runs' curves after Start")
+            status = panel.locator(".wb-status")
+            _wait(lambda: "Done" in status.inner_text(), 300, "the runs to finish")
+            assert status.inner_text().count("finished") == 2
+            after = _wait(lambda: (lambda s: s if len(s["traces"]) == 2 * len(before["traces"]) else None)(
+                page.evaluate(_FIGURE_JS)), 30, "the final redraw")
+            # the loaded runs' curves stay; the new runs' epoch curves have both epochs
+            assert [t["n"] for t in after["traces"][:len(before["traces"])]] == [t["n"] for t in before["traces"]]
+            assert all(t["n"] >= 2 for t in after["traces"][len(before["traces"]):])
+            page.screenshot(path=str(ARTIFACTS / "app-guided-tour.png"), full_page=False)
+        finally:
+            browser.close()
+    assert external == [], f"the app fetched from the network: {external}"
+    trained = [p for p in runs.iterdir() if p.is_dir() and (p / "status.json").is_file()]
+    assert len(trained) >= 6  # 4 prepared + SGD and SAM from Start
