@@ -6,7 +6,6 @@ import http.client
 import json
 import re
 import threading
-import time
 import urllib.error
 import urllib.parse
 import urllib.request

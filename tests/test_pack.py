@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +43,6 @@ def spy(*a, **k):
     calls.append(k.get("weights_only"))
     return _load(*a, **k)
 torch.load = spy
-import pickle
 def no_unpickling(*a, **k):
     raise AssertionError("pickle.load called while loading a pack")
 pickle.load = no_unpickling
