@@ -1,4 +1,4 @@
-# Sharpness & Poisoning Workbench: make lab | make test | make demo
+# Sharpness & Poisoning Workbench: make lab | make app | make test | make demo
 # Each target creates .venv when missing and (re)installs the project when pyproject.toml changed,
 # so all of them work on a fresh clone and again on a machine where .venv already exists.
 
@@ -9,7 +9,9 @@ STAMP  := $(VENV)/.workbench-installed
 PORT   ?= 8888
 PYTEST_ARGS ?=
 
-.PHONY: lab test demo install bench clean-runs
+APP_PORT ?= 8866
+
+.PHONY: lab test demo install bench clean-runs app
 
 $(STAMP): pyproject.toml
 	@if [ ! -x "$(BIN)/python" ] || ! "$(BIN)/python" -c "import sys" >/dev/null 2>&1; then \
@@ -26,6 +28,9 @@ lab: $(STAMP)
 test: $(STAMP)
 	"$(BIN)/python" -m pytest $(PYTEST_ARGS)
 
+app: $(STAMP)
+	"$(BIN)/workbench" app --port $(APP_PORT)
+
 demo: $(STAMP)
 	"$(BIN)/workbench" demo --root runs/demo
 
@@ -33,6 +38,10 @@ bench: $(STAMP)
 	"$(BIN)/python" benchmarks/bench_sam_step.py
 	"$(BIN)/python" benchmarks/bench_dashboard.py
 	"$(BIN)/python" benchmarks/bench_hessian.py
+	"$(BIN)/python" benchmarks/bench_poison.py
+	"$(BIN)/python" benchmarks/bench_targeted.py
+	"$(BIN)/python" benchmarks/bench_epic.py
+	"$(BIN)/python" benchmarks/bench_bilevel.py
 
 clean-runs:
 	rm -rf runs
