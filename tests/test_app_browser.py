@@ -25,7 +25,7 @@ _FIGURE_JS = """
 () => {
   const panel = document.querySelector('.wb-training-panel');
   if (!panel) return null;
-  const gd = panel.querySelector('.js-plotly-plot');
+  const gd = panel.querySelector('.wb-figure .js-plotly-plot') || panel.querySelector('.js-plotly-plot.wb-figure');
   if (!gd || !gd.data) return {rendered: false, traces: []};
   const len = v => (v == null ? 0 : (v.length !== undefined ? v.length : 0));
   return {rendered: true, drawn: panel.querySelectorAll('.js-plotly-plot g.trace').length,
@@ -76,6 +76,11 @@ def test_guided_tour_in_app_mode_start_updates_the_figure_offline(tmp_path):
                     r.abort()
 
             page.route("**/*", route)
+            events: list[str] = []
+            page.on("console", lambda m: events.append(f"console {m.type}: {m.text}"[:300]))
+            page.on("framenavigated", lambda f: events.append(f"navigated {f.url[:120]}"))
+            page.on("crash", lambda p: events.append("page crashed"))
+            page.on("websocket", lambda ws: ws.on("close", lambda w: events.append(f"websocket closed {w.url[:80]}")))
             page.goto(srv.notebook_url("10_guided_tour.ipynb"), wait_until="domcontentloaded", timeout=300_000)
             panel = page.locator(".wb-training-panel").first
             panel.wait_for(state="visible", timeout=300_000)
@@ -86,8 +91,13 @@ def test_guided_tour_in_app_mode_start_updates_the_figure_offline(tmp_path):
             before = _wait(lambda: (lambda s: s if s and s["rendered"] and len(s["traces"]) >= 2 else None)(
                 page.evaluate(_FIGURE_JS)), 120, "the pack's curves in the training figure")
             panel.locator("button.wb-start").click()
-            _wait(lambda: (lambda s: s if s and len(s["traces"]) > len(before["traces"]) else None)(
-                page.evaluate(_FIGURE_JS)), 300, "new runs' curves after Start")
+            seen: list = []
+            try:
+                _wait(lambda: (lambda s: s if (seen.append(s) or (s and len(s["traces"]) > len(before["traces"])))
+                               else None)(page.evaluate(_FIGURE_JS)), 300, "new runs' curves after Start")
+            except AssertionError:
+                page.screenshot(path=str(ARTIFACTS / "app-guided-tour-failure.png"), full_page=False)
+                raise AssertionError(f"before {before}, last seen {seen[-1:]}\n" + "\n".join(events[-10:]))
             status = panel.locator(".wb-status")
             _wait(lambda: "Done" in status.inner_text(), 300, "the runs to finish")
             assert status.inner_text().count("finished") == 2

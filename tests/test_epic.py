@@ -14,7 +14,7 @@ from torch import nn
 
 from helpers import assert_unchanged, snapshot
 from workbench.data import IndexedTensorDataset
-from workbench.defenses import (EPIC, GREEDY_METHODS, DropHighestLoss, DropLowestConfidence, class_medoid_clusters,
+from workbench.defenses import (EPIC, DropHighestLoss, DropLowestConfidence, class_medoid_clusters,
                                 facility_location_similarity, greedy_facility_location, medoid_budget)
 from workbench.presets import quickstart_config
 from workbench.runs import load_checkpoint

@@ -36,9 +36,9 @@ def test_ci_and_readme_agree_on_the_test_command():
     readme = (REPO / "README.md").read_text()
     setup = readme.split("## Set up and run", 1)[1].split("```bash", 1)[1].split("```", 1)[0]
     commands = [l.split("#")[0].strip() for l in setup.strip().splitlines()]
-    assert commands == ["make lab", "make test"]
+    assert commands == ["make lab", "make app", "make test"]
     mk = (REPO / "Makefile").read_text()
-    for target in ("lab:", "test:", "demo:"):
+    for target in ("lab:", "app:", "test:", "demo:"):
         assert target in mk
 
 

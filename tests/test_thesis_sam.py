@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 import pytest
 import torch

@@ -12,7 +12,6 @@ Wire with ``workbench.bilevel.cli.add_commands(subparsers)`` (see ``workbench.cl
 """
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 

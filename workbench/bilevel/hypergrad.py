@@ -36,7 +36,7 @@ from typing import Callable
 
 import torch
 
-from .model import augment, logits, penalty_weight, solve_inner, train_gd, train_loss, val_loss
+from .model import augment, logits, solve_inner, train_gd, train_loss, val_loss
 
 __all__ = ["BilevelProblem", "Hypergradient", "grad_vjp", "reverse_hypergradient", "implicit_hypergradient",
            "unrolled_objective", "conjugate_gradient", "central_difference", "METHODS"]

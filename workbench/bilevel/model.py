@@ -31,8 +31,6 @@ No UI imports.
 from __future__ import annotations
 
 import math
-from typing import Callable
-
 import torch
 import torch.nn.functional as F
 

@@ -14,7 +14,6 @@ faithful-reproduction criterion of seed001-digest §8 (items 1, 2, 3, 9).
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import numpy as np
