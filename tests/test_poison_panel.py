@@ -154,6 +154,6 @@ def test_compare_crafts_then_trains_the_four_variants(run_root):
     assert len(panel.figure_compare.data) > 0 and len(panel.figure_images.data) > 0
     assert panel.poison_path == comp.poison_path and f"data.poison={comp.poison_path}" in panel.w_hint.value
     # Compare again: everything is found finished and skipped; the figures are read back from the records
-    assert panel.compare() and panel.wait(60)
+    assert panel.compare() and panel.wait(240)
     assert panel.comparison.status == "finished" and panel.comparison.skipped == 5
     _trace_with(panel.figure_loss, sum(r["iterations"] for r in crafts))
