@@ -24,7 +24,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import SPLIT_DASH, apply_theme, color_for
+from .theme import SPLIT_DASH, color_for
+from .theme import finish_figure as _finish
 
 __all__ = ["eigenvalues_figure", "density_figure", "interpolation_figure", "slice_figure", "plane_figure",
            "cosine_histogram_figure", "sparsity_figure", "pca_figure", "sharpness_figure", "metric_vs_epoch_figure"]
@@ -38,13 +39,6 @@ def _arr(v) -> np.ndarray:
     return np.asarray(v, dtype=float)
 
 
-def _finish(fig: go.Figure, theme: str, title: str | None, default_title: str) -> go.Figure:
-    apply_theme(fig, theme)
-    if title is None and theme == "screen":
-        title = default_title
-    if title:
-        fig.update_layout(title=dict(text=title, x=0.01))
-    return fig
 
 
 def eigenvalues_figure(runs: Mapping[str, Sequence[float]], *, log_y: bool = False, theme: str = "screen",

@@ -25,7 +25,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import apply_theme, color_for
+from .theme import color_for
+from .theme import finish_figure as _finish
 
 __all__ = ["poison_map_figure", "lambda_map_figure", "illustration_figure", "attack_curve_figure",
            "error_vs_fraction_figure", "lambda_norm_figure", "weight_histogram_figure", "boundary_xy",
@@ -38,13 +39,6 @@ CLASS_COLORS = ("#009E73", "#0072B2")  # class 0 green, class 1 blue (as in Fig.
 POISON_COLOR = "#D62728"
 
 
-def _finish(fig: go.Figure, theme: str, title: str | None, default: str) -> go.Figure:
-    apply_theme(fig, theme)
-    if title is None and theme == "screen":
-        title = default
-    if title:
-        fig.update_layout(title=dict(text=title, x=0.01))
-    return fig
 
 
 def boundary_xy(theta: Sequence[float], box: Sequence[float]) -> tuple[list[float], list[float]]:

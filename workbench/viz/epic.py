@@ -21,7 +21,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import apply_theme, color_for
+from .theme import color_for
+from .theme import finish_figure as _finish
 
 __all__ = ["cluster_size_figure", "cumulative_drops_figure", "gradient_difference_figure", "drop_rates_figure",
            "GROUP_COLORS"]
@@ -30,13 +31,6 @@ GROUP_COLORS = {"clean": color_for(0), "poison": color_for(1), "effective poison
                 "ineffective poison": color_for(3)}
 
 
-def _finish(fig: go.Figure, theme: str, title: str | None, default_title: str) -> go.Figure:
-    apply_theme(fig, theme)
-    if title is None and theme == "screen":
-        title = default_title
-    if title:
-        fig.update_layout(title=dict(text=title, x=0.01))
-    return fig
 
 
 def _frame(data, required: Sequence[str], what: str) -> pd.DataFrame:

@@ -33,7 +33,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import apply_theme, color_for
+from .theme import color_for
+from .theme import finish_figure as _finish
 
 __all__ = ["craft_loss_figure", "delta_norm_figure", "drift_figure", "image_grid_figure", "sam_cosine_figure",
            "craft_loss_points"]
@@ -44,13 +45,6 @@ MAX_SEPARATORS = 400
 """Zoomed views with more batches than this draw no separators (they would hide the curve)."""
 
 
-def _finish(fig: go.Figure, theme: str, title: str | None, default_title: str) -> go.Figure:
-    apply_theme(fig, theme)
-    if title is None and theme == "screen":
-        title = default_title
-    if title:
-        fig.update_layout(title=dict(text=title, x=0.01))
-    return fig
 
 
 def _num(v: Any) -> float:

@@ -25,19 +25,13 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from .theme import apply_theme, color_for
+from .theme import color_for
+from .theme import finish_figure as _finish
 
 __all__ = ["metric_vs_param_figure", "parallel_coordinates_figure", "ratio_histogram_figure", "best_so_far_figure",
            "matched_ratios"]
 
 
-def _finish(fig: go.Figure, theme: str, title: str | None, default_title: str) -> go.Figure:
-    apply_theme(fig, theme)
-    if title is None and theme == "screen":
-        title = default_title
-    if title:
-        fig.update_layout(title=dict(text=title, x=0.01))
-    return fig
 
 
 def _need(df: pd.DataFrame, cols: Sequence[str], what: str) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import plotly.graph_objects as go
 
-__all__ = ["PALETTE", "THEMES", "apply_theme", "color_for", "PAPER_WIDTHS_IN"]
+__all__ = ["PALETTE", "THEMES", "apply_theme", "color_for", "finish_figure", "PAPER_WIDTHS_IN"]
 
 # Okabe & Ito (2008), without black and yellow first (poor on white).
 PALETTE = ["#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#F0E442", "#000000"]
@@ -48,4 +48,24 @@ def apply_theme(fig: go.Figure, theme: str = "screen") -> go.Figure:
             tr.line.width = t["line_width"]
     fig.update_xaxes(showgrid=theme == "screen", zeroline=False)
     fig.update_yaxes(showgrid=theme == "screen", zeroline=False)
+    return fig
+
+
+def finish_figure(fig: go.Figure, theme: str, title: str | None, default_title: str, *,
+                  height: int | None = None) -> go.Figure:
+    """Apply ``theme`` and the title every figure builder ends with; return ``fig``.
+
+    ``title=None`` gives ``default_title`` on screen and no title in the paper theme (a paper figure's caption
+    carries it); an explicit ``title`` is always drawn. ``height`` (px) overrides the screen theme's height.
+
+    Raises:
+        ValueError: unknown theme.
+    """
+    apply_theme(fig, theme)
+    if title is None and theme == "screen":
+        title = default_title
+    if title:
+        fig.update_layout(title=dict(text=title, x=0.01))
+    if height and theme == "screen":
+        fig.update_layout(height=height)
     return fig

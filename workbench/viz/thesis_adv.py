@@ -22,7 +22,8 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import apply_theme, color_for
+from .theme import color_for
+from .theme import finish_figure as _finish
 
 __all__ = ["lemma1_figure", "lemma2_figure", "fast_at_figure", "METHOD_LABELS"]
 
@@ -30,13 +31,6 @@ METHOD_LABELS = {"standard": "standard", "fgsm": "FGSM", "fgsm_rs": "FGSM-RS", "
                  "fgsm_gradalign": "FGSM + GradAlign"}
 
 
-def _finish(fig: go.Figure, theme: str, title: str | None, default: str) -> go.Figure:
-    apply_theme(fig, theme)
-    if title is None and theme == "screen":
-        title = default
-    if title:
-        fig.update_layout(title=dict(text=title, x=0.01))
-    return fig
 
 
 def _table(data: Any, key: str) -> pd.DataFrame:

@@ -21,7 +21,8 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import apply_theme, color_for
+from .theme import color_for
+from .theme import finish_figure as _finish
 
 __all__ = ["fig_diag_sam", "fig_switching", "fig_stochastic", "fig_relu1d", "fig_digits_sam",
            "fig_scale_sensitivity", "fig_diag_measures", "fig_mini_study", "bootstrap_ci"]
@@ -31,9 +32,6 @@ _METHOD_NAMES = {"erm": "ERM (GD)", "nsam": "n-SAM", "1sam": "1-SAM", "nsam_stoc
 _METHOD_COLOR = {"erm": 0, "nsam": 1, "1sam": 2, "nsam_stoch": 3, "random": 4}
 
 
-def _finish(fig: go.Figure, theme: str, title: str) -> go.Figure:
-    fig.update_layout(title=title)
-    return apply_theme(fig, theme)
 
 
 def _clip_log(v):
@@ -64,7 +62,7 @@ def fig_diag_sam(data: dict, *, theme: str = "screen", title: str | None = None)
         fig.update_yaxes(type="log", row=1, col=c)
     fig.update_xaxes(type="log", title_text="rho", row=1, col=3)
     fig.update_yaxes(type="log", row=1, col=3)
-    return _finish(fig, theme, title or "Diagonal linear nets: ERM vs n-SAM vs 1-SAM (Figs. 5.6, 5.14)")
+    return _finish(fig, theme, title, "Diagonal linear nets: ERM vs n-SAM vs 1-SAM (Figs. 5.6, 5.14)")
 
 
 def fig_switching(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
@@ -87,7 +85,7 @@ def fig_switching(data: dict, *, theme: str = "screen", title: str | None = None
                                      line=dict(color=color_for(5), dash=dash)), row=1, col=3)
     fig.update_yaxes(type="log", row=1, col=3)
     fig.update_xaxes(title_text="a", row=1, col=3)
-    return _finish(fig, theme, title or "Switching GD <-> 1-SAM and linear connectivity (Fig. 5.15)")
+    return _finish(fig, theme, title, "Switching GD <-> 1-SAM and linear connectivity (Fig. 5.15)")
 
 
 def fig_stochastic(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
@@ -105,7 +103,7 @@ def fig_stochastic(data: dict, *, theme: str = "screen", title: str | None = Non
     for col in (1, 2):
         fig.update_xaxes(type="log", title_text="iteration", row=1, col=col)
         fig.update_yaxes(type="log", row=1, col=col)
-    return _finish(fig, theme, title or "Stochastic (solid) vs full-batch (dashed) ERM / n-SAM / 1-SAM (Fig. 5.13)")
+    return _finish(fig, theme, title, "Stochastic (solid) vs full-batch (dashed) ERM / n-SAM / 1-SAM (Fig. 5.13)")
 
 
 def fig_relu1d(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
@@ -123,7 +121,7 @@ def fig_relu1d(data: dict, *, theme: str = "screen", title: str | None = None) -
         fig.update_xaxes(title_text="x", row=1, col=c)
     lo, hi = float(np.min(py)), float(np.max(py))
     fig.update_yaxes(range=[lo - 0.6 * (hi - lo), hi + 0.6 * (hi - lo)])
-    return _finish(fig, theme, title or "1-D ReLU nets: GD vs SAM interpolants over seeds (Fig. 5.7)")
+    return _finish(fig, theme, title, "1-D ReLU nets: GD vs SAM interpolants over seeds (Fig. 5.7)")
 
 
 def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
@@ -155,7 +153,7 @@ def fig_digits_sam(data: dict, *, theme: str = "screen", title: str | None = Non
     fig.update_yaxes(title_text="test error", tickformat=".1%")
     lo_y = max(0.0, float(runs.test_error.min()) * 0.8)
     fig.update_yaxes(range=[lo_y, float(runs.test_error.max()) * 1.1])
-    return _finish(fig, theme, title or "ERM vs random perturbation vs n-SAM vs m-SAM (mean, 95% bootstrap CI)")
+    return _finish(fig, theme, title, "ERM vs random perturbation vs n-SAM vs m-SAM (mean, 95% bootstrap CI)")
 
 
 def fig_scale_sensitivity(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
@@ -168,7 +166,7 @@ def fig_scale_sensitivity(data: dict, *, theme: str = "screen", title: str | Non
                                  line=dict(color=color_for(i))))
     fig.update_xaxes(type="log", title_text="weight scaling factor a")
     fig.update_yaxes(type="log", title_text="adaptive 1-sharpness")
-    return _finish(fig, theme, title or "Adaptive sharpness vs weight scale, linear model at zero error (Fig. 7.1)")
+    return _finish(fig, theme, title, "Adaptive sharpness vs weight scale, linear model at zero error (Fig. 7.1)")
 
 
 def fig_diag_measures(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
@@ -187,7 +185,7 @@ def fig_diag_measures(data: dict, *, theme: str = "screen", title: str | None = 
                                              showscale=i == 0, colorbar=dict(title="log10 lr"))), row=r + 1, col=c + 1)
         fig.update_xaxes(type="log", row=r + 1, col=c + 1)   # the subplot title names the measure
         fig.update_yaxes(type="log", title_text="test loss" if c == 0 else None, row=r + 1, col=c + 1)
-    return _finish(fig, theme, title or "Diagonal linear nets: test loss vs sharpness measures (Fig. 7.7)")
+    return _finish(fig, theme, title, "Diagonal linear nets: test loss vs sharpness measures (Fig. 7.7)")
 
 
 def fig_mini_study(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
@@ -210,4 +208,4 @@ def fig_mini_study(data: dict, *, theme: str = "screen", title: str | None = Non
     fig.update_yaxes(title_text="test error", tickformat=".1%", row=1, col=1)
     fig.update_xaxes(type="log", title_text="learning rate", row=1, col=2)
     fig.update_yaxes(type="log", title_text="sharpness", row=1, col=2)
-    return _finish(fig, theme, title or "Mini Ch. 7 study on digits: sharpness vs test error and learning rate")
+    return _finish(fig, theme, title, "Mini Ch. 7 study on digits: sharpness vs test error and learning rate")

@@ -25,21 +25,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import apply_theme, color_for
+from .theme import color_for
+from .theme import finish_figure as _finish
 
 __all__ = ["diag_nets_figure", "trajectory_figure", "quadratic_toy_figure", "relu1d_figure", "relu1d_snapshots_figure",
            "teacher_student_figure", "neurons_figure", "sde_figure"]
 
 
-def _finish(fig: go.Figure, theme: str, title: str | None, default: str, height: int | None = None) -> go.Figure:
-    apply_theme(fig, theme)
-    if title is None and theme == "screen":
-        title = default
-    if title:
-        fig.update_layout(title=dict(text=title, x=0.01))
-    if height and theme == "screen":
-        fig.update_layout(height=height)
-    return fig
 
 
 def _get(data: Any, key: str) -> pd.DataFrame:
