@@ -290,7 +290,7 @@ def test_trainer_with_epic_never_feeds_dropped_examples_and_logs_rounds(run_root
     assert steps[-1]["epoch"] == pytest.approx(4.0)
     # the CLI report rebuilds the defense from the checkpoint and writes its figures
     from workbench.defenses import defense_from_state
-    from workbench.defenses.cli import main as defense_cli
+    from workbench.cli import main as defense_cli
 
     again = defense_from_state(load_checkpoint(res.run_path / "checkpoints" / "last.pt")["defense"])
     pd.testing.assert_frame_equal(again.log, log)

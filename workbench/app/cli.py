@@ -5,7 +5,6 @@ command sets ``fn`` to its handler, which returns an exit status.
 """
 from __future__ import annotations
 
-import argparse
 import os
 
 __all__ = ["add_commands", "cmd_app", "cmd_pack_build", "cmd_pack_load"]
@@ -78,10 +77,3 @@ def add_commands(subparsers) -> None:
     ld.add_argument("--runs", default=os.environ.get("WORKBENCH_RUNS", "runs"),
                     help="runs folder (default: $WORKBENCH_RUNS or ./runs; the notebooks use ../runs from notebooks/)")
     ld.set_defaults(fn=cmd_pack_load)
-
-
-if __name__ == "__main__":  # pragma: no cover - handy before the lead wires the commands
-    parser = argparse.ArgumentParser(prog="workbench")
-    add_commands(parser.add_subparsers(dest="command", required=True))
-    a = parser.parse_args()
-    raise SystemExit(a.fn(a))

@@ -9,8 +9,6 @@ Heavy imports happen inside the handler so ``workbench --help`` stays fast.
 """
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
 
 __all__ = ["add_commands", "cmd_defense_report"]
@@ -70,18 +68,3 @@ def add_commands(subparsers) -> None:
     p.add_argument("--formats", default="html", help="comma-separated: html, png, svg, pdf")
     p.add_argument("--checkpoint", default="last.pt")
     p.set_defaults(fn=cmd_defense_report)
-
-
-def main(argv=None) -> int:  # pragma: no cover - standalone use: python -m workbench.defenses.cli
-    p = argparse.ArgumentParser(prog="workbench")
-    add_commands(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    try:
-        return int(args.fn(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

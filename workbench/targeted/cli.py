@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -160,18 +159,3 @@ def add_commands(subparsers) -> None:
                    help="e.g. epic:0.2:1:1 (budget:period:warmup), drop_highest_loss:0.1; repeatable")
     e.add_argument("--no-progress", action="store_true")
     e.set_defaults(fn=cmd_evaluate)
-
-
-def main(argv=None) -> int:  # pragma: no cover - standalone use: python -m workbench.targeted.cli
-    p = argparse.ArgumentParser(prog="workbench")
-    add_commands(p.add_subparsers(dest="command", required=True))
-    args = p.parse_args(argv)
-    try:
-        return int(args.fn(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
