@@ -29,7 +29,8 @@ _FIGURE_JS = """
   if (!gd || !gd.data) return {rendered: false, traces: []};
   const len = v => (v == null ? 0 : (v.length !== undefined ? v.length : 0));
   return {rendered: true, drawn: panel.querySelectorAll('.js-plotly-plot g.trace').length,
-          traces: gd.data.map(t => ({name: t.name || '', n: len(t.x)}))};
+          traces: gd.data.map(t => ({name: t.name || '', n: len(t.x),
+                                     last: len(t.y) ? Number(Array.from(t.y)[len(t.y) - 1]).toFixed(6) : null}))};
 }
 """
 
@@ -90,22 +91,35 @@ def test_guided_tour_in_app_mode_start_updates_the_figure_offline(tmp_path):
             assert "prepare(RUNS)" not in page.content()
             before = _wait(lambda: (lambda s: s if s and s["rendered"] and len(s["traces"]) >= 2 else None)(
                 page.evaluate(_FIGURE_JS)), 120, "the pack's curves in the training figure")
+            # a different seed, typed like a user, so the new runs' curves differ from the loaded ones
+            seed_box = panel.locator(".wb-seed input")
+            seed_box.fill("1")
+            seed_box.press("Enter")
+            time.sleep(1.0)
+            old = {(t["name"], t["n"], t["last"]) for t in before["traces"]}
+
+            def new_curves():
+                s = page.evaluate(_FIGURE_JS)
+                seen.append(s)
+                fresh = [t for t in (s or {}).get("traces", []) if (t["name"], t["n"], t["last"]) not in old]
+                return fresh or None
+
             panel.locator("button.wb-start").click()
             seen: list = []
             try:
-                _wait(lambda: (lambda s: s if (seen.append(s) or (s and len(s["traces"]) > len(before["traces"])))
-                               else None)(page.evaluate(_FIGURE_JS)), 300, "new runs' curves after Start")
+                _wait(new_curves, 300, "new runs' curves after Start")
             except AssertionError:
                 page.screenshot(path=str(ARTIFACTS / "app-guided-tour-failure.png"), full_page=False)
                 raise AssertionError(f"before {before}, last seen {seen[-1:]}\n" + "\n".join(events[-10:]))
             status = panel.locator(".wb-status")
             _wait(lambda: "Done" in status.inner_text(), 300, "the runs to finish")
             assert status.inner_text().count("finished") == 2
-            after = _wait(lambda: (lambda s: s if len(s["traces"]) == 2 * len(before["traces"]) else None)(
-                page.evaluate(_FIGURE_JS)), 30, "the final redraw")
-            # the loaded runs' curves stay; the new runs' epoch curves have both epochs
-            assert [t["n"] for t in after["traces"][:len(before["traces"])]] == [t["n"] for t in before["traces"]]
-            assert all(t["n"] >= 2 for t in after["traces"][len(before["traces"]):])
+            # the new runs' epoch curves end with both epochs, the loaded runs' curves stay
+            fresh = _wait(lambda: (lambda f: f if f and sum(t["n"] == 2 and "·" in t["name"] for t in f) >= 6 else None)(
+                new_curves()), 60, "the final redraw")
+            after = seen[-1]
+            assert old <= {(t["name"], t["n"], t["last"]) for t in after["traces"]}, "the loaded runs' curves vanished"
+            assert all(t["n"] >= 1 for t in fresh)
             page.screenshot(path=str(ARTIFACTS / "app-guided-tour.png"), full_page=False)
         finally:
             browser.close()
