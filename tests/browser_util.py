@@ -12,7 +12,6 @@ import json
 import os
 import re
 import secrets
-import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +21,8 @@ import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
+
+from workbench.app.server import _children, stop_process_tree
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -63,12 +64,16 @@ class LabServer:
             return ""
 
 
-def _children(pid: int) -> list:
-    try:
-        import psutil
-        return psutil.Process(pid).children(recursive=True)
-    except Exception:
-        return []
+def wait_for(pred, timeout: float, what: str, poll: float = 0.25):
+    """Poll ``pred()`` until it returns something truthy (returned) or ``timeout`` s pass (AssertionError)."""
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        last = pred()
+        if last:
+            return last
+        time.sleep(poll)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 @contextmanager
@@ -135,23 +140,7 @@ def jupyter_lab(root: Path, tmp: Path, env: Mapping[str, str] | None = None, *,
                 proc.wait(timeout=15)
             except Exception:
                 pass
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        for c in known.values():
-            try:
-                if c.is_running():
-                    c.terminate()
-                    c.wait(timeout=5)
-            except Exception:
-                try:
-                    c.kill()
-                except Exception:
-                    pass
+        stop_process_tree(proc, known, term_timeout=10)
 
 
 # --------------------------------------------------------------- page actions

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from browser_util import CHROMIUM, CHROMIUM_ARGS
+from browser_util import wait_for as _wait
 
 REPO = Path(__file__).resolve().parents[1]
 ARTIFACTS = REPO / "test-artifacts"
@@ -35,15 +36,6 @@ _FIGURE_JS = """
 """
 
 
-def _wait(pred, timeout: float, what: str, poll: float = 0.5):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 @pytest.mark.timeout(600)

@@ -29,6 +29,7 @@ from browser_util import (
     run_all_cells,
     wait_all_cells_done,
 )
+from browser_util import wait_for as _wait
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "00_quickstart.ipynb"
@@ -59,15 +60,6 @@ def _epoch_traces(state) -> list[dict]:
     return [t for t in (state or {}).get("traces", []) if not t["name"].endswith("(batches)")]
 
 
-def _wait(pred, timeout: float, what: str, poll: float = 0.25):
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = pred()
-        if last:
-            return last
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})")
 
 
 @pytest.mark.timeout(300)

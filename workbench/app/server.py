@@ -165,6 +165,35 @@ def _children(pid: int) -> list:
         return []
 
 
+def stop_process_tree(proc: subprocess.Popen, known: dict | None = None, *, term_timeout: float = 15) -> None:
+    """Stop a server process and every child it started (its kernels), killing what does not stop.
+
+    ``known`` maps pid → ``psutil.Process`` of children recorded earlier (the current children are
+    added before the server is signalled, so none outlives a server that has to be killed).
+    SIGTERM first, SIGKILL after ``term_timeout`` s (server) or 5 s (each child).
+    """
+    known = {} if known is None else known
+    for c in _children(proc.pid):
+        known[c.pid] = c
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=term_timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+    for c in known.values():
+        try:
+            if c.is_running():
+                c.terminate()
+                c.wait(timeout=5)
+        except Exception:
+            try:
+                c.kill()
+            except Exception:
+                pass
+
+
 @contextmanager
 def serve(*, notebooks: str | Path | None = None, port: int | None = None, token: str | None = None,
           env: Mapping[str, str] | None = None, log: str | Path | None = None, start_timeout: float = 60.0,
@@ -183,7 +212,7 @@ def serve(*, notebooks: str | Path | None = None, port: int | None = None, token
         proc = subprocess.Popen(argv, cwd=server.root, env=e, stdout=fh, stderr=subprocess.STDOUT,
                                 stdin=subprocess.DEVNULL)
     server.proc, server.log, server.argv = proc, logpath, argv
-    known: dict = {}
+    known: dict = {}  # kernels seen while serving: none survives a server that has to be killed
     try:
         deadline = time.monotonic() + start_timeout
         while True:
@@ -200,25 +229,7 @@ def serve(*, notebooks: str | Path | None = None, port: int | None = None, token
             time.sleep(0.25)
         yield server
     finally:
-        for c in _children(proc.pid):
-            known[c.pid] = c
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-        for c in known.values():
-            try:
-                if c.is_running():
-                    c.terminate()
-                    c.wait(timeout=5)
-            except Exception:
-                try:
-                    c.kill()
-                except Exception:
-                    pass
+        stop_process_tree(proc, known)
 
 
 def run_app(notebook: str | None = None, *, notebooks: str | Path | None = None, port: int = 8866,
