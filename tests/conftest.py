@@ -27,3 +27,13 @@ def run_root(tmp_path) -> Path:
 
 def pytest_configure(config):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread for the test, restored afterwards: the thesis' toy models are far too small for
+    intra-op parallelism, and on a busy 2-core machine a second thread only spins."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

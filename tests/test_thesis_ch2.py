@@ -15,13 +15,7 @@ from workbench.thesis.ch2 import (SingleLayerCNN, cosine_per_example, cyclic_lr,
                                   robust_accuracy)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is faster than two and does not spin against other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _smooth_model(seed=0):

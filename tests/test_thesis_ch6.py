@@ -14,13 +14,7 @@ from workbench.thesis.metrics import (diag_net_jacobian_rank, fsc, functional_ja
                                       singular_value_rank)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one torch thread is faster than two and does not spin against other processes."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 # ------------------------------------------------------------------ schedules

@@ -16,14 +16,7 @@ from workbench.thesis.sam_toy import (count_kinks, diag_grad, diag_loss, diag_st
 D64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These toy models are far too small for intra-op parallelism; on a busy 2-core machine a second
-    thread only spins. One thread per test, restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _two_example_problem():
