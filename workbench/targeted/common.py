@@ -12,6 +12,8 @@ No UI imports.
 """
 from __future__ import annotations
 
+import math
+
 import contextlib
 import time
 from dataclasses import dataclass
@@ -70,6 +72,18 @@ class Attack:
 
     def config(self) -> dict:
         return {}
+
+    @staticmethod
+    def _check_steps(iterations, lr, lr_unit: str = "") -> None:
+        """Validate the iteration count and step size every attack takes.
+
+        Raises:
+            ValueError: ``iterations`` not a positive integer, or ``lr`` not a positive finite number.
+        """
+        if not isinstance(iterations, int) or iterations < 1:
+            raise ValueError(f"iterations={iterations!r} is invalid: must be a positive integer")
+        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+            raise ValueError(f"lr={lr!r} is invalid: must be a positive step size{lr_unit}")
 
     def _emit(self, callback, restart, it, iters, loss, best, t0) -> None:
         self.history.append({"restart": restart, "iteration": it, "loss": float(loss)})

@@ -29,7 +29,6 @@ No UI imports.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import Callable, Sequence
@@ -91,10 +90,7 @@ class FeatureCollision(Attack):
     def __init__(self, iterations: int = 120, lr: float = 0.01, beta: float = 0.1, decay: float = 0.5,
                  tol: float = 1e-5):
         super().__init__()
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations={iterations!r} is invalid: must be a positive integer")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr={lr!r} is invalid: must be a positive step size")
+        self._check_steps(iterations, lr)
         if not (isinstance(beta, (int, float)) and beta >= 0):
             raise ValueError(f"beta={beta!r} is invalid: must be >= 0")
         if not (0 < decay < 1):
@@ -177,10 +173,7 @@ class BullseyePolytope(Attack):
 
     def __init__(self, iterations: int = 400, lr: float = 0.01, *, init_noise: float = 0.0, seed: int = 0):
         super().__init__()
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations={iterations!r} is invalid: must be a positive integer")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr={lr!r} is invalid: must be a positive step size")
+        self._check_steps(iterations, lr)
         if not 0 <= init_noise <= 1:
             raise ValueError(f"init_noise={init_noise!r} is invalid: a fraction of epsilon in [0, 1]")
         self.iterations, self.lr, self.init_noise, self.seed = iterations, float(lr), float(init_noise), int(seed)

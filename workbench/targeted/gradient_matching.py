@@ -31,7 +31,6 @@ No UI imports.
 """
 from __future__ import annotations
 
-import math
 import threading
 import time
 from typing import Callable
@@ -88,10 +87,7 @@ class GradientMatching(Attack):
     def __init__(self, iterations: int = 250, lr: float = 0.01, restarts: int = 8, *, augment: bool = False,
                  padding: int = 1, flip: bool = False, batch_size: int = 512, seed: int = 0):
         super().__init__()
-        if not isinstance(iterations, int) or iterations < 1:
-            raise ValueError(f"iterations={iterations!r} is invalid: must be a positive integer")
-        if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-            raise ValueError(f"lr={lr!r} is invalid: must be a positive step size (pixel scale)")
+        self._check_steps(iterations, lr, " (pixel scale)")
         if not isinstance(restarts, int) or restarts < 1:
             raise ValueError(f"restarts={restarts!r} is invalid: must be a positive integer")
         if not isinstance(batch_size, int) or batch_size < 1:
