@@ -178,6 +178,16 @@ def variant_configs(base_cfg: RunConfig, seed: int, *, poison_path: str | Path |
     return {k: out[k] for k in VARIANTS if k in out}
 
 
+def _attach_poison(rec: dict) -> None:
+    """Give a finished crafting run's record its ``poison_path``; a finished run without a poison file failed."""
+    if rec["status"] == "finished" and rec.get("run_path"):
+        pp = Path(rec["run_path"]) / "artifacts" / POISON_FILE
+        if pp.is_file():
+            rec["poison_path"] = str(pp)
+        else:
+            rec.update(status="failed", error=f"the crafting run finished but wrote no {pp}")
+
+
 def _craft_config(base_cfg: RunConfig, seed: int, root: Path, name: str) -> RunConfig:
     """The crafting run: SAM (or ASAM when the base config already uses it) on the clean data."""
     sam = base_cfg.optim.name if base_cfg.optim.is_sam else "sam"
@@ -656,12 +666,7 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
         rec = runner.train(cfg, prev, stepper_factory=lambda: SharpnessAwarePoisoner(poison_cfg),
                            on_start=lambda p: record(dict(head, status="running", run_path=str(p))))
         rec = dict(head, **rec)
-        if rec["status"] == "finished" and rec.get("run_path"):
-            pp = Path(rec["run_path"]) / "artifacts" / POISON_FILE
-            if pp.is_file():
-                rec["poison_path"] = str(pp)
-            else:
-                rec.update(status="failed", error=f"the crafting run finished but wrote no {pp}")
+        _attach_poison(rec)
         record(rec)
         done += 1
         runner.emit(PoisonStudyEvent("run_ended", rec, total, done))
@@ -877,12 +882,7 @@ def poison_search(base_cfg: RunConfig, grid: Mapping[str, Sequence] | None = Non
             runner.emit(PoisonStudyEvent("run_started", dict(h, status="running"), total, done))
             rec = dict(h, **runner.train(cfg, craft, stepper_factory=lambda pc=pc: SharpnessAwarePoisoner(pc),
                                          on_start=lambda p, h=h: record(dict(h, status="running", run_path=str(p)))))
-            if rec["status"] == "finished" and rec.get("run_path"):
-                pp = Path(rec["run_path"]) / "artifacts" / POISON_FILE
-                if pp.is_file():
-                    rec["poison_path"] = str(pp)
-                else:
-                    rec.update(status="failed", error=f"the crafting run finished but wrote no {pp}")
+            _attach_poison(rec)
             record(rec)
             done += 1
             runner.emit(PoisonStudyEvent("run_ended", rec, total, done))
