@@ -181,6 +181,23 @@ def test_fig6_4_long_warmup_gives_simpler_sparser_predictor():
     assert set(rep.data["functions"]["iteration"].unique()) >= {0}
 
 
+def test_fig6_12_larger_warmup_gets_runs_stuck_at_a_high_loss():
+    rep = registry.run("fig6.12", size="test", figure=True)
+    m, summ = rep.metrics, rep.data["summary"]
+    assert m["stuck_fraction_400"] == 0.0                                       # 400x fits (Fig. 6.4)
+    assert m["stuck_fraction_400"] <= m["stuck_fraction_500"] <= m["stuck_fraction_600"]
+    assert m["stuck_fraction_600"] > 0
+    stuck = summ[summ["stuck"]]
+    assert (stuck["final_loss"] > 10 ** -1.5).all() and (stuck["factor"] > 400).all()
+    fits = summ[summ["factor"] == 400]
+    assert (fits["final_loss"] < 10 ** -1.5).all()
+    # the stuck init fits with the 400x warm-up: same init, same example order, only the step sizes differ
+    for init in stuck["init"]:
+        assert summ[(summ.init == init) & (summ.factor == 400)]["final_loss"].iloc[0] < 1e-2
+    assert rep.verdict is True
+    assert len(rep.figure.data) > 0
+
+
 def test_fig6_5_teacher_student_ordering_and_sparsity_on_both_layers():
     rep = registry.run("fig6.5", size="test", figure=True)
     m = rep.metrics
@@ -190,6 +207,39 @@ def test_fig6_5_teacher_student_ordering_and_sparsity_on_both_layers():
         assert m[f"fsc_layer{layer}_before_decay_last"] < m[f"fsc_layer{layer}_small_eta_same_iteration"]
     assert m["rank_before_decay_last"] < m["rank_small_eta_same_iteration"]
     assert rep.verdict is True
+
+
+def test_fig6_10_small_step_stays_lazy_large_step_clusters_on_teacher():
+    rep = registry.run("fig6.10", size="test", figure=True)
+    m = rep.metrics
+    assert m["eta_large"] < m["edge_of_stability"] and m["eta_large"] > 2 * 0.13
+    assert m["movement_deg_small"] < m["movement_deg_50"] / 3                  # small eta: lazy
+    assert m["teacher_angle_deg_50"] < m["teacher_angle_deg_small"]              # large eta: on the teacher
+    assert m["within_5deg_50"] > m["within_5deg_small"]
+    assert m["final_fsc_layer1_50"] < m["final_fsc_layer1_small"]               # sparser features (Fig. 6.14)
+    assert all(m[f"final_test_loss_{k}"] < m["final_test_loss_small"] for k in ("10", "30", "50"))
+    assert rep.verdict is True
+    geo = rep.data["geometry"]
+    assert list(geo["key"]) == ["small", "10", "30", "50"]
+
+
+def test_edge_of_stability_step_brackets_divergence():
+    from workbench.models.teacher_student import make_student, teacher_student_data
+    from workbench.thesis.ch6 import edge_of_stability_step, piecewise_constant, train_relu_nets
+
+    data = teacher_student_data(d=2, n=15, teacher_hidden=(3,), bias=False, chizat=True, seed=0)
+    student = lambda: make_student(2, (20,), scales=(0.5, 0.0), bias=False, seed=0)  # noqa: E731
+    sched = lambda e: piecewise_constant(2000, e, 0.5, 5.0)                          # noqa: E731
+    edge = edge_of_stability_step(student, data, sched, lo=0.13, hi=1.0, iters=6)
+    losses = []
+    for eta in (edge, edge * 1.15):
+        df, _ = train_relu_nets([student()], data.x_train, data.y_train, data.x_test, data.y_test, sched(eta)[None],
+                                names=["r"], checkpoints=2)
+        losses.append(df["train_loss"].iloc[-1])
+    assert np.isfinite(losses[0]) and losses[0] < 1e3
+    assert not (np.isfinite(losses[1]) and losses[1] < 1e3)
+    with pytest.raises(ValueError, match="lower end"):
+        edge_of_stability_step(student, data, sched, lo=5.0, hi=10.0)
 
 
 def test_fig6_9_sde_tracks_sgd_and_gradient_flow_does_not_sparsify():

@@ -8,7 +8,8 @@ an empty figure with its axes.
   (SGD solid, GD dashed); dotted verticals at the decay points
 * :func:`trajectory_figure`  Fig. 6.3 — GD and SGD iterates in span{w* − w_init, w_flow − w_init}
 * :func:`quadratic_toy_figure` Prop. 6.3.2 — θ_t and F(θ_t) with the proposition's bands
-* :func:`relu1d_figure`      Figs. 6.4 / 6.12 — train loss, rank, FSC, kinks vs iteration, and the learned functions
+* :func:`relu1d_figure`      Fig. 6.4 — train loss, rank, FSC, kinks vs iteration, and the learned functions
+* :func:`overregularization_figure` Fig. 6.12 — 400× vs 500× warm-up over several inits: stuck runs
 * :func:`relu1d_snapshots_figure` Fig. 6.13 — predictor snapshots over training
 * :func:`teacher_student_figure` Figs. 6.5 / 6.14 — train/test loss, rank, FSC per hidden layer
 * :func:`neurons_figure`     Fig. 6.10 — first-layer neurons (init → final) and teacher directions, small vs large η
@@ -29,7 +30,7 @@ from .theme import color_for
 from .theme import finish_figure as _finish
 
 __all__ = ["diag_nets_figure", "trajectory_figure", "quadratic_toy_figure", "relu1d_figure", "relu1d_snapshots_figure",
-           "teacher_student_figure", "neurons_figure", "sde_figure"]
+           "teacher_student_figure", "neurons_figure", "sde_figure", "overregularization_figure"]
 
 
 
@@ -186,6 +187,59 @@ def relu1d_figure(data: Any, *, theme: str = "screen", title: str | None = None)
         fig.update_xaxes(title="iteration", row=r, col=c)
     fig.update_xaxes(title="x", row=1, col=2)
     return _finish(fig, theme, title, "Two-layer ReLU net, 1-D regression (Figs. 6.4 / 6.12)", height=680)
+
+
+def overregularization_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
+    """Fig. 6.12: ``data`` = output of :func:`workbench.thesis.ch6.repro_relu1d_overregularized` (``metrics``,
+    ``functions``, ``points``, ``summary`` with init / factor / run / final_loss / stuck, ``stuck_level``). Panels:
+    train loss of every run (colour = warm-up factor), final train loss per initialisation, and the final predictors
+    of one initialisation (the first one that gets stuck with the largest factor) for every factor."""
+    df = _get(data, "metrics")
+    fn = _get(data, "functions")
+    pts = _get(data, "points")
+    summ = _get(data, "summary")
+    level = data.get("stuck_level") if isinstance(data, dict) else None
+    factors = sorted(summ["factor"].unique()) if len(summ) else []
+    colour = {f: color_for(i) for i, f in enumerate(factors)}
+    stuck = summ[summ["stuck"] & (summ["factor"] == factors[-1])] if len(summ) else summ
+    show = int(stuck["init"].iloc[0]) if len(stuck) else (int(summ["init"].iloc[0]) if len(summ) else None)
+    fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
+                        subplot_titles=["train loss (every init)", "final train loss per init",
+                                        f"final predictors, init {show}" if show is not None else "final predictors"])
+    seen: set = set()
+    for _, r in summ.iterrows():
+        g = df[df["run"] == r["run"]]
+        f = r["factor"]
+        fig.add_trace(go.Scatter(x=g["iteration"], y=g["train_loss"], name=f"{f:g}x warm-up", legendgroup=f"{f:g}",
+                                 showlegend=f not in seen, opacity=0.75, line=dict(color=colour[f], width=1.2),
+                                 hovertext=r["run"]), 1, 1)
+        seen.add(f)
+    for f in factors:
+        g = summ[summ["factor"] == f]
+        fig.add_trace(go.Scatter(x=g["init"], y=g["final_loss"], mode="markers", name=f"{f:g}x warm-up",
+                                 legendgroup=f"{f:g}", showlegend=False,
+                                 marker=dict(color=colour[f], size=10, symbol=["x" if s else "circle" for s in g["stuck"]]),
+                                 hovertext=[f"{'stuck' if s else 'fits'}: {v:.2e}" for s, v in zip(g["stuck"], g["final_loss"])]),
+                      1, 2)
+    if level:
+        for c in (1, 2):
+            fig.add_hline(y=level, line=dict(color="grey", dash="dash", width=1), row=1, col=c)
+    if show is not None and len(fn):
+        for _, r in summ[summ["init"] == show].iterrows():
+            f = fn[fn["run"] == r["run"]]
+            f = f[f["iteration"] == f["iteration"].max()]
+            fig.add_trace(go.Scatter(x=f["x"], y=f["y_hat"], name=f"{r['factor']:g}x warm-up", legendgroup=f"{r['factor']:g}",
+                                     showlegend=False, line=dict(color=colour[r["factor"]])), 1, 3)
+    if len(pts):
+        fig.add_trace(go.Scatter(x=pts["x"], y=pts["y"], mode="markers", name="training points",
+                                 marker=dict(color="black", size=7)), 1, 3)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=1)
+    fig.update_yaxes(type="log", exponentformat="power", row=1, col=2)
+    fig.update_xaxes(title="iteration", row=1, col=1)
+    fig.update_xaxes(title="initialisation (seed)", dtick=1, row=1, col=2)
+    fig.update_xaxes(title="x", row=1, col=3)
+    return _finish(fig, theme, title, "Larger warm-up over-regularises: runs stuck at a high loss (Fig. 6.12)",
+                   height=420)
 
 
 def relu1d_snapshots_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
