@@ -177,6 +177,8 @@ def test_fig6_4_long_warmup_gives_simpler_sparser_predictor():
     assert m["final_rank_50"] < 0.5 * m["final_rank_2"] and m["final_fsc_50"] < m["final_fsc_2"]
     assert m["rank_before_decay_50"] < m["rank_early_50"] and m["fsc_before_decay_50"] < m["fsc_early_50"]
     assert m["plateau_log10_loss_median_50"] > -1.5
+    # Fig. 6.13: first simplified (during the high-loss plateau), then fitted (after the decay)
+    assert np.log10(m["final_loss_50"]) < m["plateau_log10_loss_median_50"] - 2
     assert rep.verdict is True
     assert set(rep.data["functions"]["iteration"].unique()) >= {0}
 
