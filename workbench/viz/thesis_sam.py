@@ -8,7 +8,8 @@ Pure builders: a reproduction's ``data`` in, a ``plotly.graph_objects.Figure`` o
 * :func:`fig_switching`         Fig 5.15: test/train loss vs iteration with the switch, and loss along the interpolation
 * :func:`fig_stochastic`        Fig 5.13: test/train loss vs iteration, full batch (dashed) vs stochastic (solid)
 * :func:`fig_relu1d`            Fig 5.7: learned 1-D functions per seed, GD vs SAM, with the 12 points
-* :func:`fig_digits_sam`        Figs 5.1/5.16: test error per method (mean ± 95 % bootstrap CI over seeds)
+* :func:`fig_digits_sam`        Figs 5.1/5.16 (+5.12): final test error per method (mean ± 95 % bootstrap CI over
+                                seeds), test error and error on the noisy labels vs epoch
 * :func:`fig_scale_sensitivity` Fig 7.1: adaptive sharpness vs weight scale (log-log), per ρ
 * :func:`fig_diag_measures`     Fig 7.7: test loss vs each sharpness measure, τ in the subplot titles
 * :func:`fig_mini_study`        mini Ch. 7 study: test error vs sharpness and sharpness vs learning rate
@@ -21,7 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from .theme import color_for
+from .theme import PALETTE, color_for
 from .theme import finish_figure as _finish
 
 __all__ = ["fig_diag_sam", "fig_switching", "fig_stochastic", "fig_relu1d", "fig_digits_sam",
@@ -135,10 +136,37 @@ def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
     return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
+def _digits_colors(runs, labels) -> tuple[dict, dict]:
+    """Colours and line dashes of ``fig5.16``'s methods: baselines in distinct colours (dashed curves), m-SAM on a
+    blue scale, darkest for the smallest m (solid curves)."""
+    from plotly.colors import sample_colorscale
+
+    base = {"erm": "#555555", "random": "#D55E00", "nsam": "#009E73"}
+    kinds = runs.drop_duplicates("label").set_index("label").method
+    sam = [lab for lab in labels if kinds.get(lab) == "msam"]
+    shades = sample_colorscale("Blues", list(np.linspace(0.95, 0.45, len(sam)))) if len(sam) > 1 else [PALETTE[0]]
+    colors = {lab: base.get(kinds.get(lab), color_for(i)) for i, lab in enumerate(labels)}
+    colors.update(zip(sam, shades))
+    dash = {lab: "solid" if lab in sam else "dash" for lab in labels}
+    return colors, dash
+
+
 def fig_digits_sam(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Figs 5.1/5.16 analogue from ``data = {"runs": DataFrame(method, m, seed, test_error, ...)}``."""
+    """Figs 5.1/5.16 (+ 5.12) analogue from ``data`` of ``fig5.16``: ``runs`` (label, method, m, seed, test_error,
+    ...) gives (a) final test error per method (mean, 95 % bootstrap CI, one dot per seed); ``curves`` (label, seed,
+    epoch, test_error, train_error_noisy), when present, gives (b) test error vs epoch and, with label noise,
+    (c) training error on the noisy labels vs epoch (means over seeds)."""
     runs = data["runs"]
-    fig = go.Figure()
+    curves = data.get("curves")
+    has_curves = curves is not None and len(curves) > 0
+    has_noisy = has_curves and bool(curves.train_error_noisy.notna().any())
+    titles = ["(a) final test error (mean, 95% CI, seeds)"]
+    if has_curves:
+        titles.append("(b) test error vs epoch")
+    if has_noisy:
+        titles.append("(c) training error on the noisy labels")
+    fig = make_subplots(rows=1, cols=len(titles), subplot_titles=titles, horizontal_spacing=0.08,
+                        column_widths=[1.3] + [1.0] * (len(titles) - 1))
     labels, means, lo, hi = [], [], [], []
     for lab, sel in runs.groupby("label", sort=False):
         mu, a, b = bootstrap_ci(sel.test_error)
@@ -146,14 +174,38 @@ def fig_digits_sam(data: dict, *, theme: str = "screen", title: str | None = Non
         means.append(mu)
         lo.append(mu - a)
         hi.append(b - mu)
+    colors, dash = _digits_colors(runs, labels)
     fig.add_trace(go.Bar(x=labels, y=means, error_y=dict(type="data", array=hi, arrayminus=lo),
-                         marker_color=[color_for(i) for i in range(len(labels))], name="mean test error"))
-    fig.add_trace(go.Scatter(x=runs.label, y=runs.test_error, mode="markers", name="seeds",
-                             marker=dict(color="black", size=6, opacity=0.6)))
-    fig.update_yaxes(title_text="test error", tickformat=".1%")
-    lo_y = max(0.0, float(runs.test_error.min()) * 0.8)
-    fig.update_yaxes(range=[lo_y, float(runs.test_error.max()) * 1.1])
-    return _finish(fig, theme, title, "ERM vs random perturbation vs n-SAM vs m-SAM (mean, 95% bootstrap CI)")
+                         marker_color=[colors[lab] for lab in labels], name="mean test error", showlegend=False),
+                  row=1, col=1)
+    fig.add_trace(go.Scatter(x=runs.label, y=runs.test_error, mode="markers", name="seeds", showlegend=False,
+                             marker=dict(color="white", size=6, line=dict(color="black", width=1))), row=1, col=1)
+    fig.update_yaxes(title_text="test error", tickformat=".0%", rangemode="tozero", row=1, col=1)
+    fig.update_xaxes(tickangle=-40, row=1, col=1)
+    if has_curves:
+        mean_curves = curves.groupby(["label", "epoch"], sort=False)[["test_error", "train_error_noisy"]].mean()
+        for lab in labels:
+            if lab not in mean_curves.index.get_level_values(0):
+                continue
+            c = mean_curves.loc[lab]
+            for col, key in ((2, "test_error"), (3, "train_error_noisy")):
+                if col == 3 and not has_noisy:
+                    continue
+                fig.add_trace(go.Scatter(x=c.index, y=c[key], mode="lines", name=lab, legendgroup=lab,
+                                         showlegend=col == 2, line=dict(color=colors[lab], dash=dash[lab])),
+                              row=1, col=col)
+        fig.update_xaxes(title_text="epoch", row=1, col=2)
+        fig.update_yaxes(tickformat=".0%", rangemode="tozero", row=1, col=2)
+        if has_noisy:
+            fig.update_xaxes(title_text="epoch", row=1, col=3)
+            fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=3)
+    _finish(fig, theme, title, "ERM vs random perturbation vs n-SAM vs m-SAM on digits"
+            + (f" ({data.get('label_noise', 0):.0%} label noise)" if has_noisy else ""), height=460)
+    fig.update_layout(legend=dict(tracegroupgap=2))
+    if theme == "paper":  # subplot titles at the paper font size; room for the nine legend entries
+        fig.update_annotations(font_size=fig.layout.font.size + 1)
+        fig.update_layout(height=300)
+    return fig
 
 
 def fig_scale_sensitivity(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
