@@ -96,6 +96,12 @@ def test_voila_serves_every_study_on_localhost_with_a_token(tmp_path):
         assert html.count("finished") >= 2 and "test acc" in html
         assert "quickstart_configs(epochs=EPOCHS" not in html and "from workbench.presets import" not in html
         assert len([p for p in (tmp_path / "runs").iterdir() if p.is_dir()]) >= 2
+        # plotly's widget module is served once, at the URL the kernels were given, and nothing else is opened up
+        esm_url = srv.plotly_esm
+        assert esm_url.startswith(srv.base + "voila/files/runs/app/static/plotly-widgetbundle-")
+        status, js = _get(srv.url(esm_url[len(srv.base):]))
+        assert status == 200 and len(js) > 1_000_000 and "export" in js
+        assert _get(srv.url("voila/files/pyproject.toml"))[0] in (403, 404)
         # every other study is served (page head streamed with its title; its kernel is not awaited)
         for p in NOTEBOOKS:
             if p.name == "00_quickstart.ipynb":
@@ -210,6 +216,26 @@ def test_classroom_mode_shrinks_defaults_and_keeps_the_given_setting_one_click_a
 
 
 # ----------------------------------------------------------------------------- CLI
+def test_figure_widgets_load_plotly_from_the_served_url_in_app_mode(tmp_path, monkeypatch):
+    import plotly.graph_objects as go
+
+    from workbench.app.server import PLOTLY_ESM_ENV, publish_plotly_module
+    from workbench.ui.base import figure_widget
+
+    monkeypatch.delenv(PLOTLY_ESM_ENV, raising=False)
+    plain = figure_widget(go.Figure(go.Scatter(y=[1, 2])))
+    assert isinstance(plain, go.FigureWidget) and len(plain._esm) > 1_000_000   # the bundle inline, per figure
+    url = "http://127.0.0.1:8866/voila/files/runs/app/static/plotly-widgetbundle.js"
+    monkeypatch.setenv(PLOTLY_ESM_ENV, url)
+    a, b = figure_widget(go.Figure(go.Scatter(y=[1, 2]))), figure_widget()
+    assert isinstance(a, go.FigureWidget) and a._esm == url == b._esm and len(a.data) == 1
+    copy = publish_plotly_module(tmp_path)
+    import plotly
+    src = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
+    assert copy.read_bytes() == src.read_bytes() and plotly.__version__ in copy.name
+    assert publish_plotly_module(tmp_path) == copy                                 # idempotent
+
+
 def test_cli_commands_parse(tmp_path):
     from workbench.app.cli import add_commands, cmd_app, cmd_pack_build, cmd_pack_load
 

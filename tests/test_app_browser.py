@@ -73,6 +73,8 @@ def test_guided_tour_in_app_mode_start_updates_the_figure_offline(tmp_path):
             page.on("console", lambda m: events.append(f"console {m.type}: {m.text}"[:300]))
             page.on("framenavigated", lambda f: events.append(f"navigated {f.url[:120]}"))
             page.on("crash", lambda p: events.append("page crashed"))
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)[:300]))
             page.on("websocket", lambda ws: ws.on("close", lambda w: events.append(f"websocket closed {w.url[:80]}")))
             page.goto(srv.notebook_url("10_guided_tour.ipynb"), wait_until="domcontentloaded", timeout=300_000)
             panel = page.locator(".wb-training-panel").first
@@ -113,6 +115,8 @@ def test_guided_tour_in_app_mode_start_updates_the_figure_offline(tmp_path):
             assert old <= {(t["name"], t["n"], t["last"]) for t in after["traces"]}, "the loaded runs' curves vanished"
             assert all(t["n"] >= 1 for t in fresh)
             page.screenshot(path=str(ARTIFACTS / "app-guided-tour.png"), full_page=False)
+            # every figure's front end initialised (anywidget gives each 2 s; the shared plotly module URL)
+            assert not [e for e in errors if "Failed to initialize" in e], errors
         finally:
             browser.close()
     assert external == [], f"the app fetched from the network: {external}"

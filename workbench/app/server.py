@@ -16,6 +16,8 @@ What the server does:
   Voilà's ``lab`` template without its two CDN links, so the page loads
   nothing from outside the server (Font Awesome is bundled by Voilà; plotly.js
   comes with plotly's FigureWidget / JupyterLab extension);
+* serves one copy of plotly's widget module (``runs/app/static/``, :func:`publish_plotly_module`) and tells
+  the kernels its URL (``WORKBENCH_PLOTLY_ESM``), so a page's figures load it once instead of once each;
 * the landing page is ``workbench/app/index.ipynb``: it lists the notebooks of
   ``notebooks/`` with one line each (:func:`workbench.app.studies.list_studies`).
   When the package is not inside the served folder (a non-editable install), a
@@ -26,6 +28,7 @@ No science here; no UI imports.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import shutil
 import signal
@@ -43,12 +46,15 @@ from typing import Iterator, Mapping
 
 from .studies import find_notebooks_dir
 
-__all__ = ["AppServer", "voila_command", "serve", "run_app", "landing_notebook", "TEMPLATE", "SHARE"]
+__all__ = ["AppServer", "voila_command", "serve", "run_app", "landing_notebook", "publish_plotly_module",
+           "PLOTLY_ESM_ENV", "TEMPLATE", "SHARE"]
 
 HERE = Path(__file__).resolve().parent
 SHARE = HERE / "share"
 TEMPLATE = "workbench"
 LANDING = HERE / "index.ipynb"
+#: Environment variable with the URL of plotly's widget module (read by :func:`workbench.ui.base.figure_widget`).
+PLOTLY_ESM_ENV = "WORKBENCH_PLOTLY_ESM"
 
 
 def _voila_executable() -> str:
@@ -96,6 +102,7 @@ class AppServer:
     proc: subprocess.Popen | None = None
     log: Path | None = None
     argv: list[str] = field(default_factory=list)
+    plotly_esm: str = ""   # URL of plotly's widget module, as given to the kernels (WORKBENCH_PLOTLY_ESM)
 
     @property
     def base(self) -> str:
@@ -123,6 +130,23 @@ class AppServer:
             return ""
 
 
+def publish_plotly_module(root: Path) -> Path:
+    """Copy plotly's front-end widget module (``plotly/package_data/widgetbundle.js``, ~5 MB) to
+    ``<root>/runs/app/static/plotly-widgetbundle-<version>.js`` (atomically, once per plotly version), where Voilà
+    serves it under ``/voila/files/`` so that all figures of a page load it from one URL
+    (:func:`workbench.ui.base.figure_widget`). Returns the copy's path."""
+    import plotly
+
+    src = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
+    dst = root / "runs" / "app" / "static" / f"plotly-widgetbundle-{plotly.__version__}.js"
+    if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    return dst
+
+
 def voila_command(*, notebooks: str | Path | None = None, port: int | None = None, token: str | None = None,
                   env: Mapping[str, str] | None = None, extra: list[str] | None = None) -> tuple[AppServer, list[str], dict]:
     """The Voilà command line and environment for app mode.
@@ -144,16 +168,23 @@ def voila_command(*, notebooks: str | Path | None = None, port: int | None = Non
     port = int(port) if port else free_port()
     token = token or secrets.token_hex(24)
     landing = landing_notebook(root)
+    esm = publish_plotly_module(root)
+    allow = [r".*\.(png|jpg|gif|svg)", re.escape(esm.relative_to(root).as_posix())]
     argv = [_voila_executable(), "--no-browser", f"--port={port}", "--Voila.port_retries=0", "--Voila.ip=127.0.0.1",
             f"--token={token}", f"--Voila.root_dir={root}", f"--template={TEMPLATE}",
-            "--VoilaConfiguration.show_tracebacks=True", *(extra or [])]
+            "--VoilaConfiguration.show_tracebacks=True", f"--VoilaConfiguration.file_allowlist={allow!r}",
+            *(extra or [])]
     e = dict(os.environ)
     e["JUPYTER_PATH"] = os.pathsep.join([str(SHARE)] + [p for p in e.get("JUPYTER_PATH", "").split(os.pathsep) if p])
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
     e["WORKBENCH_NOTEBOOKS"] = str(nbdir)
     e["WORKBENCH_APP_HREF"] = "/" + _rel_url(nbdir / "NAME", root).rsplit("/", 1)[0] + "/{name}"
+    # every figure imports plotly's widget module from this one URL (see workbench.ui.base.figure_widget)
+    e[PLOTLY_ESM_ENV] = (f"http://127.0.0.1:{port}/voila/files/"
+                         + urllib.parse.quote(esm.relative_to(root).as_posix()))
     e.update(env or {})
-    return AppServer(port=port, token=token, root=root, notebooks=nbdir, landing=landing, argv=argv), argv, e
+    return (AppServer(port=port, token=token, root=root, notebooks=nbdir, landing=landing, argv=argv,
+                      plotly_esm=e[PLOTLY_ESM_ENV]), argv, e)
 
 
 def _children(pid: int) -> list:

@@ -19,13 +19,12 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from ..analysis.tasks import ANALYSES, DEFAULTS, PARAM_CHOICES, AnalysisOutput, AnalysisStopped, Progress, analyze
 from ..config import yaml_load
 from ..runs import list_runs
 from ..viz import progress_figure, result_figure
-from .base import ClassroomControls, PanelBase, estimates_enabled
+from .base import ClassroomControls, PanelBase, estimates_enabled, figure_widget
 from .live import sync_figure
 
 __all__ = ["AnalysisPanel"]
@@ -115,7 +114,7 @@ class AnalysisPanel(PanelBase):
         self.w_log = W.Checkbox(value=False, description="log scale", indent=False, layout=W.Layout(width="100px"))
         for w in (self.w_view, self.w_metric, self.w_log):
             w.observe(lambda _c: self._draw_results(), names="value")
-        self.figure = go.FigureWidget(progress_figure(what, {}))
+        self.figure = figure_widget(progress_figure(what, {}))
         self.outputs: dict[str, list[AnalysisOutput]] = {}
         self.errors: list[str] = []
         self._stop = threading.Event()

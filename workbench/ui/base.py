@@ -10,9 +10,33 @@ from typing import Any, Callable, Mapping, Sequence
 import ipywidgets as W
 import plotly.graph_objects as go
 
+from ..app.server import PLOTLY_ESM_ENV
 from ..viz import export_figure, static_export_available
 
-__all__ = ["PanelBase", "ClassroomControls", "classroom_mode", "estimates_enabled", "sync_figure_state"]
+__all__ = ["PanelBase", "ClassroomControls", "classroom_mode", "estimates_enabled", "sync_figure_state",
+           "figure_widget"]
+
+_FIGURE_WIDGET_CLASSES: dict[str, type] = {}
+
+
+def figure_widget(figure: Any = None) -> go.FigureWidget:
+    """``go.FigureWidget(figure)``, loading plotly's front-end module from a URL when ``WORKBENCH_PLOTLY_ESM`` is set.
+
+    A plotly ``FigureWidget`` is an anywidget whose state carries the whole 5 MB plotly.js bundle as its module
+    source; the browser then parses one copy per figure, and anywidget gives each figure 2 s to initialise. A page
+    with many figures on a slow machine (the app-mode tour has ~17) misses that deadline ("[anywidget] Failed to
+    initialize model"): those figures render their first state but never receive later updates. With the
+    variable set to an ``http(s)`` URL of the same file (app mode serves it, :func:`workbench.app.server.serve`),
+    every figure imports that one URL, which the browser loads and parses once. Unset: plain ``go.FigureWidget``.
+    """
+    url = os.environ.get(PLOTLY_ESM_ENV, "").strip()
+    if not url.startswith(("http://", "https://")):
+        return go.FigureWidget(figure)
+    cls = _FIGURE_WIDGET_CLASSES.get(url)
+    if cls is None:
+        cls = _FIGURE_WIDGET_CLASSES[url] = type("FigureWidget", (go.FigureWidget,),
+                                                {"_esm": url, "__module__": __name__})
+    return cls(figure)
 
 
 def sync_figure_state(widget: W.Widget) -> None:

@@ -32,7 +32,7 @@ from ..bilevel.illustration import Illustration, IllustrationSettings, fit_eval,
 from ..bilevel.model import error_rate, val_loss
 from ..viz.bilevel import (PANEL_TITLES, boundary_xy, error_vs_fraction_figure, lambda_map_figure,
                            poison_map_figure)
-from .base import PanelBase
+from .base import PanelBase, figure_widget
 
 __all__ = ["BilevelPanel"]
 
@@ -84,8 +84,8 @@ class BilevelPanel(PanelBase):
         self.w_readout = W.HTML()
         self.w_status = W.HTML(value=self._html("Press Compute (or pass a precomputed illustration)."))
         self.w_progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, layout=W.Layout(width="240px"))
-        self.figures = {"no_reg": go.FigureWidget(), "reg": go.FigureWidget(), "lambda": go.FigureWidget(),
-                        "study": go.FigureWidget(error_vs_fraction_figure(_empty_records()))}
+        self.figures = {"no_reg": figure_widget(), "reg": figure_widget(), "lambda": figure_widget(),
+                        "study": figure_widget(error_vs_fraction_figure(_empty_records()))}
         # ------------------------------------------------------------- study
         sd = {"dataset": "digits", "reps": 2, "steps": 20, "batches": 5, **(study_defaults or {})}
         self.w_dataset = W.Dropdown(options=["digits", "mnist", "fashion-mnist"], value=sd["dataset"],

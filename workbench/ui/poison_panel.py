@@ -43,7 +43,7 @@ from ..training.events import EpochEnd, ProbeResult, RunEnded, RunStarted, StepE
 from ..viz.poisoning import (craft_loss_figure, delta_norm_figure, drift_figure, image_grid_figure,
                              sam_cosine_figure)
 from ..app.estimate import estimate_crafting
-from .base import ClassroomControls, PanelBase, classroom_mode
+from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget
 from .live import sync_figure
 
 __all__ = ["PoisonPanel"]
@@ -178,14 +178,14 @@ class PoisonPanel(PanelBase):
         self.w_status = W.HTML(value=self._html("Set the crafting options and press Craft."))
         self.w_hint = W.HTML(value="")
         # ----------------------------------------------------------- figures
-        self.figure_loss = go.FigureWidget(craft_loss_figure([]))
-        self.figure_zoom = go.FigureWidget(craft_loss_figure([], zoom=None))
-        self.figure_norm = go.FigureWidget(delta_norm_figure([], []))
-        self.figure_drift = go.FigureWidget(drift_figure([]))
-        self.figure_cosine = go.FigureWidget(sam_cosine_figure([]))
-        self.figure_images = go.FigureWidget()
+        self.figure_loss = figure_widget(craft_loss_figure([]))
+        self.figure_zoom = figure_widget(craft_loss_figure([], zoom=None))
+        self.figure_norm = figure_widget(delta_norm_figure([], []))
+        self.figure_drift = figure_widget(drift_figure([]))
+        self.figure_cosine = figure_widget(sam_cosine_figure([]))
+        self.figure_images = figure_widget()
         self.figure_images.layout.title.text = "x, Δ and x + Δ: shown when crafting ends (or press Show images)"
-        self.figure_compare = go.FigureWidget()
+        self.figure_compare = figure_widget()
         self.figure_compare.layout.title.text = "Loss curves of the four variants: shown when Compare ends"
         self.w_tabs = W.Tab(children=[W.VBox([self.figure_loss, self.figure_zoom]), self.figure_norm,
                                       self.figure_drift, self.figure_cosine, self.figure_images,

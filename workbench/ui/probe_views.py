@@ -17,10 +17,10 @@ import math
 import threading
 
 import ipywidgets as W
-import plotly.graph_objects as go
 
 from ..training.events import ProbeResult, RunStarted, StepEnd
 from ..viz import cosine_histogram_figure, metric_vs_epoch_figure, sparsity_figure
+from .base import figure_widget
 from .live import sync_figure
 
 __all__ = ["ProbeViews"]
@@ -33,9 +33,9 @@ class ProbeViews:
         self._lock = threading.Lock()
         self._runs: dict[str, dict] = {}
         self._dirty = False
-        self.fig_eig = go.FigureWidget(metric_vs_epoch_figure({}, ylabel="λ_max (top Hessian eigenvalue)"))
-        self.fig_fsc = go.FigureWidget(sparsity_figure({}))
-        self.fig_cos = go.FigureWidget(cosine_histogram_figure({}, slider=False))
+        self.fig_eig = figure_widget(metric_vs_epoch_figure({}, ylabel="λ_max (top Hessian eigenvalue)"))
+        self.fig_fsc = figure_widget(sparsity_figure({}))
+        self.fig_cos = figure_widget(cosine_histogram_figure({}, slider=False))
         self.w_epoch = W.IntSlider(value=1, min=1, max=1, description="epoch", continuous_update=False)
         self.w_epoch.observe(lambda _c: self._redraw_cos(), names="value")
         self.w_epoch.add_class("wb-cos-epoch")

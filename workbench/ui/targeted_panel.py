@@ -25,7 +25,7 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from ..viz import targeted as V
-from .base import PanelBase
+from .base import PanelBase, figure_widget
 
 __all__ = ["TargetedPanel"]
 
@@ -90,10 +90,10 @@ class TargetedPanel(PanelBase):
         self.w_train.on_click(lambda _: self.train())
         self.w_stop.on_click(lambda _: self.stop())
         self.w_export.on_click(lambda _: self._export_clicked())
-        self.fig_loss = go.FigureWidget(V.craft_loss_figure([]))
-        self.fig_prob = go.FigureWidget(V.adv_prob_figure({}))
-        self.fig_pca = go.FigureWidget(go.Figure(layout=dict(title="Gradient PCA (after Train victims)")))
-        self.fig_hist = go.FigureWidget(go.Figure(layout=dict(title="Poison → target cosine (after Craft)")))
+        self.fig_loss = figure_widget(V.craft_loss_figure([]))
+        self.fig_prob = figure_widget(V.adv_prob_figure({}))
+        self.fig_pca = figure_widget(go.Figure(layout=dict(title="Gradient PCA (after Train victims)")))
+        self.fig_hist = figure_widget(go.Figure(layout=dict(title="Poison → target cosine (after Craft)")))
         for f in (self.fig_loss, self.fig_prob, self.fig_pca, self.fig_hist):
             f.layout.height = 340
         self.widget = W.VBox([

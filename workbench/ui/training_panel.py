@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Sequence
 
 import ipywidgets as W
-import plotly.graph_objects as go
 import torch
 
 from ..config import DATASET_CHOICES, MODEL_CHOICES, RunConfig
@@ -20,7 +19,7 @@ from ..runs import load_run
 from ..training.events import EpochEnd, RunEnded, RunStarted, StepEnd
 from ..viz import training_curves
 from ..app.estimate import estimate_training
-from .base import ClassroomControls, PanelBase, classroom_mode
+from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget
 from .live import LiveCurves
 from .probe_views import ProbeViews
 from .runner import BackgroundRunner
@@ -134,7 +133,7 @@ class TrainingPanel(PanelBase):
         self.probe_views.widget.layout.display = "none"
         for c in (self.w_probe_eig, self.w_probe_fsc, self.w_probe_cos):
             c.observe(lambda _c: self._toggle_probe_views(), names="value")
-        self.figure = go.FigureWidget(training_curves([], title="Loss and accuracy (live)"))
+        self.figure = figure_widget(training_curves([], title="Loss and accuracy (live)"))
         self.live = LiveCurves(self.figure, per_step=per_step, interval=interval, on_refresh=self._refresh)
         self.results = []
         self.errors: list[str] = []
