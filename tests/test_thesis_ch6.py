@@ -214,7 +214,7 @@ def test_fig6_5_teacher_student_ordering_and_sparsity_on_both_layers():
 def test_fig6_10_small_step_stays_lazy_large_step_clusters_on_teacher():
     rep = registry.run("fig6.10", size="test", figure=True)
     m = rep.metrics
-    assert m["eta_large"] < m["edge_of_stability"] and m["eta_large"] > 2 * 0.13
+    assert m["eta_large"] < m["largest_stable_step"] and m["eta_large"] > 2 * 0.13
     assert m["movement_deg_small"] < m["movement_deg_50"] / 3                  # small eta: lazy
     assert m["teacher_angle_deg_50"] < m["teacher_angle_deg_small"]              # large eta: on the teacher
     assert m["within_5deg_50"] > m["within_5deg_small"]
@@ -225,14 +225,14 @@ def test_fig6_10_small_step_stays_lazy_large_step_clusters_on_teacher():
     assert list(geo["key"]) == ["small", "10", "30", "50"]
 
 
-def test_edge_of_stability_step_brackets_divergence():
+def test_largest_stable_step_brackets_divergence():
     from workbench.models.teacher_student import make_student, teacher_student_data
-    from workbench.thesis.ch6 import edge_of_stability_step, piecewise_constant, train_relu_nets
+    from workbench.thesis.ch6 import largest_stable_step, piecewise_constant, train_relu_nets
 
     data = teacher_student_data(d=2, n=15, teacher_hidden=(3,), bias=False, chizat=True, seed=0)
     student = lambda: make_student(2, (20,), scales=(0.5, 0.0), bias=False, seed=0)  # noqa: E731
     sched = lambda e: piecewise_constant(2000, e, 0.5, 5.0)                          # noqa: E731
-    edge = edge_of_stability_step(student, data, sched, lo=0.13, hi=1.0, iters=6)
+    edge = largest_stable_step(student, data, sched, lo=0.13, hi=1.0, iters=6)
     losses = []
     for eta in (edge, edge * 1.15):
         with np.errstate(all="ignore"):                                      # the second one overflows
@@ -242,7 +242,7 @@ def test_edge_of_stability_step_brackets_divergence():
     assert np.isfinite(losses[0]) and losses[0] < 1e3
     assert not (np.isfinite(losses[1]) and losses[1] < 1e3)
     with pytest.raises(ValueError, match="lower end"):
-        edge_of_stability_step(student, data, sched, lo=5.0, hi=10.0)
+        largest_stable_step(student, data, sched, lo=5.0, hi=10.0)
 
 
 def test_fig6_9_sde_tracks_sgd_and_gradient_flow_does_not_sparsify():

@@ -939,11 +939,25 @@ def _neuron_geometry(W0: np.ndarray, W: np.ndarray, a: np.ndarray, teacher: np.n
             "within_5deg": float(wts[near < 5.0].sum())}
 
 
-def edge_of_stability_step(students_fn, data, schedule_fn, *, lo: float, hi: float, iters: int = 8,
+def largest_stable_step(students_fn, data, schedule_fn, *, lo: float, hi: float, iters: int = 8,
                            seed: int = 0) -> float:
-    """Largest step size η in ``[lo, hi]`` (bisection, ``iters`` halvings) for which SGD with the step sizes
-    ``schedule_fn(η)`` does not diverge on ``data`` (final train loss finite and below 10³): the "large step" of the
-    toy experiments is chosen just below it (the public code tunes it by hand per draw)."""
+    """Largest step size η in ``[lo, hi]`` for which batch-1 SGD with the step sizes ``schedule_fn(η)`` does not
+    diverge on ``data`` (its final train loss is finite and below 10³); the "large step" of the toy experiments is
+    chosen just below it (the public code tunes it by hand per draw). Not the "edge of stability" 2/λ_max of GD.
+
+    Args:
+        students_fn: ``() -> ReLUNet``, a fresh student with the run's initialisation (called once per probe).
+        data: a :class:`~workbench.models.teacher_student.TeacherStudentData`.
+        schedule_fn: ``η -> ndarray [T]`` of step sizes.
+        lo, hi: search interval (``lo`` must not diverge). iters: bisection halvings (precision (hi − lo)/2^iters).
+        seed: example order of the probes (as the runs).
+
+    Returns:
+        The largest probed η that did not diverge (``hi`` if even ``hi`` does not).
+
+    Raises:
+        ValueError: SGD already diverges at ``lo``.
+    """
     def diverges(eta: float) -> bool:
         with np.errstate(all="ignore"):      # overflow is the expected outcome of a diverging probe
             df, _ = train_relu_nets([students_fn()], data.x_train, data.y_train, data.x_test, data.y_test,
@@ -962,7 +976,7 @@ def edge_of_stability_step(students_fn, data, schedule_fn, *, lo: float, hi: flo
 
 
 def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: float | None = None,
-                    edge_fraction: float = 0.95, decays: Sequence[float] = (2.0, 4.0, 5.0),
+                    stable_fraction: float = 0.95, decays: Sequence[float] = (2.0, 4.0, 5.0),
                     fractions: Sequence[float] = DECAY_FRACTIONS, d: int = 2, n: int = 15, teacher_width: int = 3,
                     student_width: int = 20, student_scales: Sequence[float] = (0.5, 0.0), seed: int = 0,
                     checkpoints: int = 100, tau: float = 0.99, normalize_rows: bool = True,
@@ -973,8 +987,8 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
     T = 10^4.15, n = 15, student init scales (0.5, 0.0)).
 
     The public large step 0.455 was tuned by hand for the public draw ("good stabilization"); it diverges on most
-    other draws. ``eta_large=None`` (default) takes ``edge_fraction`` × the largest non-diverging step of the
-    50 % schedule on this draw (:func:`edge_of_stability_step`).
+    other draws. ``eta_large=None`` (default) takes ``stable_fraction`` × the largest non-diverging step of the
+    50 % schedule on this draw (:func:`largest_stable_step`).
 
     Criterion (digest §8 item 7: "FSC decreases; neurons cluster on teacher directions only for large η"; thesis:
     "for a small step size the neurons stay close to their initialization, for a large step size there is a clear
@@ -996,10 +1010,10 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
     if eta_large is None:
         if progress:
             progress(0.0, "searching the largest stable step")
-        edge = edge_of_stability_step(student, data,
+        edge = largest_stable_step(student, data,
                                       lambda e: piecewise_constant(T, e, fractions[-1], decays[-1]),
                                       lo=eta_small, hi=8 * eta_small, seed=seed)
-        eta_large = edge_fraction * edge
+        eta_large = stable_fraction * edge
     names = ["small η"] + [f"large η, decay at {int(p * 100)}%" for p in fractions]
     schedules = [piecewise_constant(T, eta_small)] + [piecewise_constant(T, eta_large, p, dec)
                                                       for p, dec in zip(fractions, decays)]
@@ -1027,14 +1041,14 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
             m[f"{k}_{g['key']}"] = g[k]
     m["eta_large"] = float(eta_large)
     if edge is not None:
-        m["edge_of_stability"] = edge
+        m["largest_stable_step"] = edge
     last = keys[-1]
     finite = bool(np.isfinite(m[f"final_train_loss_{last}"]))
     sparser = finite and m[f"final_fsc_layer1_{last}"] < m["final_fsc_layer1_small"]
     lazy = finite and m["movement_deg_small"] < m[f"movement_deg_{last}"] / 3
     clusters = finite and m[f"teacher_angle_deg_{last}"] < m["teacher_angle_deg_small"]
     better = [k for k in keys[1:] if m[f"final_test_loss_{k}"] < m["final_test_loss_small"]]
-    measured = (f"Large step η = {eta_large:.3f}" + (f" ({edge_fraction:g} × the largest stable step {edge:.3f})"
+    measured = (f"Large step η = {eta_large:.3f}" + (f" ({stable_fraction:g} × the largest stable step {edge:.3f})"
                                                       if edge is not None else "") + ". "
                 + "Neurons (median angle moved / weighted angle to the nearest teacher direction / weight within 5°): "
                 + ", ".join(f"{k} {m[f'movement_deg_{k}']:.1f}° / {m[f'teacher_angle_deg_{k}']:.1f}° / "
@@ -1045,13 +1059,13 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
                          "teacher": pd.DataFrame(teacher[:, :2], columns=["x", "y"]),
                          "decay_at": dict(zip(names, [None, *fractions])), "T": T, "layers": 1},
                    measured=measured, verdict=bool(sparser and lazy and clusters), metrics=m,
-                   settings=dict(T=T, eta_small=eta_small, eta_large=float(eta_large), edge_fraction=edge_fraction,
+                   settings=dict(T=T, eta_small=eta_small, eta_large=float(eta_large), stable_fraction=stable_fraction,
                                  decays=list(decays), d=d, n=n, teacher_width=teacher_width,
                                  student_width=student_width, student_scales=list(student_scales), seed=seed,
                                  tau=tau, normalize_rows=normalize_rows, rank_threshold=rank_threshold),
                    notes=["Sizes, the small step, decays and init scales are public-code values "
                           "(fc_nets_two_layer.ipynb); the thesis gives none. The large step is set relative to this "
-                          "draw's edge of stability because the public 0.455 was tuned for the public draw.",
+                          "draw's largest stable step because the public 0.455 was tuned for the public draw.",
                           "Not reproduced at this size: a loss plateau near 10^-1.5 and test losses ordered by the "
                           "schedule length (Fig. 6.14) — on most draws the large-step runs interpolate before the "
                           "first decay, so the 10/30/50 % runs end alike.",
@@ -1177,8 +1191,8 @@ register("fig6.10", repro_two_layer, chapter=6, title="Two-layer teacher-student
                "initialisation (lazy); only with a large step do they cluster on the teacher directions, giving "
                "sparser features (Figs. 6.10, 6.14, L3526-3535, L3568).",
          params=[Param("T", 14_125), Param("eta_small", 0.13),
-                 Param("eta_large", None, help="large step; None = edge_fraction x the largest stable step"),
-                 Param("edge_fraction", 0.95), Param("seed", 0), Param("checkpoints", 100, test=30)],
+                 Param("eta_large", None, help="large step; None = stable_fraction x the largest stable step"),
+                 Param("stable_fraction", 0.95), Param("seed", 0), Param("checkpoints", 100, test=30)],
          figure="workbench.viz.thesis_sparse:neurons_figure")
 register("fig6.9", repro_sde, chapter=6, title="SGD vs SDE discretisation vs gradient flow (Fig. 6.9)",
          claim="The discretised SDE (Eq. 6.58) reproduces SGD's rank and sparsity decrease; gradient flow (no noise) "
