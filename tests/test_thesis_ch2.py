@@ -106,7 +106,7 @@ def test_fgsm_fgsm_rs_pgd_stay_in_the_threat_model_and_pgd_is_stronger():
     assert float(d_rs.abs().max()) <= eps + 1e-12
     d_p = pgd_delta(model, x, y, eps, steps=10)
     assert float(d_p.abs().max()) <= eps + 1e-12
-    loss = lambda dd: float(F.cross_entropy(model(x + dd), y))  # noqa: E731
+    loss = lambda dd: float(F.cross_entropy(model(x + dd), y).detach())  # noqa: E731
     assert loss(d_p) >= loss(d) - 1e-9 > loss(torch.zeros_like(x))
     with torch.no_grad():
         clean = float((model(x).argmax(1) == y).double().mean())
