@@ -234,6 +234,15 @@ def test_figure_widgets_load_plotly_from_the_served_url_in_app_mode(tmp_path, mo
     src = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
     assert copy.read_bytes() == src.read_bytes() and plotly.__version__ in copy.name
     assert publish_plotly_module(tmp_path) == copy                                 # idempotent
+    # an unwritable folder: a warning, and app mode falls back to figures that carry the module
+    import shutil
+
+    def refuse(*a, **k):
+        raise PermissionError("read-only")
+
+    monkeypatch.setattr(shutil, "copyfile", refuse)
+    with pytest.warns(RuntimeWarning, match="could not publish"):
+        assert publish_plotly_module(tmp_path / "elsewhere") is None
 
 
 def test_cli_commands_parse(tmp_path):

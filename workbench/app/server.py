@@ -39,6 +39,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -130,20 +131,30 @@ class AppServer:
             return ""
 
 
-def publish_plotly_module(root: Path) -> Path:
+def publish_plotly_module(root: Path) -> Path | None:
     """Copy plotly's front-end widget module (``plotly/package_data/widgetbundle.js``, ~5 MB) to
     ``<root>/runs/app/static/plotly-widgetbundle-<version>.js`` (atomically, once per plotly version), where Voilà
     serves it under ``/voila/files/`` so that all figures of a page load it from one URL
-    (:func:`workbench.ui.base.figure_widget`). Returns the copy's path."""
+    (:func:`workbench.ui.base.figure_widget`).
+
+    Returns:
+        The copy's path, or ``None`` (with a warning) when it cannot be written, e.g. a read-only folder: the
+        figures then carry the module themselves, as without app mode.
+    """
     import plotly
 
     src = Path(plotly.__file__).parent / "package_data" / "widgetbundle.js"
     dst = root / "runs" / "app" / "static" / f"plotly-widgetbundle-{plotly.__version__}.js"
-    if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+    try:
+        if not dst.is_file() or dst.stat().st_size != src.stat().st_size:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dst.with_name(f".{dst.name}.{os.getpid()}.tmp")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dst)
+    except OSError as exc:
+        warnings.warn(f"could not publish plotly's widget module to {dst} ({exc}); every figure will carry its "
+                      f"own copy, and pages with many figures may load slowly", RuntimeWarning, stacklevel=2)
+        return None
     return dst
 
 
@@ -169,7 +180,7 @@ def voila_command(*, notebooks: str | Path | None = None, port: int | None = Non
     token = token or secrets.token_hex(24)
     landing = landing_notebook(root)
     esm = publish_plotly_module(root)
-    allow = [r".*\.(png|jpg|gif|svg)", re.escape(esm.relative_to(root).as_posix())]
+    allow = [r".*\.(png|jpg|gif|svg)"] + ([re.escape(esm.relative_to(root).as_posix())] if esm else [])
     argv = [_voila_executable(), "--no-browser", f"--port={port}", "--Voila.port_retries=0", "--Voila.ip=127.0.0.1",
             f"--token={token}", f"--Voila.root_dir={root}", f"--template={TEMPLATE}",
             "--VoilaConfiguration.show_tracebacks=True", f"--VoilaConfiguration.file_allowlist={allow!r}",
@@ -180,11 +191,15 @@ def voila_command(*, notebooks: str | Path | None = None, port: int | None = Non
     e["WORKBENCH_NOTEBOOKS"] = str(nbdir)
     e["WORKBENCH_APP_HREF"] = "/" + _rel_url(nbdir / "NAME", root).rsplit("/", 1)[0] + "/{name}"
     # every figure imports plotly's widget module from this one URL (see workbench.ui.base.figure_widget)
-    e[PLOTLY_ESM_ENV] = (f"http://127.0.0.1:{port}/voila/files/"
-                         + urllib.parse.quote(esm.relative_to(root).as_posix()))
+    esm_url = (f"http://127.0.0.1:{port}/voila/files/" + urllib.parse.quote(esm.relative_to(root).as_posix())
+               if esm else "")
+    if esm_url:
+        e[PLOTLY_ESM_ENV] = esm_url
+    else:
+        e.pop(PLOTLY_ESM_ENV, None)
     e.update(env or {})
     return (AppServer(port=port, token=token, root=root, notebooks=nbdir, landing=landing, argv=argv,
-                      plotly_esm=e[PLOTLY_ESM_ENV]), argv, e)
+                      plotly_esm=esm_url), argv, e)
 
 
 def _children(pid: int) -> list:
