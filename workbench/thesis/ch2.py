@@ -715,7 +715,10 @@ def repro_fast_at(*, methods: Sequence[str] = ("fgsm", "fgsm_rs", "fgsm_gradalig
     parts = [f"{m}: clean {f['clean_acc']:.1%}, PGD-{final_pgd_steps}-{final_pgd_restarts} {f['pgd_acc']:.1%} "
              f"(peak during training {f['peak_pgd_acc']:.1%}), alignment {f['grad_alignment']:.2f} "
              f"(min {f['min_grad_alignment']:.2f})" for m, f in finals.items()]
-    measured = f"eps={eps}, {epochs} epochs, seed {seed}. " + "; ".join(parts) + "."
+    dead = [m for m, f in finals.items() if not f["clean_acc"] > 0.2 or not np.isfinite(f["grad_alignment"])]
+    measured = (f"eps={eps}, {epochs} epochs, seed {seed}. " + "; ".join(parts) + "."
+                + "".join(f" {m} did not learn (clean accuracy near chance or vanishing input gradients: dead ReLUs); "
+                          f"try a smaller lam or detach_clean=True." for m in dead))
     notes = ["Digits 8x8 instead of CIFAR-10 (not available offline); eps = 0.25 on the [0,1] scale and Adam "
              "lr_max = 0.01 (thesis: 10/255 and 0.003 on CIFAR-10) — chosen so that FGSM AT overfits within 30 epochs.",
              "GradAlign differentiates through both input gradients (thesis Eq. 2.7); the public code detaches "
