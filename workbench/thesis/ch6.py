@@ -928,11 +928,11 @@ def _neuron_geometry(W0: np.ndarray, W: np.ndarray, a: np.ndarray, teacher: np.n
     ``teacher_angle_deg``: mean angle to the nearest teacher direction, weighted by each neuron's contribution
     |a_i| ‖w_i‖ (neurons that do not contribute do not count). ``within_5deg``: the weighted fraction of neurons
     within 5° of a teacher direction."""
-    def unit(M):
-        return M / np.maximum(np.linalg.norm(M, axis=1, keepdims=True), 1e-300)
+    from ..models.teacher_student import angle_between
 
-    move = np.degrees(np.arccos(np.clip((unit(W0) * unit(W)).sum(1), -1.0, 1.0)))
-    near = np.degrees(np.arccos(np.clip(unit(W) @ unit(teacher).T, -1.0, 1.0))).min(1)
+    W0_, W_, T_ = (torch.as_tensor(np.asarray(M, np.float64)) for M in (W0, W, teacher))
+    move = np.degrees(torch.diagonal(angle_between(W0_, W_)).numpy())     # neuron i at init vs at the end
+    near = np.degrees(angle_between(W_, T_).numpy()).min(1)
     wts = np.abs(a) * np.linalg.norm(W, axis=1)
     wts = wts / max(wts.sum(), 1e-300)
     return {"movement_deg": float(np.median(move)), "teacher_angle_deg": float((wts * near).sum()),
