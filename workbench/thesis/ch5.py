@@ -23,6 +23,7 @@ import torch
 
 from ..data.synthetic import relu_1d_points, sparse_regression
 from ..models.toy import ReLU1D
+from .metrics import bootstrap_ci
 from .registry import Outcome, Param, register
 from .sam_toy import count_kinks, diag_loss, train_diag, train_relu1d
 
@@ -478,9 +479,7 @@ def _paired_ci(diff: np.ndarray, seed: int = 0) -> tuple[float, float]:
     """95 % percentile-bootstrap CI of the mean of seed-paired differences (nan for fewer than 2 seeds)."""
     if len(diff) < 2:
         return float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    boot = rng.choice(diff, size=(4000, len(diff)), replace=True).mean(1)
-    return float(np.quantile(boot, 0.025)), float(np.quantile(boot, 0.975))
+    return bootstrap_ci(diff, n_boot=4000, seed=seed)[1:]
 
 
 def digits_sam_variants(*, ms: Sequence[int] = (2, 4, 8, 16, 32, 128), seeds: Sequence[int] = (0, 1, 2, 3, 4),

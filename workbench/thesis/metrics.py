@@ -27,7 +27,7 @@ from torch import Tensor
 
 from ..analysis.features import sparsity_of_activation_matrix
 
-__all__ = ["singular_value_rank", "diag_net_jacobian_rank", "l0_norm", "l1_norm", "fsc", "functional_jacobian",
+__all__ = ["bootstrap_ci", "singular_value_rank", "diag_net_jacobian_rank", "l0_norm", "l1_norm", "fsc", "functional_jacobian",
            "RANK_THRESHOLD_RELU", "RANK_THRESHOLD_DIAG", "L0_THRESHOLD_DIAG"]
 
 #: Public-code threshold for the normalised singular values of ReLU-net Jacobians (thesis: unspecified).
@@ -133,3 +133,22 @@ def functional_jacobian(f: Callable[[dict, Tensor], Tensor], params: dict[str, T
     """
     jac = torch.func.vmap(torch.func.jacrev(f), in_dims=(None, 0))(params, X)
     return torch.cat([jac[k].reshape(X.shape[0], -1) for k in params], dim=1)
+
+
+def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
+    """Mean and percentile-bootstrap CI of the mean over seeds (the thesis' error bars: seaborn's default, L2919).
+
+    Args:
+        values: ``[n]`` per-seed values (e.g. test errors, or seed-paired differences).
+        n_boot: bootstrap resamples. level: CI level. seed: resampling seed.
+
+    Returns:
+        ``(mean, lo, hi)``; all NaN for no values.
+    """
+    v = np.asarray(values, dtype=float)
+    if len(v) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    means = rng.choice(v, size=(n_boot, len(v)), replace=True).mean(1)
+    a = (1 - level) / 2
+    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))

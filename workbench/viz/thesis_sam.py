@@ -22,6 +22,7 @@ import numpy as np
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from ..thesis.metrics import bootstrap_ci
 from .theme import PALETTE, color_for
 from .theme import finish_figure as _finish
 
@@ -123,17 +124,6 @@ def fig_relu1d(data: dict, *, theme: str = "screen", title: str | None = None) -
     lo, hi = float(np.min(py)), float(np.max(py))
     fig.update_yaxes(range=[lo - 0.6 * (hi - lo), hi + 0.6 * (hi - lo)])
     return _finish(fig, theme, title, "1-D ReLU nets: GD vs SAM interpolants over seeds (Fig. 5.7)")
-
-
-def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI of the mean (seaborn's default error bars, L2919): ``(mean, lo, hi)``."""
-    v = np.asarray(values, dtype=float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = rng.choice(v, size=(n_boot, len(v)), replace=True).mean(1)
-    a = (1 - level) / 2
-    return float(v.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
 
 
 def _digits_colors(runs, labels) -> tuple[dict, dict]:
