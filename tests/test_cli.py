@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from workbench.cli import main
 from workbench.runs import list_runs, load_run
 
@@ -75,3 +77,50 @@ def test_craft_command_writes_a_poison(tmp_path, capsys):
     assert main(["craft", str(REPO / "configs" / "quickstart_sgd.yaml"), "--root", str(tmp_path)]) == 2
     assert "sam" in capsys.readouterr().err
     assert main(["craft", str(REPO / "configs" / "quickstart_sam.yaml"), "--poison", "iterations=0"]) == 2
+
+
+# ----------------------------------------------------------------------------- user errors: exit 2, one line
+def _one_error_line(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "Traceback" not in err and "%|" not in err, err   # no traceback, no tqdm bar before the error
+    return lines[0]
+
+
+def test_resume_on_a_folder_that_is_not_a_run_folder(tmp_path, capsys):
+    (tmp_path / "notes.txt").write_text("not a run")
+    assert main(["resume", str(tmp_path)]) == 2
+    assert _one_error_line(capsys.readouterr().err) == f"error: {tmp_path} is not a run folder (no config.json)"
+    assert main(["resume", str(tmp_path / "missing")]) == 2
+    assert _one_error_line(capsys.readouterr().err) == f"error: {tmp_path / 'missing'} does not exist"
+
+
+@pytest.mark.parametrize("override, names", [
+    ("optim.lr=-1", "optim.lr"), ("train.epochs=abc", "train.epochs"), ("train.batch_size=0", "train.batch_size"),
+    ("optim.name=nope", "optim.name"), ("data.name=nope", "data.name"), ("foo.bar=1", "foo"),
+    ("optim.lr", "key=value")])
+def test_invalid_config_values_exit_2_with_one_line(override, names, tmp_path, capsys):
+    assert main(["run", str(REPO / "configs" / "quickstart_sgd.yaml"), "--root", str(tmp_path),
+                 "--set", override]) == 2
+    assert names in _one_error_line(capsys.readouterr().err)
+    assert not any(tmp_path.iterdir())   # nothing was started
+
+
+def test_missing_or_malformed_config_file_exits_2(tmp_path, capsys):
+    assert main(["run", str(tmp_path / "nope.yaml")]) == 2
+    assert "does not exist" in _one_error_line(capsys.readouterr().err)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim: [1, 2\n")
+    assert main(["run", str(bad)]) == 2
+    assert "not valid YAML" in _one_error_line(capsys.readouterr().err)
+    assert main(["figures", str(tmp_path / "no-runs-here"), "--out", str(tmp_path / "figs")]) == 2
+    assert "does not exist" in _one_error_line(capsys.readouterr().err)
+
+
+def test_console_script_reports_an_invalid_value_before_any_progress_bar(tmp_path):
+    exe = Path(sys.executable).parent / "workbench"
+    p = subprocess.run([str(exe), "run", str(REPO / "configs" / "quickstart_sgd.yaml"), "--root", str(tmp_path),
+                        "--set", "train.epochs=0"], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and p.stdout == ""
+    assert "train.epochs=0 is invalid" in _one_error_line(p.stderr)
+    assert not any(tmp_path.iterdir())

@@ -64,10 +64,24 @@ def cmd_run(args) -> int:
 
 
 def cmd_resume(args) -> int:
+    """``workbench resume DIR``: continue a stopped run from its last checkpoint, in the same folder.
+
+    Returns the run's exit status (0 finished, 130 stopped, 3 diverged).
+
+    Raises:
+        FileNotFoundError: ``DIR`` does not exist or is not a run folder (no ``config.json``); the message names it.
+        ValueError: ``--epochs`` is invalid or not larger than the epochs already done.
+    """
     from .training import Trainer, TqdmProgress
 
+    run = Path(args.run)
+    if not run.exists():
+        raise FileNotFoundError(f"{args.run} does not exist")
+    if not (run / "config.json").is_file():
+        raise FileNotFoundError(f"{args.run} is not a run folder (no config.json)")
+    # the bar appears when the run starts, after from_run has checked the checkpoint and --epochs
     cbs = [] if args.no_progress else [TqdmProgress()]
-    res = Trainer.from_run(args.run, epochs=args.epochs, callbacks=cbs).run()
+    res = Trainer.from_run(run, epochs=args.epochs, callbacks=cbs).run()
     _print_result(res)
     return _exit_code(res.status)
 
@@ -233,28 +247,35 @@ def cmd_analyze(args) -> int:
         jobs = [(runs[0], runs[1])]
     else:
         jobs = [(r, None) for r in runs]
+    if args.count < -1:
+        raise ValueError(f"--count {args.count} is invalid: use a positive number of examples, 0 (the whole split) "
+                         "or -1 (the analysis' default)")
     outputs = []
     bar = None
-    if not args.no_progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=1, desc=args.what, unit="step", dynamic_ncols=True)
 
     def progress(p):
-        if bar is not None:
-            bar.total = max(p.total, 1)
-            bar.n = p.done
-            bar.set_postfix_str(p.message[:40], refresh=False)
-            bar.refresh()
+        # the bar appears with the first report after loading, i.e. after the parameters were checked
+        nonlocal bar
+        if args.no_progress or (bar is None and p.done == 0 and p.message == "loading model and data"):
+            return
+        if bar is None:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=1, desc=args.what, unit="step", dynamic_ncols=True)
+        bar.total = max(p.total, 1)
+        bar.n = p.done
+        bar.set_postfix_str(p.message[:40], refresh=False)
+        bar.refresh()
 
     for run, other in jobs:
         count = None if args.count == 0 else args.count
         out = analyze(args.what, run, other=other, checkpoint=args.checkpoint, split=args.split, count=count,
                       seed=args.seed, device=args.device, params=params, callback=progress, force=args.force)
         outputs.append(out)
-        if bar is not None:
-            bar.write(f"{run.name}: {'loaded saved result' if out.cached else f'computed in {out.seconds:.1f} s'}"
-                      f" -> {out.path}")
+        if not args.no_progress:
+            line = (f"{run.name}: {'loaded saved result' if out.cached else f'computed in {out.seconds:.1f} s'}"
+                    f" -> {out.path}")
+            bar.write(line) if bar is not None else print(line, file=sys.stderr)
     if bar is not None:
         bar.close()
     for row in summary_rows(args.what, outputs):
@@ -506,12 +527,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_error_message(e: BaseException) -> str:
+    """One line for a user error: the exception's message, or a readable one for YAML and OS errors."""
+    import yaml
+
+    if isinstance(e, yaml.YAMLError):
+        mark = getattr(e, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"the config file is not valid YAML: {getattr(e, 'problem', None) or e}{where}"
+    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename is not None:
+        return f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
+    return str(e)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``workbench`` command line ``argv`` (default ``sys.argv[1:]``) and return its exit status.
+
+    Exit status: 0 success; 2 a user error — bad arguments (argparse), an invalid config value, a missing or
+    unreadable file, a folder that is not a run folder — reported as ``error: ...`` on stderr without a
+    traceback; otherwise the command's own status (e.g. 130 a stopped run, 3 a diverged one). Programming errors
+    still raise.
+    """
+    import yaml
+
+    from .runs.store import CheckpointError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args) or 0)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except SystemExit as e:  # helpers and subcommands raise SystemExit("error: ...") for user errors
+        if isinstance(e.code, str):
+            msg = e.code if e.code.startswith("error:") else f"error: {e.code}"
+            print(msg, file=sys.stderr)
+            return 2
+        raise
+    except (ValueError, OSError, yaml.YAMLError, CheckpointError) as e:
+        print(f"error: {_user_error_message(e)}", file=sys.stderr)
         return 2
 
 
