@@ -110,6 +110,49 @@ def test_voila_serves_every_study_on_localhost_with_a_token(tmp_path):
             assert status == 200 and "<title>" in head and "voila" in head.lower(), (p.name, status, head[:300])
 
 
+def test_voila_command_culls_idle_kernels_of_closed_pages():
+    from jupyter_server.services.kernels.kernelmanager import AsyncMappingKernelManager
+    from voila.app import Voila
+
+    from workbench.app.server import CULL_IDLE_TIMEOUT_S, cull_options, voila_command
+
+    _, argv, _ = voila_command(port=9, token="t")
+    assert cull_options() == [o for o in argv if o.startswith("--MappingKernelManager.")]
+    assert f"--MappingKernelManager.cull_idle_timeout={CULL_IDLE_TIMEOUT_S}" in argv and CULL_IDLE_TIMEOUT_S >= 60
+    # Voilà 0.5 accepts them, and its kernel manager (jupyter-server's, with Voilà as parent) receives them
+    app = Voila()
+    app.parse_command_line([o for o in argv if o.startswith("--MappingKernelManager.")])
+    km = AsyncMappingKernelManager(config=app.config)
+    assert (km.cull_idle_timeout, km.cull_interval, km.cull_connected, km.cull_busy) == (CULL_IDLE_TIMEOUT_S, 60,
+                                                                                        False, False)
+    # extra options of the same name replace the defaults (traitlets refuses an option given twice)
+    _, argv, _ = voila_command(port=9, token="t", extra=["--MappingKernelManager.cull_idle_timeout=5"])
+    assert [o for o in argv if "cull_idle_timeout" in o] == ["--MappingKernelManager.cull_idle_timeout=5"]
+    with pytest.raises(ValueError, match="positive"):
+        cull_options(0)
+
+
+def test_the_kernel_of_a_closed_page_is_shut_down(tmp_path):
+    import time
+
+    from workbench.app.server import _children, serve
+
+    env = {"WORKBENCH_RUNS": str(tmp_path / "runs"), "JUPYTER_CONFIG_DIR": str(tmp_path / "jcfg"),
+           "JUPYTER_RUNTIME_DIR": str(tmp_path / "jrt"), "IPYTHONDIR": str(tmp_path / "ipy")}
+    extra = ["--MappingKernelManager.cull_idle_timeout=2", "--MappingKernelManager.cull_interval=1"]
+    with serve(env=env, log=tmp_path / "voila.log", extra=extra) as srv:
+        def kernels():
+            return [c for c in _children(srv.proc.pid) if "ipykernel" in " ".join(c.cmdline())]
+
+        status, _ = _get(srv.landing_url)   # the page is read and closed: no browser keeps its kernel connected
+        assert status == 200 and len(kernels()) == 1, srv.log_tail()
+        deadline = time.monotonic() + 60
+        while kernels() and time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert not kernels(), srv.log_tail()
+        assert "Culling 'idle' kernel" in srv.log_tail(200)
+
+
 # ----------------------------------------------------------------------------- classroom safety
 def test_two_panels_started_at_once_write_two_distinct_run_folders(run_root):
     from workbench.ui import TrainingPanel

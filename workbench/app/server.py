@@ -47,7 +47,7 @@ from typing import Iterator, Mapping
 
 from .studies import find_notebooks_dir
 
-__all__ = ["AppServer", "voila_command", "serve", "run_app", "landing_notebook", "publish_plotly_module",
+__all__ = ["AppServer", "voila_command", "cull_options", "serve", "run_app", "landing_notebook", "publish_plotly_module",
            "PLOTLY_ESM_ENV", "TEMPLATE", "SHARE"]
 
 HERE = Path(__file__).resolve().parent
@@ -158,6 +158,32 @@ def publish_plotly_module(root: Path) -> Path | None:
     return dst
 
 
+#: Kernels of closed pages: shut down after this many seconds without activity and without a browser connected.
+CULL_IDLE_TIMEOUT_S = 600
+#: How often (s) the server looks for such kernels.
+CULL_INTERVAL_S = 60
+
+
+def cull_options(idle_timeout_s: int = CULL_IDLE_TIMEOUT_S, interval_s: int = CULL_INTERVAL_S) -> list[str]:
+    """Voilà options that shut down the kernels of closed pages.
+
+    Voilà 0.5 creates its kernel manager (jupyter-server's ``AsyncMappingKernelManager``) with the Voilà app as
+    parent, so the ``MappingKernelManager`` options of jupyter-server apply: every ``interval_s`` seconds, a kernel
+    that has had no activity for ``idle_timeout_s`` seconds, is not busy and has no browser connection is shut down
+    (``cull_connected=False``: a kernel whose page is still open is never culled; ``cull_busy=False``: neither is one
+    that is computing). Options of the same name in :func:`voila_command`'s ``extra`` replace these.
+
+    Raises:
+        ValueError: a non-positive number of seconds.
+    """
+    if int(idle_timeout_s) <= 0 or int(interval_s) <= 0:
+        raise ValueError(f"idle_timeout_s={idle_timeout_s!r}, interval_s={interval_s!r} are invalid: "
+                         "both must be positive numbers of seconds")
+    return [f"--MappingKernelManager.cull_idle_timeout={int(idle_timeout_s)}",
+            f"--MappingKernelManager.cull_interval={int(interval_s)}",
+            "--MappingKernelManager.cull_connected=False", "--MappingKernelManager.cull_busy=False"]
+
+
 def voila_command(*, notebooks: str | Path | None = None, port: int | None = None, token: str | None = None,
                   env: Mapping[str, str] | None = None, extra: list[str] | None = None) -> tuple[AppServer, list[str], dict]:
     """The Voilà command line and environment for app mode.
@@ -166,7 +192,8 @@ def voila_command(*, notebooks: str | Path | None = None, port: int | None = Non
         notebooks: the study notebooks folder (default ``./notebooks`` or the checkout's).
         port: TCP port on 127.0.0.1 (default: a free one). token: access token (default: random).
         env: added to the server's environment (kernels inherit it).
-        extra: further Voilà options.
+        extra: further Voilà options; a ``--MappingKernelManager.*`` option here replaces the kernel culling
+            default of :func:`cull_options`.
 
     Returns:
         ``(server description, argv, environment)``.
@@ -181,10 +208,11 @@ def voila_command(*, notebooks: str | Path | None = None, port: int | None = Non
     landing = landing_notebook(root)
     esm = publish_plotly_module(root)
     allow = [r".*\.(png|jpg|gif|svg)"] + ([re.escape(esm.relative_to(root).as_posix())] if esm else [])
+    given = {o.split("=")[0] for o in extra or []}  # traitlets refuses an option given twice: extra wins
     argv = [_voila_executable(), "--no-browser", f"--port={port}", "--Voila.port_retries=0", "--Voila.ip=127.0.0.1",
             f"--token={token}", f"--Voila.root_dir={root}", f"--template={TEMPLATE}",
             "--VoilaConfiguration.show_tracebacks=True", f"--VoilaConfiguration.file_allowlist={allow!r}",
-            *(extra or [])]
+            *[o for o in cull_options() if o.split("=")[0] not in given], *(extra or [])]
     e = dict(os.environ)
     e["JUPYTER_PATH"] = os.pathsep.join([str(SHARE)] + [p for p in e.get("JUPYTER_PATH", "").split(os.pathsep) if p])
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
