@@ -12,6 +12,7 @@ import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 __all__ = ["main"]
@@ -384,16 +385,59 @@ def cmd_craft(args) -> int:
     return _exit_code(res.train.status)
 
 
+#: JupyterLab setting defaults of ``workbench lab``: never ask about, nor fetch, Jupyter news (the pop-up "Would you
+#: like to get notified about official Jupyter news?" of JupyterLab 4). A user's own settings still win.
+LAB_SETTING_DEFAULTS = {"@jupyterlab/apputils-extension:notification": {"fetchNews": "false"}}
+
+
+def lab_app_settings(dest: str | Path) -> Path:
+    """Fill ``dest`` as the JupyterLab *application* settings folder of ``workbench lab`` and return it.
+
+    JupyterLab takes setting defaults from ``<app settings dir>/overrides.d/*.json`` and ``overrides.json``; the
+    user's settings (``~/.jupyter/lab/user-settings``) are applied on top, so nothing of the user's is hidden or
+    written. ``dest`` receives a copy of the installation's own folder (``<app dir>/settings``: ``overrides.json``,
+    ``overrides.d/``, ``page_config.json``, where present) and ``overrides.d/workbench.json`` with
+    :data:`LAB_SETTING_DEFAULTS` (an installation's ``overrides.json`` still takes precedence over it).
+    ``workbench lab`` passes the folder as ``--LabApp.app_settings_dir``.
+
+    Raises:
+        OSError: ``dest`` cannot be written.
+    """
+    import json
+
+    dest = Path(dest)
+    try:
+        from jupyterlab.commands import get_app_dir
+
+        src = Path(get_app_dir()) / "settings"
+    except ImportError:  # JupyterLab not installed: the launch reports it
+        src = None
+    if src is not None and src.is_dir():
+        shutil.copytree(src, dest, dirs_exist_ok=True)
+    (dest / "overrides.d").mkdir(parents=True, exist_ok=True)
+    (dest / "overrides.d" / "workbench.json").write_text(json.dumps(LAB_SETTING_DEFAULTS, indent=1) + "\n")
+    return dest
+
+
 def cmd_lab(args) -> int:
-    """Start JupyterLab on 127.0.0.1 with a random token, opening the quickstart notebook."""
+    """Start JupyterLab on 127.0.0.1 with a random token, opening the quickstart notebook.
+
+    JupyterLab's news pop-up is off (:func:`lab_app_settings`, a temporary folder removed on exit). Returns
+    JupyterLab's exit status (0 after Ctrl-C).
+
+    Raises:
+        SystemExit: ``jupyter`` is not installed (``error: ...``, exit status 2).
+    """
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     if jupyter is None:
         raise SystemExit("error: 'jupyter' not found; install the project with pip install -e . (jupyterlab is a dependency)")
     token = args.token or os.environ.get("WORKBENCH_LAB_TOKEN") or secrets.token_hex(24)
     nb = Path(args.notebook)
+    settings = tempfile.TemporaryDirectory(prefix="workbench-lab-settings-")
     cmd = [jupyter, "lab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}",
            f"--IdentityProvider.token={token}", "--ServerApp.open_browser=" + ("False" if args.no_browser else "True"),
-           "--LabApp.news_url=None", "--ServerApp.root_dir=" + str(Path(args.root_dir).resolve())]
+           "--LabApp.news_url=None", "--LabApp.app_settings_dir=" + str(lab_app_settings(settings.name)),
+           "--ServerApp.root_dir=" + str(Path(args.root_dir).resolve())]
     if os.geteuid() == 0 if hasattr(os, "geteuid") else False:
         cmd.append("--allow-root")
     if nb.exists():
@@ -409,6 +453,8 @@ def cmd_lab(args) -> int:
         return subprocess.call(cmd)
     except KeyboardInterrupt:
         return 0
+    finally:
+        settings.cleanup()
 
 
 # Study packages contribute their own subcommands: each module defines add_commands(subparsers)
