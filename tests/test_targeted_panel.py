@@ -69,3 +69,26 @@ def test_train_needs_a_poison(ready, tmp_path):
     data, model = ready
     panel = TargetedPanel(data, pretrained=model, root=tmp_path)
     assert not panel.train() and "Craft a poison first" in panel.w_status.value
+
+
+def test_panel_fits_a_1000_px_column_and_uses_the_workbench_theme(tmp_path):
+    import ipywidgets as W
+    import plotly.graph_objects as go
+    import plotly.io as pio
+
+    from workbench.viz.theme import THEMES
+
+    panel = TargetedPanel(root=tmp_path)            # nothing is loaded or trained before Craft
+    assert panel.widget.layout.max_width == "1000px"
+    px = lambda w: float(w.layout.width[:-2]) if w.layout.width and w.layout.width.endswith("px") else 0.0  # noqa: E731
+    rows = [w for w in panel.widget.children if isinstance(w, W.HBox)]
+    assert len(rows) == 5
+    for row in rows:
+        assert row.layout.flex_flow == "row wrap"   # a narrower column wraps instead of scrolling sideways
+        widths = [float(c.layout.width) if isinstance(c, go.FigureWidget) else px(c) for c in row.children]
+        assert sum(widths) + 4 * len(widths) <= 1000, widths   # 2-px widget margins: one line at 1,000 px
+    screen = THEMES["screen"]
+    for f in (panel.fig_loss, panel.fig_prob, panel.fig_hist, panel.fig_pca):
+        assert f.layout.width <= 500 and f.layout.title.text
+        assert f.layout.font.family == screen["font"]["family"] and list(f.layout.colorway)
+        assert f.layout.template.layout.plot_bgcolor == pio.templates[screen["template"]].layout.plot_bgcolor

@@ -25,15 +25,26 @@ import ipywidgets as W
 import plotly.graph_objects as go
 
 from ..viz import targeted as V
+from ..viz.theme import finish_figure
 from .base import PanelBase, figure_widget
 
 __all__ = ["TargetedPanel"]
+
+#: Figure size in px: two figures side by side fit a 1,000-px notebook column; rows wrap when it is narrower.
+FIG_W, FIG_H = 485, 340
 
 _ERR, _OK, _WARN = "#b00020", "#1b5e20", "#8a6d00"
 _DEFENSES = {"none": None, "EPIC-0.1": {"name": "epic", "budget": 0.1}, "EPIC-0.2": {"name": "epic", "budget": 0.2},
              "EPIC-0.3": {"name": "epic", "budget": 0.3},
              "Drop highest loss": {"name": "drop_highest_loss", "budget": 0.1},
              "Drop lowest confidence": {"name": "drop_lowest_confidence", "budget": 0.1}}
+
+
+def _sized(fig: go.Figure) -> go.Figure:
+    """``fig`` (already themed) at the panel's size, its legend below the plot so the plot keeps the width."""
+    fig.update_layout(width=FIG_W, height=FIG_H, margin=dict(l=55, r=15, t=45, b=40), title_font_size=14,
+                      legend=dict(orientation="h", yanchor="top", y=-0.22, x=0))
+    return fig
 
 
 class TargetedPanel(PanelBase):
@@ -66,19 +77,19 @@ class TargetedPanel(PanelBase):
 
         self.w_attack = box(W.Dropdown(description="attack", options=[
             ("Bullseye Polytope", "bullseye_polytope"), ("Feature Collision", "feature_collision"),
-            ("Gradient Matching", "gradient_matching")], value="bullseye_polytope"), "240px")
+            ("Gradient Matching", "gradient_matching")], value="bullseye_polytope"), "220px")
         self.w_scenario = box(W.Dropdown(description="victim", options=["transfer", "finetune", "scratch"],
                                          value="transfer"), "170px")
-        self.w_eps = box(W.IntSlider(description="ε (/255)", value=64, min=1, max=128), "260px")
+        self.w_eps = box(W.IntSlider(description="ε (/255)", value=64, min=1, max=128), "240px")
         self.w_budget = box(W.BoundedFloatText(description="budget", value=0.04, min=0.001, max=0.1, step=0.01))
         self.w_iterations = box(W.BoundedIntText(description="iterations", value=200, min=1, max=5000))
-        self.w_trial = box(W.BoundedIntText(description="trial", value=0, min=0, max=10_000), "130px")
-        self.w_seed = box(W.BoundedIntText(description="setup seed", value=0, min=0, max=10_000), "150px")
-        self.w_epochs = box(W.BoundedIntText(description="victim epochs", value=20, min=1, max=500))
-        self.w_lr = box(W.BoundedFloatText(description="victim lr", value=0.01, min=1e-5, max=1.0, step=0.005))
-        self.w_defense = box(W.Dropdown(description="defense", options=list(_DEFENSES), value="EPIC-0.2"), "230px")
-        self.w_period = box(W.BoundedIntText(description="T", value=1, min=1, max=100), "90px")
-        self.w_warmup = box(W.BoundedIntText(description="K", value=1, min=0, max=100), "90px")
+        self.w_trial = box(W.BoundedIntText(description="trial", value=0, min=0, max=10_000), "110px")
+        self.w_seed = box(W.BoundedIntText(description="setup seed", value=0, min=0, max=10_000), "130px")
+        self.w_epochs = box(W.BoundedIntText(description="victim epochs", value=20, min=1, max=500), "160px")
+        self.w_lr = box(W.BoundedFloatText(description="victim lr", value=0.01, min=1e-5, max=1.0, step=0.005), "150px")
+        self.w_defense = box(W.Dropdown(description="defense", options=list(_DEFENSES), value="EPIC-0.2"), "220px")
+        self.w_period = box(W.BoundedIntText(description="T", value=1, min=1, max=100), "80px")
+        self.w_warmup = box(W.BoundedIntText(description="K", value=1, min=0, max=100), "80px")
         self.w_craft = W.Button(description="Craft", button_style="primary", icon="flask")
         self.w_train = W.Button(description="Train victims", button_style="success", icon="play", disabled=True)
         self.w_stop = W.Button(description="Stop", button_style="danger", icon="stop", disabled=True)
@@ -90,18 +101,23 @@ class TargetedPanel(PanelBase):
         self.w_train.on_click(lambda _: self.train())
         self.w_stop.on_click(lambda _: self.stop())
         self.w_export.on_click(lambda _: self._export_clicked())
-        self.fig_loss = figure_widget(V.craft_loss_figure([]))
-        self.fig_prob = figure_widget(V.adv_prob_figure({}))
-        self.fig_pca = figure_widget(go.Figure(layout=dict(title="Gradient PCA (after Train victims)")))
-        self.fig_hist = figure_widget(go.Figure(layout=dict(title="Poison → target cosine (after Craft)")))
-        for f in (self.fig_loss, self.fig_prob, self.fig_pca, self.fig_hist):
-            f.layout.height = 340
+        self.fig_loss = figure_widget(_sized(V.craft_loss_figure([], title="Crafting objective (after Craft)")))
+        self.fig_prob = figure_widget(_sized(V.adv_prob_figure({}, title="Target: p(y_adv) per epoch")))
+        self.fig_pca = figure_widget(_sized(finish_figure(go.Figure(), "screen", None,
+                                                          "Gradient PCA (after Train victims)")))
+        self.fig_hist = figure_widget(_sized(finish_figure(go.Figure(), "screen", None,
+                                                           "Poison → target cosine (after Craft)")))
+        def row(*children):  # wraps onto a second line rather than overflowing a narrow column
+            return W.HBox(list(children), layout=W.Layout(flex_flow="row wrap", align_items="center"))
+
         self.widget = W.VBox([
-            W.HBox([self.w_attack, self.w_scenario, self.w_eps, self.w_budget, self.w_iterations]),
-            W.HBox([self.w_seed, self.w_trial, self.w_epochs, self.w_lr, self.w_defense, self.w_period, self.w_warmup]),
-            W.HBox([self.w_craft, self.w_train, self.w_stop, self.w_export, self.w_progress]),
+            row(self.w_attack, self.w_scenario, self.w_eps, self.w_budget, self.w_iterations),
+            row(self.w_seed, self.w_trial, self.w_epochs, self.w_lr, self.w_defense, self.w_period, self.w_warmup),
+            row(self.w_craft, self.w_train, self.w_stop, self.w_export, self.w_progress),
             self.w_status,
-            W.HBox([self.fig_loss, self.fig_prob]), W.HBox([self.fig_hist, self.fig_pca]), self.w_table])
+            row(self.fig_loss, self.fig_prob), row(self.fig_hist, self.fig_pca), self.w_table],
+            layout=W.Layout(max_width="1000px"))
+        self.widget.add_class("wb-targeted-panel")
         self._say("Choose an attack and press Craft (the first press pretrains the clean model).")
 
     # ------------------------------------------------------------ helpers
@@ -269,11 +285,11 @@ class TargetedPanel(PanelBase):
     def _draw_loss(self) -> None:
         if self.attack is None:
             return
-        f = V.craft_loss_figure(self.attack.history, title=f"Crafting objective ({self.attack.name})")
+        f = V.craft_loss_figure(self.attack.history, title=f"Crafting objective ({self.attack.name.replace('_', ' ')})")
         with self.fig_loss.batch_update():
             self.fig_loss.data = []
             self.fig_loss.add_traces(f.data)
-            self.fig_loss.layout.title = f.layout.title
+            self.fig_loss.layout.title.text = f.layout.title.text
 
     def _draw_hist(self) -> None:
         from ..targeted.effective import poison_target_cosines
@@ -281,11 +297,12 @@ class TargetedPanel(PanelBase):
         space = "last" if self.w_scenario.value == "transfer" else "full"
         c = poison_target_cosines(self.pretrained, self.data, self.poison, self.setup, space=space)
         f = V.cosine_histogram_figure({"poison": c["cosine"], "clean bases": c["clean_cosine"]},
-                                      title=f"Poison → target gradient cosine ({space} layer(s); crafted vs clean bases)")
+                                      title=f"Poison → target gradient cosine ({'last layer' if space == 'last' else 'all layers'})")
         with self.fig_hist.batch_update():
             self.fig_hist.data = []
             self.fig_hist.add_traces(f.data)
-            self.fig_hist.layout.update(barmode="overlay", title=f.layout.title, xaxis=f.layout.xaxis)
+            self.fig_hist.layout.title.text = f.layout.title.text
+            self.fig_hist.layout.update(barmode="overlay", xaxis=f.layout.xaxis, yaxis=f.layout.yaxis)
         self.cosines = c
 
     def _draw_pca(self) -> None:
@@ -300,12 +317,12 @@ class TargetedPanel(PanelBase):
             k = max(1, len(c) // 5)
             eff = c.sort_values("cosine", ascending=False)["index"].head(k).tolist()
         frame, ev = gradient_pca_frame(r.model, self.data, self.poison, self.setup, effective=eff, n_clean=150)
-        f = V.gradient_pca_figure(frame, ev, title="Last-layer gradients of the undefended victim (top-20% proxy "
-                                                   "cosine marked effective)")
+        f = V.gradient_pca_figure(frame, ev, title="Undefended victim's gradients (effective: top-20 % cosine)")
         with self.fig_pca.batch_update():
             self.fig_pca.data = []
             self.fig_pca.add_traces(f.data)
-            self.fig_pca.layout.update(title=f.layout.title, xaxis=f.layout.xaxis, yaxis=f.layout.yaxis)
+            self.fig_pca.layout.title.text = f.layout.title.text
+            self.fig_pca.layout.update(xaxis=f.layout.xaxis, yaxis=f.layout.yaxis)
 
     def figures(self) -> dict[str, go.Figure]:
         return {"craft_loss": go.Figure(self.fig_loss), "adv_prob": go.Figure(self.fig_prob),
