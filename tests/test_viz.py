@@ -1,6 +1,8 @@
 """Figure builders are pure and carry the run data; export works or explains itself."""
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import plotly.graph_objects as go
 import pytest
@@ -54,6 +56,8 @@ def test_export_html(tmp_path):
     p = export_figure(training_curves([fake_run("A")]), tmp_path / "f", format="html")
     text = p.read_text()
     assert p.name == "f.html" and "plotly" in text and "A \\u00b7 train" in text
+    # plotly.js is shared: one local plotly.min.js next to the HTML files, nothing from a CDN
+    assert 'src="plotly.min.js"' in text and (tmp_path / "plotly.min.js").is_file() and "cdn.plot.ly" not in text
     with pytest.raises(ValueError, match="format"):
         export_figure(go.Figure(), tmp_path / "f.gif")
 
@@ -89,5 +93,8 @@ def test_png_has_the_requested_pixel_size(tmp_path):
                                   theme="paper")) == (975, 600)
     pdf = export_figure(fig, tmp_path / "c.pdf", width_in=3.25, height_in=2.0, theme="paper")
     assert pdf.read_bytes()[:5] == b"%PDF-"
+    box = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ([\d.]+)", pdf.read_bytes())
+    assert box and float(box[1]) == pytest.approx(3.25 * 72, rel=0.01)  # the page is 3.25 in, not 3.25 in x scale
+    assert float(box[2]) == pytest.approx(2.0 * 72, rel=0.01)
     svg = export_figure(fig, tmp_path / "d.svg", width_in=3.25, height_in=2.0, theme="paper").read_text()
     assert svg.lstrip().startswith("<svg") and 'width="312"' in svg  # 3.25 in x 96 px/in

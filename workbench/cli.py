@@ -114,8 +114,39 @@ def _write_figures(runs, out: Path, formats, theme: str, per_step: bool, log_y: 
     from .viz import CurveData, training_curves
 
     curves = [CurveData.from_run(load_run(p)) for p in runs]
-    fig = training_curves(curves, per_step=per_step, log_y=log_y, theme=theme)
+    px = _layout_px(size)
+    fig = training_curves(curves, per_step=per_step, log_y=log_y, theme=theme, **(px if theme == "paper" else {}))
+    size = dict(size or {})
+    shared = _shared_plotlyjs(runs, out)
+    if shared is not None and "html" in formats and not size.get("self_contained"):
+        size["plotlyjs"] = shared
     return _export_all(fig, out / "training-curves", formats, size)
+
+
+def _shared_plotlyjs(runs, out: Path) -> Path | None:
+    """``<runs root>/plotly.min.js`` when ``out`` lies inside the folder that holds all ``runs`` (the figures
+    of a runs root, or a run's artifacts, then share one plotly.js), else None (one next to the HTML)."""
+    parents = {Path(r).resolve().parent for r in runs}
+    if len(parents) != 1:
+        return None
+    root = parents.pop()
+    try:
+        Path(out).resolve().relative_to(root)
+    except ValueError:
+        return None
+    return root / "plotly.min.js"
+
+
+def _layout_px(size: dict | None) -> dict:
+    """Layout ``width``/``height`` in px (96 per inch) from the ``figures`` size options, where given."""
+    size = size or {}
+    px = {}
+    for k in ("width", "height"):
+        if size.get(f"{k}_in") is not None:
+            px[k] = int(round(size[f"{k}_in"] * 96))
+        elif size.get(k) is not None:
+            px[k] = int(size[k])
+    return px
 
 
 def _export_all(fig, stem: Path, formats, size: dict | None = None) -> list[Path]:
@@ -125,8 +156,8 @@ def _export_all(fig, stem: Path, formats, size: dict | None = None) -> list[Path
     for fmt in formats:
         try:
             written.append(export_figure(fig, Path(f"{stem}.{fmt}"), format=fmt, **(size or {})))
-        except ExportError as e:
-            print(f"warning: {e}", file=sys.stderr)
+        except ExportError as e:  # one line; the command's exit status says that some file is missing
+            print(f"error: {e}", file=sys.stderr)
     return written
 
 
@@ -136,6 +167,8 @@ def _size_args(args) -> dict:
         v = getattr(args, k, None)
         if v is not None:
             size[k] = v
+    if getattr(args, "html_standalone", False):
+        size["self_contained"] = True
     return size
 
 
@@ -506,6 +539,8 @@ def build_parser() -> argparse.ArgumentParser:
     f.add_argument("--width-in", type=float, help="paper width in inches (3.25 one column, 6.75 two columns)")
     f.add_argument("--height-in", type=float, help="paper height in inches")
     f.add_argument("--dpi", type=float, help="PNG dots per inch with --width-in (default 300)")
+    f.add_argument("--html-standalone", action="store_true",
+                   help="embed plotly.js in each HTML file (4.8 MB each) instead of sharing one local plotly.min.js")
     f.set_defaults(fn=cmd_figures)
 
     d = sub.add_parser("demo", help="the quickstart comparison (SGD vs SAM, LeNet-5, digits) headless")
