@@ -8,6 +8,14 @@ few times per second, and the finished result is drawn with
 :func:`workbench.viz.result_figure`, overlaid with earlier results of the same
 analysis (e.g. the top eigenvalues of the SGD and the SAM run). Results are
 saved in the run folder; asking again loads them instead of recomputing.
+
+All of this is drawn on one ``FigureWidget``; each drawing replaces the
+previous figure's layout (:func:`workbench.ui.live.sync_figure`), so switching
+analyses (or runs) never keeps another analysis' subplot titles, lines, second
+axes or sliders. While an analysis runs, the title ends in "— computing…".
+Slice and plane figures state the settings of the result they show (directions,
+normalisation, α range / span and points, BatchNorm mode, examples, seed) under
+the title, read from the result itself, not from the widgets.
 """
 from __future__ import annotations
 
@@ -24,6 +32,7 @@ from ..analysis.tasks import ANALYSES, DEFAULTS, PARAM_CHOICES, AnalysisOutput, 
 from ..config import yaml_load
 from ..runs import list_runs
 from ..viz import progress_figure, result_figure
+from ..viz.results import ANALYSIS_TITLES, COMPUTING
 from .base import ClassroomControls, PanelBase, estimates_enabled, figure_widget
 from .live import sync_figure
 
@@ -123,6 +132,8 @@ class AnalysisPanel(PanelBase):
         self._done.set()
         self._latest: Progress | None = None
         self._lock = threading.Lock()
+        self._draw_lock = threading.RLock()  # one figure update at a time (UI thread, ticker, worker)
+        self._finishing = False
 
         for name, w in {"run": self.w_run, "other": self.w_other, "checkpoint": self.w_checkpoint,
                         "what": self.w_what, "split": self.w_split, "count": self.w_count, "seed": self.w_seed,
@@ -290,6 +301,8 @@ class AnalysisPanel(PanelBase):
         self._done.clear()
         self._finishing = False
         self._latest = None
+        # the previous analysis' figure goes at once: an empty figure titled "<analysis> — computing…"
+        self._draw(progress_figure(what, {}))
         self.w_start.disabled, self.w_stop.disabled = True, False
         self.w_progress.value, self.w_progress.bar_style = 0.0, "info"
         self._say(f"Running {what} ...")
@@ -371,20 +384,24 @@ class AnalysisPanel(PanelBase):
             time.sleep(self.interval)
             with self._lock:
                 p = self._latest
-            if p is None or p is drawn or self._done.is_set() or getattr(self, "_finishing", False):
+            if p is None or p is drawn or self._done.is_set() or self._finishing:
                 continue
             drawn = p
             try:
                 self.w_progress.value = min(p.done / max(p.total, 1), 1.0)
                 self.w_progress_text.value = (f"{p.done}/{p.total} · {time.monotonic() - self._t0:.1f} s"
                                               + (f" · {p.message}" if p.message else ""))
-                if p.data:
-                    sync_figure(self.figure, progress_figure(p.what, p.data, label=""))
+                if p.data and p.what == self.w_what.value:  # not over another analysis the user looks at
+                    fig = progress_figure(p.what, p.data, label="")
+                    with self._draw_lock:
+                        if not self._finishing:  # never over the final figure
+                            self._draw(fig)
             except Exception:
                 pass
 
     def _finish(self, out: AnalysisOutput | None, *, stopped: str | None = None, error: str | None = None) -> None:
-        self._finishing = True
+        with self._draw_lock:
+            self._finishing = True
         self.w_start.disabled, self.w_stop.disabled = False, True
         if out is not None:
             self.w_progress.value, self.w_progress.bar_style = 1.0, "success"
@@ -393,14 +410,29 @@ class AnalysisPanel(PanelBase):
             self._say(("Loaded the saved result: " if out.cached else "Saved: ") + str(out.path), "#1b5e20")
         elif stopped:
             self.w_progress.bar_style = "warning"
+            self._retitle(" — stopped")  # the partial figure stays, no longer "computing…"
             self._say(f"Stopped: {stopped}. Nothing was saved.", "#b35900")
         else:
             self.w_progress.bar_style = "danger"
+            self._retitle(" — failed")
             self._say(f"Failed: {error}", "#b00020")
         self._done.set()
 
     def _shown(self, what: str) -> list[AnalysisOutput]:
         return list(self.outputs.get(what, []))
+
+    def _draw(self, fig) -> None:
+        """Show ``fig`` on the panel's figure: its layout replaces the previous one (no annotations, shapes,
+        second axes or sliders of another analysis survive); traces are updated in place when only the data
+        changed (:func:`~workbench.ui.live.sync_figure`)."""
+        with self._draw_lock:
+            sync_figure(self.figure, fig)
+
+    def _retitle(self, suffix: str) -> None:
+        with self._draw_lock:
+            text = self.figure.layout.title.text or ""
+            if text.endswith(COMPUTING):
+                self.figure.layout.title.text = text[: -len(COMPUTING)] + suffix
 
     def _draw_results(self) -> None:
         from ..viz import summary_rows
@@ -408,12 +440,13 @@ class AnalysisPanel(PanelBase):
         what = self.w_what.value
         outs = self._shown(what)
         if not outs:
-            sync_figure(self.figure, progress_figure(what, {}))
-            self.figure.layout.title.text = f"{what}: no result yet: press Run"
+            fig = progress_figure(what, {})
+            fig.layout.title.text = f"{ANALYSIS_TITLES.get(what, what)}: no result yet: press Run"
+            self._draw(fig)
             self.w_table.value = ""
             return
-        sync_figure(self.figure, result_figure(what, outs, kind=self.w_view.value, metric=self.w_metric.value,
-                                               log_y=self.w_log.value))
+        self._draw(result_figure(what, outs, kind=self.w_view.value, metric=self.w_metric.value,
+                                 log_y=self.w_log.value))
         rows = summary_rows(what, outs)
         cols = list(dict.fromkeys(k for r in rows for k in r))
         cell = lambda v: f"{v:.5g}" if isinstance(v, float) else html.escape(str(v))  # noqa: E731

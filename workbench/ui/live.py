@@ -147,22 +147,61 @@ class LiveCurves:
             last = time.monotonic()
 
 
+_UI_STATE = ("dragmode", "selections")
+"""Layout keys a user sets from the browser (toolbar mode, box selections) that :func:`sync_figure` keeps when
+the new figure does not set them."""
+
+
+def _trace_keys(trace) -> set[str]:
+    return set(trace.to_plotly_json()) - {"uid"}
+
+
+def _drop_layout_keys(widget: go.FigureWidget, keys) -> None:
+    """Remove top-level layout ``keys`` from ``widget`` and its browser views (outside a batch: inside one plotly
+    keeps an empty array). Arrays (annotations, shapes, sliders, ...) by assigning None, which also empties plotly's
+    cached element objects; other containers (xaxis2, ...) by a relayout with null, which removes the key."""
+    containers = []
+    for k in keys:
+        if isinstance(widget.layout[k], tuple):
+            widget.layout[k] = None
+        else:
+            containers.append(k)
+    if containers:
+        widget.plotly_relayout({k: None for k in containers})
+
+
 def sync_figure(widget: go.FigureWidget, fig: go.Figure) -> None:
     """Make ``widget`` show ``fig`` (built by a pure builder), updating traces in place when possible.
 
     Live panels rebuild their figure from the data collected so far with the
-    same builder the static export uses and call this to copy it over; traces
-    are updated in place when their number and types match, else replaced.
+    same builder the static export uses and call this to copy it over. Afterwards
+    the widget's layout is exactly ``fig``'s: top-level layout keys ``fig`` does
+    not set (another analysis' subplot titles and lines in ``annotations`` /
+    ``shapes``, ``xaxis2``/``yaxis2``, ``sliders``, ``updatemenus``, ``barmode``,
+    ...) are removed, in Python and (relayout with null or an empty array) in the
+    browser view; only the user's toolbar state (:data:`_UI_STATE`) is kept. A merge
+    (``layout.update``) alone would keep them. Traces are updated in place when
+    their number, types and set of properties match (the same builder drawing
+    more data: cheap live redraws), else replaced.
+
+    Args:
+        widget: the ``FigureWidget`` shown in the panel (modified in place).
+        fig: the figure to show; not modified.
     """
-    same = len(widget.data) == len(fig.data) and all(a.type == b.type for a, b in zip(widget.data, fig.data))
+    new_layout = fig.layout.to_plotly_json()
+    stale = [k for k in widget.layout.to_plotly_json() if k not in new_layout and k not in _UI_STATE]
+    same = len(widget.data) == len(fig.data) and all(
+        a.type == b.type and _trace_keys(a) == _trace_keys(b) for a, b in zip(widget.data, fig.data))
     if same:
+        _drop_layout_keys(widget, stale)
         with widget.batch_update():
             for a, b in zip(widget.data, fig.data):
                 a.update(b.to_plotly_json(), overwrite=True)
-            widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+            widget.layout.update(new_layout, overwrite=True)
         return
     with widget.batch_update():
         widget.data = []
+    _drop_layout_keys(widget, stale)
     widget.add_traces(list(fig.data))
     with widget.batch_update():
-        widget.layout.update(fig.layout.to_plotly_json(), overwrite=True)
+        widget.layout.update(new_layout, overwrite=True)

@@ -16,7 +16,19 @@ from .analysis import (cosine_histogram_figure, density_figure, eigenvalues_figu
                        pca_figure, plane_figure, sharpness_figure, slice_figure)
 from .theme import apply_theme
 
-__all__ = ["result_figure", "progress_figure", "summary_rows"]
+__all__ = ["result_figure", "progress_figure", "summary_rows", "slice_settings", "plane_settings", "ANALYSIS_TITLES",
+           "COMPUTING"]
+
+ANALYSIS_TITLES = {
+    "hessian": "Top Hessian eigenvalues", "trace": "Hessian trace", "density": "Hessian eigenvalue spectral density",
+    "layerwise": "Per-layer curvature", "interpolate": "Linear interpolation θ(α) = αθ₁ + (1−α)θ₂",
+    "slice": "1-D loss slices", "plane": "2-D loss landscape", "sparsity": "Feature sparsity per layer",
+    "sharpness": "Sharpness vs ρ", "pca": "PCA projection", "cosine": "Histogram of gradient cosines",
+}
+"""Plain-words name of each analysis (figure titles before a result exists)."""
+
+COMPUTING = " — computing…"
+"""Suffix of the title of every screen figure :func:`progress_figure` draws (an analysis still running)."""
 
 
 def _items(results) -> list[tuple[str, Any, list]]:
@@ -34,6 +46,80 @@ def _unique(items):
         seen[label] = n + 1
         out.append((label if n == 0 else f"{label} ({n + 1})", r, extra))
     return out
+
+
+def _normalised(d: Mapping) -> str:
+    n = d.get("normalization")
+    return {"filter": "filter-normalised", "layer": "layer-normalised", "none": "not normalised"}.get(n, str(n))
+
+
+def _direction_text(dirs: list) -> str:
+    """"2 random directions (filter-normalised, biases/BN zero)" from :meth:`Direction.describe` dicts."""
+    dirs = [d for d in dirs if isinstance(d, Mapping)]
+    if not dirs:
+        return ""
+    kind = dirs[0].get("kind", "?")
+    name = "top Hessian eigenvector" if kind == "eigenvector" else f"{kind} direction"
+    text = name if len(dirs) == 1 and kind == "eigenvector" else f"{len(dirs)} {name}{'s' if len(dirs) > 1 else ''}"
+    if "normalization" in dirs[0]:
+        text += f" ({_normalised(dirs[0])}, biases/BN {dirs[0].get('bias_bn', '?')})"
+    return text
+
+
+def _examples_text(r) -> str:
+    """"64 train / 64 test examples, seed 0" from a landscape result's ``examples``; BN mode and its data."""
+    ex = {sp: d for sp, d in (getattr(r, "examples", None) or {}).items() if isinstance(d, Mapping)}
+    text = " / ".join(f"{d.get('count', '?')} {d.get('split', sp)}" for sp, d in ex.items()) + " examples"
+    seeds = sorted({str(d["seed"]) for d in ex.values() if d.get("seed") is not None})
+    if seeds:
+        text += f", seed {', '.join(seeds)}"
+    bn = f"BN {r.bn}"
+    if isinstance(r.bn_data, Mapping) and r.bn_data.get("count") is not None:
+        bn += f" (statistics from {r.bn_data['count']} {r.bn_data.get('split', '')} examples)".replace("  ", " ")
+    return f"{bn} · {text}"
+
+
+def slice_settings(result, extra=()) -> str:
+    """The settings a slice result was computed with, in words, read from the result itself.
+
+    Args:
+        result: a :class:`~workbench.analysis.landscape.SliceResult` (the first direction).
+        extra: the slices along the further directions (``AnalysisOutput.extra``).
+
+    Returns:
+        e.g. ``"2 random directions (filter-normalised, biases/BN zero) · α ∈ [-1, 1], 41 points · BN keep ·
+        2048 train / 2048 test examples, seed 0"``.
+    """
+    a = np.asarray(result.alphas, dtype=float)
+    parts = [_direction_text([result.direction] + [getattr(e, "direction", None) for e in extra]),
+             f"α ∈ [{a.min():g}, {a.max():g}], {len(a)} points" if a.size else "", _examples_text(result)]
+    return " · ".join(p for p in parts if p)
+
+
+def plane_settings(result) -> str:
+    """The settings of a plane result, in words, read from the result itself.
+
+    Returns:
+        e.g. ``"2 random directions (filter-normalised, biases/BN zero), cos(d₁, d₂) = 0.007 · span 1, 21×21 grid ·
+        BN keep · 1024 train examples, seed 0"``.
+    """
+    a, b = np.asarray(result.alphas, dtype=float), np.asarray(result.betas, dtype=float)
+    span = max(float(np.max(np.abs(a))) if a.size else 0.0, float(np.max(np.abs(b))) if b.size else 0.0)
+    dirs = _direction_text(list(result.directions))
+    if dirs:
+        dirs += f", cos(d₁, d₂) = {float(result.cosine):.3g}"
+    parts = [dirs, f"span {span:g}, {len(b)}×{len(a)} grid", _examples_text(result)]
+    return " · ".join(p for p in parts if p)
+
+
+def _subtitle(fig: go.Figure, texts: list[tuple[str, str]], theme: str) -> go.Figure:
+    """Settings under the title (screen theme only): one line when all results share them, else one per run."""
+    if theme != "screen" or not texts:
+        return fig
+    uniq = list(dict.fromkeys(t for _, t in texts))
+    text = uniq[0] if len(uniq) == 1 else "<br>".join(f"{l}: {t}" for l, t in texts)
+    fig.update_layout(title_subtitle_text=text, margin_t=max(fig.layout.margin.t or 0, 64 + 16 * len(uniq)))
+    return fig
 
 
 def result_figure(what: str, results, *, theme: str = "screen", metric: str = "loss", split: str | None = None,
@@ -89,13 +175,17 @@ def result_figure(what: str, results, *, theme: str = "screen", metric: str = "l
                 sp = split or next(iter(s.loss))
                 vals = s.loss[sp] if metric == "loss" else s.acc[sp]
                 curves[f"{l} · dir {j + 1} · {sp}"] = vals
-        return slice_figure(items[0][1].alphas, curves, metric=metric, theme=theme, log_y=log_y)
+        fig = slice_figure(items[0][1].alphas, curves, metric=metric, theme=theme, log_y=log_y)
+        return _subtitle(fig, [(l, slice_settings(r, extra)) for l, r, extra in items], theme)
     if what == "plane":
         (l, r, _), = items[:1]
         sp = split or next(iter(r.loss))
         z = r.loss[sp] if metric == "loss" else r.acc[sp]
-        return plane_figure(r.alphas, r.betas, z, kind=kind, metric=f"{sp} {metric}", theme=theme, log_z=log_y,
-                            title=None if theme == "paper" else f"{l}: {sp} {metric} on a filter-normalised plane")
+        d0 = next((d for d in r.directions if isinstance(d, Mapping)), {})
+        plane = f"a {_normalised(d0)} plane" if "normalization" in d0 else "a plane"
+        fig = plane_figure(r.alphas, r.betas, z, kind=kind, metric=f"{sp} {metric}", theme=theme, log_z=log_y,
+                           title=None if theme == "paper" else f"{l}: {sp} {metric} on {plane}")
+        return _subtitle(fig, [(l, plane_settings(r))], theme)
     if what == "sparsity":
         fig = go.Figure()
         for i, (l, r, _) in enumerate(items):
@@ -132,7 +222,25 @@ def result_figure(what: str, results, *, theme: str = "screen", metric: str = "l
 
 
 def progress_figure(what: str, data: Mapping[str, Any], *, label: str = "", theme: str = "screen") -> go.Figure:
-    """Figure of the partial data of a running analysis (see ``Progress.data``)."""
+    """Figure of the partial data of a running analysis (see ``Progress.data``).
+
+    On screen its title ends with :data:`COMPUTING` ("— computing…"); without drawable data (nothing reported
+    yet, or an analysis that reports none) it is an empty figure titled e.g. "Top Hessian eigenvalues — computing…".
+
+    Args:
+        what: the analysis (as in :func:`result_figure`).
+        data: ``Progress.data`` so far (may be empty).
+        label: legend label of the partial series.
+    """
+    fig = _progress_figure(what, data, label=label, theme=theme)
+    if theme == "screen":
+        text = fig.layout.title.text or ANALYSIS_TITLES.get(what, what)
+        if not text.endswith(COMPUTING):
+            fig.update_layout(title=dict(text=text + COMPUTING, x=0.01))
+    return fig
+
+
+def _progress_figure(what: str, data: Mapping[str, Any], *, label: str, theme: str) -> go.Figure:
     if what == "hessian" and "values" in data:
         return eigenvalues_figure({label or "Ritz values": data["values"]}, theme=theme,
                                   title="Top Hessian eigenvalues (Ritz values, converging)")
@@ -157,7 +265,6 @@ def progress_figure(what: str, data: Mapping[str, Any], *, label: str = "", them
         return sharpness_figure({label or "running mean over batches": (data["rhos"], data["values"])}, theme=theme)
     fig = go.Figure()
     apply_theme(fig, theme)
-    fig.update_layout(title=dict(text=f"{what}: computing ...", x=0.01))
     return fig
 
 
