@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator, Mapping
 
-from workbench.app.server import _children, stop_process_tree
+from workbench.app.server import _children, lab_plotly_env, stop_process_tree
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -78,10 +78,12 @@ def wait_for(pred, timeout: float, what: str, poll: float = 0.25):
 
 @contextmanager
 def jupyter_lab(root: Path, tmp: Path, env: Mapping[str, str] | None = None, *,
-                start_timeout: float = 60.0) -> Iterator[LabServer]:
+                start_timeout: float = 60.0, plotly_module: bool = True) -> Iterator[LabServer]:
     """Start ``jupyter lab`` on a free port serving ``root``; yield a :class:`LabServer`.
 
-    ``env`` is added to the server's environment (kernels inherit it).
+    ``env`` is added to the server's environment (kernels inherit it). ``plotly_module``: publish plotly's widget
+    module under ``root`` and tell the kernels where it is, as ``workbench lab`` does
+    (:func:`workbench.app.server.lab_plotly_env`); False gives a plain ``jupyter lab`` (figures carry the module).
     """
     bindir = Path(sys.executable).parent
     jupyter = bindir / "jupyter"
@@ -95,6 +97,9 @@ def jupyter_lab(root: Path, tmp: Path, env: Mapping[str, str] | None = None, *,
         "IPYTHONDIR": str(tmp / "ipython"),
         "PYTHONUNBUFFERED": "1",
     })
+    e.pop("WORKBENCH_PLOTLY_ESM", None)
+    if plotly_module:
+        e.update(lab_plotly_env(root))
     e.update(env or {})
     for k in ("JUPYTER_CONFIG_DIR", "JUPYTERLAB_WORKSPACES_DIR", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"):
         Path(e[k]).mkdir(parents=True, exist_ok=True)

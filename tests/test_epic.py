@@ -296,7 +296,7 @@ def test_trainer_with_epic_never_feeds_dropped_examples_and_logs_rounds(run_root
     pd.testing.assert_frame_equal(again.log, log)
     assert defense_cli(["defense-report", str(res.run_path), "--out", str(run_root / "rep")]) == 0
     assert {p.name for p in (run_root / "rep").iterdir()} == {"cumulative_drops.html", "cluster_sizes.html",
-                                                              "dropped.csv"}
+                                                              "dropped.csv", "plotly.min.js"}
 
 
 def test_resume_with_defense_is_exact(run_root):

@@ -482,8 +482,11 @@ def cmd_lab(args) -> int:
     if nb.exists():
         print(f"opening {args.notebook}", flush=True)
     print("(listening on 127.0.0.1 only; the token is required)", flush=True)
+    from .app.server import lab_plotly_env
+
+    env = {**os.environ, **lab_plotly_env(args.root_dir)}   # figures load plotly's module once per page
     try:
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, env=env)
     except KeyboardInterrupt:
         return 0
     finally:

@@ -47,14 +47,15 @@ from typing import Iterator, Mapping
 
 from .studies import find_notebooks_dir
 
-__all__ = ["AppServer", "voila_command", "cull_options", "serve", "run_app", "landing_notebook", "publish_plotly_module",
+__all__ = ["AppServer", "voila_command", "cull_options", "lab_plotly_env", "serve", "run_app", "landing_notebook", "publish_plotly_module",
            "PLOTLY_ESM_ENV", "TEMPLATE", "SHARE"]
 
 HERE = Path(__file__).resolve().parent
 SHARE = HERE / "share"
 TEMPLATE = "workbench"
 LANDING = HERE / "index.ipynb"
-#: Environment variable with the URL of plotly's widget module (read by :func:`workbench.ui.base.figure_widget`).
+#: Environment variable with plotly's widget module, a URL or a path on the server (read by
+#: :func:`workbench.ui.figure.figure_widget`).
 PLOTLY_ESM_ENV = "WORKBENCH_PLOTLY_ESM"
 
 
@@ -158,6 +159,21 @@ def publish_plotly_module(root: Path) -> Path | None:
     return dst
 
 
+def lab_plotly_env(root: str | Path) -> dict[str, str]:
+    """Environment for a JupyterLab server with root folder ``root``, so that its kernels' figures load plotly's
+    widget module once per page (:mod:`workbench.ui.figure`).
+
+    Publishes the module under ``root`` (:func:`publish_plotly_module`) and returns ``{WORKBENCH_PLOTLY_ESM:
+    "files/<path>"}``: JupyterLab serves it at ``<base_url>files/<path>`` to the logged-in browser only (token or
+    cookie), like any file of the root. Returns ``{}`` when the module cannot be published (figures then carry it).
+    """
+    root = Path(root).resolve()
+    esm = publish_plotly_module(root)
+    if esm is None:
+        return {}
+    return {PLOTLY_ESM_ENV: "files/" + urllib.parse.quote(esm.relative_to(root).as_posix())}
+
+
 #: Kernels of closed pages: shut down after this many seconds without activity and without a browser connected.
 CULL_IDLE_TIMEOUT_S = 600
 #: How often (s) the server looks for such kernels.
@@ -218,11 +234,12 @@ def voila_command(*, notebooks: str | Path | None = None, port: int | None = Non
     e["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{e.get('PATH', '')}"
     e["WORKBENCH_NOTEBOOKS"] = str(nbdir)
     e["WORKBENCH_APP_HREF"] = "/" + _rel_url(nbdir / "NAME", root).rsplit("/", 1)[0] + "/{name}"
-    # every figure imports plotly's widget module from this one URL (see workbench.ui.base.figure_widget)
-    esm_url = (f"http://127.0.0.1:{port}/voila/files/" + urllib.parse.quote(esm.relative_to(root).as_posix())
-               if esm else "")
-    if esm_url:
-        e[PLOTLY_ESM_ENV] = esm_url
+    # every figure imports plotly's widget module from this one file (see workbench.ui.figure): the kernels get its
+    # path relative to the server, which the browser resolves against the page's own address (127.0.0.1 or localhost)
+    esm_path = ("voila/files/" + urllib.parse.quote(esm.relative_to(root).as_posix())) if esm else ""
+    esm_url = f"http://127.0.0.1:{port}/{esm_path}" if esm else ""
+    if esm_path:
+        e[PLOTLY_ESM_ENV] = esm_path
     else:
         e.pop(PLOTLY_ESM_ENV, None)
     e.update(env or {})

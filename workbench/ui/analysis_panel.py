@@ -33,7 +33,7 @@ from ..config import yaml_load
 from ..runs import list_runs
 from ..viz import progress_figure, result_figure
 from ..viz.results import ANALYSIS_TITLES, COMPUTING
-from .base import ClassroomControls, PanelBase, estimates_enabled, figure_widget
+from .base import ClassroomControls, PanelBase, estimates_enabled, figure_widget, guard
 from .live import sync_figure
 
 __all__ = ["AnalysisPanel"]
@@ -163,7 +163,7 @@ class AnalysisPanel(PanelBase):
             self.w_params,
             W.HBox([self.w_start, self.w_stop, self.w_clear, self.w_export, self.classroom.widget, self.w_progress,
                     self.w_progress_text], layout=W.Layout(flex_flow="row wrap")),
-            self.w_status, W.HBox([self.w_metric, self.w_view, self.w_log]), self.figure, self.w_table,
+            self.w_status, W.HBox([self.w_metric, self.w_view, self.w_log]), guard(self.figure), self.w_table,
         ])
         self.widget.add_class("wb-analysis-panel")
         self._estimate_key = None

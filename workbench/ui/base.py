@@ -4,60 +4,120 @@ from __future__ import annotations
 import html
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import ipywidgets as W
 import plotly.graph_objects as go
 
-from ..app.server import PLOTLY_ESM_ENV
 from ..viz import export_figure, static_export_available
+from .figure import _WATCH, ACTIVITY, LiveFigure, figure_widget, guard
 
 __all__ = ["PanelBase", "ClassroomControls", "classroom_mode", "estimates_enabled", "sync_figure_state",
-           "figure_widget"]
-
-_FIGURE_WIDGET_CLASSES: dict[str, type] = {}
-
-
-def figure_widget(figure: Any = None) -> go.FigureWidget:
-    """``go.FigureWidget(figure)``, loading plotly's front-end module from a URL when ``WORKBENCH_PLOTLY_ESM`` is set.
-
-    A plotly ``FigureWidget`` is an anywidget whose state carries the whole 5 MB plotly.js bundle as its module
-    source; the browser then parses one copy per figure, and anywidget gives each figure 2 s to initialise. A page
-    with many figures on a slow machine (the app-mode tour has ~17) misses that deadline ("[anywidget] Failed to
-    initialize model"): those figures render their first state but never receive later updates. With the
-    variable set to an ``http(s)`` URL of the same file (app mode serves it, :func:`workbench.app.server.serve`),
-    every figure imports that one URL, which the browser loads and parses once. Unset: plain ``go.FigureWidget``.
-    """
-    url = os.environ.get(PLOTLY_ESM_ENV, "").strip()
-    if not url.startswith(("http://", "https://")):
-        return go.FigureWidget(figure)
-    cls = _FIGURE_WIDGET_CLASSES.get(url)
-    if cls is None:
-        cls = _FIGURE_WIDGET_CLASSES[url] = type("FigureWidget", (go.FigureWidget,),
-                                                {"_esm": url, "__module__": __name__})
-    return cls(figure)
+           "figure_widget", "guard"]
 
 
 def sync_figure_state(widget: W.Widget) -> None:
-    """Copy every ``FigureWidget``'s current figure into its synced initial state, recursively.
+    """Copy every ``FigureWidget``'s current figure into its synced initial state, recursively, and mark it shown.
 
     A ``FigureWidget`` sends later changes (new traces, restyles) as one-shot messages that
-    only a live view applies; a view created afterwards starts from the widget's
-    ``_widget_data``/``_widget_layout``, which plotly refreshes only when the
-    ``FigureWidget`` itself is displayed. Panels display a box around their figures, so
+    only an existing front-end model applies; a view created afterwards starts from the widget's
+    ``_widget_data``/``_widget_layout``. Panels display a box around their figures, so
     this does it for them: figures drawn before the panel is shown (stored runs, results
-    packs), and every figure in Voilà, whose page connects after the notebook ran, appear.
+    packs) appear. :class:`~workbench.ui.figure.LiveFigure` also refreshes that state whenever a
+    page (re)connects, and is marked as displayed so that its watchdog may act.
     """
     import copy
 
     stack = [widget]
     while stack:
         w = stack.pop()
-        if isinstance(w, go.FigureWidget):
+        if isinstance(w, LiveFigure):
+            w._wb_displayed = True
+        if isinstance(w, go.FigureWidget):  # assigned (sent): the page's model may predate these traces
             w._widget_layout = copy.deepcopy(w._layout_obj._props)
             w._widget_data = copy.deepcopy(w._data)
         stack.extend(getattr(w, "children", ()) or ())
+
+
+_DATA_KEYS = ("x", "y", "z", "values", "r", "dimensions", "cells", "source")
+
+
+def figure_has_data(fig: go.Figure) -> bool:
+    """Whether any trace of ``fig`` holds data (points, a heatmap, an image, table cells, ...)."""
+    for tr in fig.data:
+        for k in _DATA_KEYS:
+            v = getattr(tr, k, None) if k in tr else None
+            if v is None:
+                continue
+            try:
+                if len(v) > 0:
+                    return True
+            except TypeError:  # a scalar-like value (an image source string is caught by len)
+                return True
+    return False
+
+
+class _BusyNotice:
+    """Tells a displayed, idle panel's user when the kernel is running another cell, so that it never says "Ready"
+    while its buttons cannot work: after ``after`` s of a running cell its status line says so and its enabled
+    buttons are disabled (clicks would only queue); when the cell ends both are restored. Checked by the figure
+    watchdog thread (:mod:`workbench.ui.figure`)."""
+
+    TEXT = ("The kernel is busy running another cell; this panel's buttons will work again when it finishes "
+            "(or interrupt the kernel).")
+
+    def __init__(self, panel: "PanelBase", after: float = 1.5):
+        self.panel = panel
+        self.after = float(after)
+        self.registered = time.monotonic()
+        self.shown = False
+        self._saved_status: str | None = None
+        self._disabled: list[W.Button] = []
+
+    def check(self) -> None:
+        busy_since = ACTIVITY.busy_since
+        p = self.panel
+        if busy_since is not None and not self.shown and not getattr(p, "running", False):
+            if time.monotonic() - max(busy_since, self.registered) >= self.after:
+                self._show()
+        elif busy_since is None and self.shown:
+            self._hide()
+
+    def _show(self) -> None:
+        p = self.panel
+        self._saved_status = p.w_status.value
+        self._disabled = [b for b in _buttons(p.widget) if not b.disabled]
+        for b in self._disabled:
+            b.disabled = True
+        p._say(self.TEXT, "#b35900")
+        self.shown = True
+
+    def _hide(self) -> None:
+        p = self.panel
+        for b in self._disabled:
+            b.disabled = False
+        if p.w_status.value == p._html(self.TEXT, "#b35900") and self._saved_status is not None:
+            p.w_status.value = self._saved_status
+        self._disabled, self._saved_status, self.shown = [], None, False
+
+
+def _buttons(widget: W.Widget) -> list[W.Button]:
+    out, stack = [], [widget]
+    while stack:
+        w = stack.pop()
+        if isinstance(w, W.Button):
+            out.append(w)
+        stack.extend(getattr(w, "children", ()) or ())
+    return out
+
+
+def watch_kernel_busy(panel: "PanelBase") -> None:
+    """Start :class:`_BusyNotice` for ``panel`` (once; when it is displayed in a kernel)."""
+    if getattr(panel, "_busy_notice", None) is None and hasattr(panel, "w_status") and ACTIVITY.hook():
+        panel._busy_notice = _BusyNotice(panel)
+        _WATCH.add(panel._busy_notice)
 
 
 class PanelBase:
@@ -65,6 +125,7 @@ class PanelBase:
 
     def _repr_mimebundle_(self, **kw):  # JupyterLab displays the panel as its widget
         sync_figure_state(self.widget)
+        watch_kernel_busy(self)
         return self.widget._repr_mimebundle_(**kw)
 
     @staticmethod
@@ -75,7 +136,13 @@ class PanelBase:
         self.w_status.value = self._html(text, color)
 
     def _export(self, fig: go.Figure, stem: Path, formats: Sequence[str]) -> list[Path]:
-        """Write ``fig`` as ``<stem>.<fmt>``; static formats are skipped, with a note, without a Chromium."""
+        """Write ``fig`` as ``<stem>.<fmt>``; static formats are skipped, with a note, without a Chromium.
+
+        A figure without data (nothing run yet) is refused with a message and nothing is written (returns ``[]``).
+        """
+        if not figure_has_data(fig):
+            self._say("Nothing to export yet: the figure has no data (run something first).", "#b35900")
+            return []
         written, notes = [], []
         for fmt in formats:
             if fmt != "html":

@@ -32,7 +32,7 @@ from ..bilevel.illustration import Illustration, IllustrationSettings, fit_eval,
 from ..bilevel.model import error_rate, val_loss
 from ..viz.bilevel import (PANEL_TITLES, boundary_xy, error_vs_fraction_figure, lambda_map_figure,
                            poison_map_figure)
-from .base import PanelBase, figure_widget
+from .base import PanelBase, figure_widget, guard
 
 __all__ = ["BilevelPanel"]
 
@@ -112,13 +112,13 @@ class BilevelPanel(PanelBase):
 
         two_d = W.VBox([
             W.HBox([self.w_seed, self.w_grid, self.w_compute, self.w_progress]),
-            W.HBox([self.figures["no_reg"], self.figures["reg"]]),
+            W.HBox([guard(self.figures["no_reg"]), guard(self.figures["reg"])]),
             W.HBox([W.VBox([self.w_px, self.w_py, self.w_readout]),
                     W.VBox([W.HBox([self.w_play, self.w_animate]), self.w_step])]),
-            self.figures["lambda"],
+            guard(self.figures["lambda"]),
         ])
         study = W.VBox([W.HBox([self.w_dataset, self.w_reps, self.w_steps, self.w_batches]),
-                        W.HBox([self.w_run, self.w_stop, self.w_study_progress]), self.figures["study"], self.w_table])
+                        W.HBox([self.w_run, self.w_stop, self.w_study_progress]), guard(self.figures["study"]), self.w_table])
         self.w_tabs = W.Tab(children=[two_d, study])
         self.w_tabs.set_title(0, "2-D illustration (Fig. 1)")
         self.w_tabs.set_title(1, "study (Fig. 2)")

@@ -43,7 +43,7 @@ from ..training.events import EpochEnd, ProbeResult, RunEnded, RunStarted, StepE
 from ..viz.poisoning import (craft_loss_figure, delta_norm_figure, drift_figure, image_grid_figure,
                              sam_cosine_figure)
 from ..app.estimate import estimate_crafting
-from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget
+from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget, guard
 from .live import sync_figure
 
 __all__ = ["PoisonPanel"]
@@ -187,9 +187,9 @@ class PoisonPanel(PanelBase):
         self.figure_images.layout.title.text = "x, Δ and x + Δ: shown when crafting ends (or press Show images)"
         self.figure_compare = figure_widget()
         self.figure_compare.layout.title.text = "Loss curves of the four variants: shown when Compare ends"
-        self.w_tabs = W.Tab(children=[W.VBox([self.figure_loss, self.figure_zoom]), self.figure_norm,
-                                      self.figure_drift, self.figure_cosine, self.figure_images,
-                                      W.VBox([self.w_table, self.figure_compare])])
+        self.w_tabs = W.Tab(children=[W.VBox([guard(self.figure_loss), guard(self.figure_zoom)]),
+                                      guard(self.figure_norm), guard(self.figure_drift), guard(self.figure_cosine),
+                                      guard(self.figure_images), W.VBox([self.w_table, guard(self.figure_compare)])])
         for i, t in enumerate(["cosine loss 𝓑", "‖Δ‖ per epoch", "drift", "SAM cos(g, g′)", "images",
                                "comparison"]):
             self.w_tabs.set_title(i, t)

@@ -20,7 +20,7 @@ import ipywidgets as W
 
 from ..training.events import ProbeResult, RunStarted, StepEnd
 from ..viz import cosine_histogram_figure, metric_vs_epoch_figure, sparsity_figure
-from .base import figure_widget
+from .base import figure_widget, guard
 from .live import sync_figure
 
 __all__ = ["ProbeViews"]
@@ -41,7 +41,7 @@ class ProbeViews:
         self.w_epoch.add_class("wb-cos-epoch")
         for name, f in (("eig", self.fig_eig), ("fsc", self.fig_fsc), ("cos", self.fig_cos)):
             f.add_class(f"wb-probe-{name}")
-        self.widget = W.Tab(children=[self.fig_eig, self.fig_fsc, W.VBox([self.w_epoch, self.fig_cos])])
+        self.widget = W.Tab(children=[guard(self.fig_eig), guard(self.fig_fsc), W.VBox([self.w_epoch, guard(self.fig_cos)])])
         for i, t in enumerate(["λ_max vs epoch", "feature sparsity", "cos(g, g′) histogram"]):
             self.widget.set_title(i, t)
         self.widget.add_class("wb-probe-views")

@@ -36,7 +36,7 @@ from ..sweeps import PRUNERS, SEARCHES, StudyConfig, StudyResult, SweepEvent, re
 from ..sweeps.results import to_latex, to_markdown
 from ..viz.sweeps import best_so_far_figure, metric_vs_param_figure
 from ..app.estimate import estimate_study
-from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget
+from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget, guard
 from .live import sync_figure
 
 __all__ = ["SweepPanel", "DEFAULT_FIELDS"]
@@ -247,10 +247,10 @@ class SweepPanel(PanelBase):
                                        layout=W.Layout(width="230px"))
         self.figure_best = figure_widget(best_so_far_figure([], metric=metric, title="Best so far: no trial yet"))
         self.figure_best.update_layout(height=_FIG_H, width=_FIG_W)
-        self.w_best_box = W.Box([self.figure_best], layout=W.Layout(display="none"))  # shown from the first Launch
+        self.w_best_box = W.Box([guard(self.figure_best)], layout=W.Layout(display="none"))  # shown from the first Launch
         self.figure_params = figure_widget()
         self.figure_params.update_layout(height=_FIG_H, width=_FIG_W)
-        self.w_params_box = W.VBox([self.w_fig_metric, self.figure_params], layout=W.Layout(display="none"))
+        self.w_params_box = W.VBox([self.w_fig_metric, guard(self.figure_params)], layout=W.Layout(display="none"))
 
         self.study: StudyConfig | None = None
         self.result: StudyResult | None = None

@@ -26,7 +26,7 @@ import plotly.graph_objects as go
 
 from ..viz import targeted as V
 from ..viz.theme import finish_figure
-from .base import PanelBase, figure_widget
+from .base import PanelBase, figure_widget, guard
 
 __all__ = ["TargetedPanel"]
 
@@ -115,7 +115,8 @@ class TargetedPanel(PanelBase):
             row(self.w_seed, self.w_trial, self.w_epochs, self.w_lr, self.w_defense, self.w_period, self.w_warmup),
             row(self.w_craft, self.w_train, self.w_stop, self.w_export, self.w_progress),
             self.w_status,
-            row(self.fig_loss, self.fig_prob), row(self.fig_hist, self.fig_pca), self.w_table],
+            row(guard(self.fig_loss), guard(self.fig_prob)),
+            row(guard(self.fig_hist), guard(self.fig_pca)), self.w_table],
             layout=W.Layout(max_width="1000px"))
         self.widget.add_class("wb-targeted-panel")
         self._say("Choose an attack and press Craft (the first press pretrains the clean model).")

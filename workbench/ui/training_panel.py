@@ -19,7 +19,7 @@ from ..runs import load_run
 from ..training.events import EpochEnd, RunEnded, RunStarted, StepEnd
 from ..viz import training_curves
 from ..app.estimate import estimate_training
-from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget
+from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget, guard
 from .live import LiveCurves
 from .probe_views import ProbeViews
 from .runner import BackgroundRunner
@@ -184,7 +184,7 @@ class TrainingPanel(PanelBase):
             estimate=lambda values: estimate_training(self.configs(values)))
         row5 = W.HBox([self.w_start, self.w_stop, self.w_export, self.w_clear, self.classroom.widget],
                       layout=W.Layout(flex_flow="row wrap"))
-        self.widget = W.VBox([row1, row2, row3, row3b, row4, row_probes, row5, row6, self.w_status, self.figure,
+        self.widget = W.VBox([row1, row2, row3, row3b, row4, row_probes, row5, row6, self.w_status, guard(self.figure),
                               self.probe_views.widget])
         self.widget.add_class("wb-training-panel")
 
