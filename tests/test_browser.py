@@ -488,3 +488,45 @@ def test_live_figure_gains_points_under_load_after_reload_and_after_reopen(tmp_p
         for s in spin:
             s.kill()
     print(f"\nlive figure under load ({time.monotonic() - t0:.0f} s in all): {report}")
+
+
+@pytest.mark.timeout(400)
+def test_a_figure_whose_view_cannot_start_falls_back_visibly(tmp_path):
+    """When a figure's front-end module cannot load at all (here: the served path is wrong), the panel shows the
+    notice and a static copy that still gains points while training runs."""
+    if not CHROMIUM.exists():
+        pytest.skip(f"{CHROMIUM} is missing")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="the playwright package is missing")
+    work = tmp_path / "lab"
+    work.mkdir()
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)
+    env = {"WORKBENCH_EPOCHS": "1", "WORKBENCH_RUNS": str(tmp_path / "runs"),
+           "WORKBENCH_PLOTLY_ESM": "files/no/such/plotly-module.js"}
+    with jupyter_lab(work, tmp_path, env) as server, sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1300})
+            page.set_default_timeout(60_000)
+            open_notebook(page, server, NOTEBOOK.name)
+            run_all_cells(page)
+            wait_all_cells_done(page, timeout_ms=300_000)
+            panel = page.locator(".jp-NotebookPanel .wb-training-panel").first
+            epochs = panel.locator(".wb-epochs input")
+            epochs.fill(str(PANEL_EPOCHS))
+            epochs.press("Enter")
+            epochs.blur()
+            page.wait_for_timeout(500)
+            t0 = time.monotonic()
+            panel.locator("button.wb-start").click()
+            s1 = _wait(lambda: (lambda s: s if s and s["mirror"] > 0 else None)(page.evaluate(_DRAWN_JS)), 90,
+                       "the fallback copy to draw points")
+            t_fallback = time.monotonic() - t0
+            s2 = _wait(lambda: (lambda s: s if s and s["mirror"] > s1["mirror"] else None)(page.evaluate(_DRAWN_JS)),
+                       60, "the fallback copy to keep growing")
+            assert "did not start" in s2["notice"] and s2["live"] == 0, s2
+            ARTIFACTS.mkdir(exist_ok=True)
+            panel.screenshot(path=str(ARTIFACTS / "live-figure-fallback.png"))
+            panel.locator("button.wb-stop").click()
+        finally:
+            browser.close()
+    print(f"\nfallback copy drew its first points {t_fallback:.1f} s after Start")

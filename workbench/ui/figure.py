@@ -292,7 +292,7 @@ def figure_widget(figure: Any = None) -> go.FigureWidget:
 
 
 # ----------------------------------------------------------------- the guard
-_NOTICE = ("The live figure did not start in this browser tab (its plotly module was too slow to load, e.g. on a "
+_NOTICE = ("The live figure did not start in this browser tab (its plotly module did not load in time, e.g. on a "
            "busy computer), so a copy redrawn every {every:g} s is shown below; it follows the run. Reload the page "
            "to get the interactive figure back.")
 
