@@ -325,7 +325,7 @@ def series_trace(s: Series, col: int, show_legend: bool = True) -> go.Scatter:
 
 # paper layout, px at 96 px/in: left margin (tick labels + axis title), right (half a tick label), bottom
 # (ticks, tick labels, axis title), and the gap between subplots (the next one's tick labels and title)
-_PAPER_MARGIN = dict(l=44, r=10, b=34)
+_PAPER_MARGIN = dict(l=44, r=14, b=34)
 _PAPER_GAP_PX = 50
 # print dashes, in px at line width 1 (plotly's named dashes scale to at least 9 px, coarse on a 1 in wide plot)
 _PAPER_DASH = {"train": "solid", "val": "4px,2px", "test": "1.5px,1.5px"}
