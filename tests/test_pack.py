@@ -110,7 +110,9 @@ def test_pack_refuses_altered_or_code_carrying_checkpoints(pack, tmp_path):
     torch.save({"model": Evil()}, ck)
     import hashlib
 
-    run["checkpoints"]["last.pt"].update(size=ck.stat().st_size, sha256=hashlib.sha256(ck.read_bytes()).hexdigest())
+    fp = dict(size=ck.stat().st_size, sha256=hashlib.sha256(ck.read_bytes()).hexdigest())
+    run["checkpoints"]["last.pt"].update(fp)
+    run["files"]["checkpoints/last.pt"].update(fp)
     (bad / "index.json").write_text(json.dumps(index))
     with pytest.raises(PackError, match="weights_only|plain-tensor"):
         load_pack(bad, tmp_path / "runs", log=None)

@@ -26,25 +26,34 @@ def cmd_app(args) -> int:
 
 
 def cmd_pack_build(args) -> int:
-    """Train and analyse everything the guided tour shows into a results pack."""
-    from .pack import build_pack
+    """Train and analyse everything the guided tour shows into a results pack (every file fingerprinted)."""
+    from .pack import PackError, build_pack
     from .tour import TourSettings
 
     d = TourSettings.from_env()
     settings = TourSettings(epochs=args.epochs or d.epochs, craft_epochs=args.craft_epochs or d.craft_epochs,
                             count=args.count or d.count)
-    build_pack(args.out, settings)
+    try:
+        build_pack(args.out, settings)
+    except PackError as e:
+        raise SystemExit(f"error: {e}")
     return 0
 
 
 def cmd_pack_load(args) -> int:
-    """Copy a results pack into the runs folder (verified; nothing unpickled)."""
+    """Copy a results pack into the runs folder (untrusted input: checked file by file, no links, nothing unpickled).
+
+    A refused pack is reported as one line ``error: ...`` (exit status 2) and leaves nothing behind.
+    """
     from .pack import PackError, load_pack
 
     try:
-        load_pack(args.pack, args.runs)
+        load_pack(args.pack, args.runs, max_bytes=int(args.max_gb * 1e9), max_files=args.max_files)
     except PackError as e:
         raise SystemExit(f"error: {e}")
+    except OSError as e:  # e.g. the runs folder is not writable, or the disk is full
+        raise SystemExit(f"error: loading the pack failed: {e.strerror or e}"
+                         f"{f': {str(e.filename)!r}' if e.filename else ''} (nothing was loaded)")
     return 0
 
 
@@ -72,8 +81,15 @@ def add_commands(subparsers) -> None:
     b.add_argument("--craft-epochs", type=int, help="epochs of the poison-crafting SAM run (default 3)")
     b.add_argument("--count", type=int, help="training examples per analysis (default 512)")
     b.set_defaults(fn=cmd_pack_build)
-    ld = psub.add_parser("load", help="copy a pack's runs into the runs folder (verified; nothing unpickled)")
+    ld = psub.add_parser("load", help="copy a pack's runs into the runs folder (verified; nothing unpickled)",
+                         description="Copy a results pack's runs into the runs folder. The pack is untrusted: "
+                                     "links, special files, unsafe names and any modified, missing or unlisted "
+                                     "file refuse it (one line 'error: ...', exit status 2) and nothing is "
+                                     "written.")
     ld.add_argument("pack", help="pack folder (with index.json)")
     ld.add_argument("--runs", default=os.environ.get("WORKBENCH_RUNS", "runs"),
                     help="runs folder (default: $WORKBENCH_RUNS or ./runs; the notebooks use ../runs from notebooks/)")
+    ld.add_argument("--max-gb", type=float, default=2.0, help="refuse packs larger than this (default 2 GB)")
+    ld.add_argument("--max-files", type=int, default=100_000,
+                    help="refuse packs with more files and folders than this (default 100000)")
     ld.set_defaults(fn=cmd_pack_load)
