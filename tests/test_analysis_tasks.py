@@ -145,3 +145,63 @@ def test_cosine_to_a_target_example_and_plane_views(two_runs):
     plane = analyze("plane", a, count=128, params={"grid": 5})
     assert result_figure("plane", [plane], kind="surface").data[0].type == "surface"
     assert result_figure("plane", [plane], metric="acc").data[0].type == "contour"
+
+
+# ------------------------------------------------------- non-finite weights / poisons, corrupt caches (issue 15)
+def _copy_run(src, dst_root):
+    import shutil
+
+    dst = dst_root / src.name
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("analysis", ".lock"))
+    return dst
+
+
+def test_nonfinite_weights_or_poison_refuse_the_analysis_and_nothing_is_saved(two_runs, tmp_path):
+    import json
+
+    from workbench.analysis.tasks import NonFiniteError
+    from workbench.data.poison import Poison, save_poison
+    from workbench.runs import load_checkpoint
+    from workbench.runs.store import atomic_torch_save
+
+    root, a, b = two_runs
+    bad = _copy_run(a, tmp_path)
+    ck = load_checkpoint(bad / "checkpoints" / "last.pt")
+    total = sum(v.numel() for v in ck["model"].values() if v.is_floating_point())
+    name = next(k for k, v in ck["model"].items() if v.is_floating_point() and v.numel() >= 3)
+    ck["model"][name].view(-1)[:2] = float("nan")
+    ck["model"][name].view(-1)[2] = float("inf")
+    atomic_torch_save(ck, bad / "checkpoints" / "last.pt")
+    for what, kw in (("hessian", {}), ("interpolate", {"other": bad}), ("sparsity", {})):
+        run = a if what == "interpolate" else bad
+        with pytest.raises(NonFiniteError, match=rf"^run {bad.name} has non-finite weights \(3 of {total} parameters\)"):
+            analyze(what, run, count=64, **kw)
+    assert not (bad / "artifacts" / "analysis").exists() or not list((bad / "artifacts" / "analysis").iterdir())
+    # a poison with a NaN
+    pois = _copy_run(b, tmp_path)
+    delta = torch.zeros(4, 1, 8, 8)
+    delta[1, 0, 2, 3] = float("nan")
+    p = save_poison(Poison(delta=delta, index=torch.arange(4)), tmp_path / "poison.pt")
+    cfg = json.loads((pois / "config.json").read_text())
+    cfg["data"]["poison"] = str(p)
+    (pois / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(NonFiniteError, match=r"poison .* has non-finite values \(1 of 256\)"):
+        analyze("hessian", pois, count=64)
+    assert not (pois / "artifacts" / "analysis").exists() or not list((pois / "artifacts" / "analysis").iterdir())
+
+
+@pytest.mark.parametrize("part", ["json", "npz"])
+def test_a_corrupt_saved_result_is_recomputed_with_a_warning(two_runs, tmp_path, part):
+    root, a, b = two_runs
+    run = _copy_run(a, tmp_path)
+    out = analyze("hessian", run, count=64, params={"k": 2})
+    target = out.path if part == "json" else out.path.with_suffix(".npz")
+    assert target.is_file()
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])  # truncated
+    with pytest.warns(RuntimeWarning, match=rf"saved analysis result '{target}' is corrupt.*recomputing"):
+        again = analyze("hessian", run, count=64, params={"k": 2})
+    assert not again.cached and again.path == out.path
+    np.testing.assert_allclose(again.result.values, out.result.values, rtol=1e-6)
+    third = analyze("hessian", run, count=64, params={"k": 2})  # the rewritten files load again
+    assert third.cached

@@ -154,6 +154,44 @@ def test_operator_works_under_no_grad_and_rebuilds_after_parameter_change(mlp):
     assert float((after - fresh).abs().max()) <= 1e-12 and float((after - before).abs().max()) > 1e-6
 
 
+@pytest.mark.parametrize("engine", [{}, {"batch_size": 10}, {"method": "func"}])
+def test_operator_sees_writes_through_data_and_replaced_parameters(mlp, bn_net, engine):
+    """Issue 15: ``p.data.mul_`` bypasses autograd's version counters and a replaced parameter is another
+    tensor: either way the next product is the Hessian of the model as it is now (dense oracle, 1e-10)."""
+    model, ex, _, _ = mlp
+    model = copy.deepcopy(model)
+    op = cv.HessianOperator(model, ex, **engine)
+    v = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    before = op @ v
+    model[0].weight.data.mul_(1.2)  # no version bump
+    after = op @ v
+    want = dense_hessian(model, ex) @ v
+    assert float((after - want).abs().max()) <= 1e-10
+    assert float((after - (cv.HessianOperator(model, ex) @ v)).abs().max()) <= 1e-10
+    assert float((before - want).abs().max()) > 1e-3  # the change matters
+    model[2].weight = nn.Parameter(model[2].weight.detach() * 0.5)  # replaced
+    got = op @ v
+    want = dense_hessian(model, ex) @ v
+    assert float((got - want).abs().max()) <= 1e-10
+    assert op.params[-2] is model[2].weight
+    model[2].bias.data[0] += 0.3  # one element through .data
+    assert float(((op @ v) - dense_hessian(model, ex) @ v).abs().max()) <= 1e-10
+    model[2].weight = nn.Parameter(torch.zeros(2, 6, dtype=torch.float64))  # another shape
+    with pytest.raises(ValueError, match="build a new HessianOperator"):
+        op @ v
+    # a frozen parameter (not selected) replaced, and a buffer written through .data (BatchNorm statistics)
+    net, bex = bn_net
+    net = copy.deepcopy(net)
+    op = cv.HessianOperator(net, bex, params="classifier", **engine)
+    u = torch.randn(op.size, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    op @ u
+    net.features[1].running_mean.data.add_(0.5)
+    net.features[0].weight = nn.Parameter(net.features[0].weight.detach() * 1.5)
+    names = [n for n, _ in net.named_parameters() if n.startswith("classifier")]
+    want = dense_hessian(net, bex, names=names) @ u
+    assert float(((op @ u) - want).abs().max()) <= 1e-10
+
+
 def test_as_linear_operator_is_float64(mlp):
     model, ex, H, _ = mlp
     lin = cv.HessianOperator(model, ex).as_linear_operator()

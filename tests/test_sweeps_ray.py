@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
+import shutil
+import subprocess
 import sys
 import threading
 import time
@@ -20,6 +23,7 @@ from workbench.presets import quickstart_config
 from workbench.runs import list_runs, load_run
 from workbench.sweeps import StudyConfig, read_trials, run_study
 
+REPO = Path(__file__).resolve().parents[1]
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs ray[tune]")
 
 
@@ -49,6 +53,26 @@ def _is_ray(pid: int) -> bool:
     return "/ray/" in cmd or cmd.startswith("ray::")
 
 
+def _listening(pids: set[int]) -> list[tuple[str, str]]:
+    """``(process name, local address)`` of the TCP sockets listening in ``pids`` (``ss -ltnpH``; [] without ss)."""
+    if not shutil.which("ss"):
+        return []
+    out = subprocess.run(["ss", "-ltnpH"], capture_output=True, text=True, timeout=30).stdout
+    found = []
+    for line in out.splitlines():
+        for name, pid in re.findall(r'\("([^"]*)",pid=(\d+),', line):
+            if int(pid) in pids:
+                found.append((name, line.split()[3]))
+    return found
+
+
+def _loopback(addr: str) -> bool:
+    """``127.0.0.1:p``, ``[::ffff:127.0.0.1]:p``, ``[::1]:p``: yes; ``0.0.0.0:p``, ``*:p``, ``[::]:p``, others: no."""
+    host = addr.rsplit(":", 1)[0].strip("[]")
+    host = host.removeprefix("::ffff:")
+    return host.startswith("127.") or host == "::1"
+
+
 def _gone(pids: set[int], timeout: float = 15.0) -> set[int]:
     """Those of ``pids`` still alive (not zombies) after waiting up to ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -72,7 +96,9 @@ def ray_session():
 
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        from workbench.sweeps.ray_backend import init_local_ray
+
+        init_local_ray(ray, num_cpus=2)  # like run_study's own: on 127.0.0.1 only
     yield ray
     if started:
         ray.shutdown()
@@ -85,6 +111,51 @@ def test_missing_ray_says_what_to_install(tmp_path, monkeypatch):
         run_study(study)
 
 
+def test_loopback_address_check():
+    assert all(map(_loopback, ["127.0.0.1:1", "[::ffff:127.0.0.1]:2", "[::1]:3"]))
+    assert not any(map(_loopback, ["0.0.0.0:1", "*:2", "[::]:3", "192.0.2.2:4", "[::ffff:10.0.0.1]:5"]))
+
+
+@needs_ray
+def test_a_local_ray_that_cannot_start_is_tried_twice_then_one_line_error(tmp_path, monkeypatch, capsys):
+    import ray
+
+    from workbench.cli import main
+    from workbench.sweeps.ray_backend import LOCAL_RAY_ENV, RayStartError
+
+    if ray.is_initialized():
+        pytest.skip("a Ray session is already running in this process")
+    calls = []
+
+    def fails(**kw):
+        calls.append(dict(kw, env={k: os.environ.get(k) for k in [*LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]}))
+        raise Exception("The current node timed out during startup. This could happen because some of the raylet "
+                        "failed to startup or the GCS has become overloaded.")
+
+    monkeypatch.setattr(ray, "init", fails)
+    for k in [*LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]:
+        monkeypatch.delenv(k, raising=False)
+    study = tmp_path / "s.yaml"
+    study.write_text(f"name: rf\nbase: {REPO / 'configs' / 'quickstart_sgd.yaml'}\nparams: {{optim.lr: [0.05]}}\n"
+                     f"backend: ray\nroot: {tmp_path / 'sweeps'}\n")
+    t0 = time.monotonic()
+    assert main(["sweep", str(study), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(calls) == 2 and time.monotonic() - t0 < 30
+    assert err.startswith("error: Ray could not start a local cluster (2 attempts; load average") and "\n" not in err
+    assert "timed out during startup" in err and "backend: local" in err
+    # each attempt: node address 127.0.0.1, no dashboard, Ray's start-up timeouts raised; all restored afterwards
+    for c in calls:
+        assert c["_node_ip_address"] == "127.0.0.1" and c["include_dashboard"] is False
+        assert c["env"] == {**LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+    assert not {*LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"} & set(os.environ)
+    from ray._private import ray_constants
+
+    assert ray_constants.ENABLE_RAY_CLUSTER is sys.platform.startswith("linux")
+    with pytest.raises(RayStartError, match="Ray could not start"):
+        run_study(StudyConfig.load(study))
+
+
 @needs_ray
 def test_grid_on_ray_gives_finished_runs_and_resumes(tmp_path):
     import ray
@@ -92,12 +163,14 @@ def test_grid_on_ray_gives_finished_runs_and_resumes(tmp_path):
     own = not ray.is_initialized()  # True unless another test module left a Ray running
     study = StudyConfig(name="rg", base=quickstart_config("sgd", epochs=2), params={"optim.name": ["sgd", "sam"]},
                        seeds=[0], backend="ray", root=str(tmp_path))
-    events, ray_pids = [], set()
+    events, ray_pids, sockets = [], set(), []
 
     def record(ev):
         events.append(ev)
         if ev.kind == "epoch":
             ray_pids.update(_descendants())
+            if not sockets:
+                sockets.extend(_listening(ray_pids | {os.getpid()}))
 
     import signal
 
@@ -107,6 +180,11 @@ def test_grid_on_ray_gives_finished_runs_and_resumes(tmp_path):
     assert res.status == "finished" and res.counts() == {"finished": 2} and res.skipped == 0
     if own:  # run_study started Ray, so it shut it down
         assert len(ray_pids) >= 3  # GCS, raylet, workers
+        # every Ray service (GCS, raylet, agents, workers, this driver's core worker) listens on loopback only
+        if shutil.which("ss"):
+            names = {name for name, _ in sockets}
+            assert {"gcs_server", "raylet"} <= names, sockets
+            assert all(_loopback(addr) for _, addr in sockets), sockets
         assert not ray.is_initialized() and not _gone(ray_pids)
     assert {r["params"]["optim.name"] for r in res.records} == {"sgd", "sam"}
     runs = list_runs(study.path / "runs")

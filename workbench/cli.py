@@ -2,6 +2,12 @@
 
 Drives the same configs and writes the same run folders and figures as the
 notebooks. Run ``workbench --help`` or ``workbench COMMAND --help``.
+
+User errors (a bad argument, config value or type, an unreadable or malformed
+config/study file, a missing or corrupt checkpoint, a folder that is not a run,
+a refused results pack, ...) print one line ``error: ...`` on stderr and exit
+with status 2, before anything is written; ``--debug`` (before or after the
+command, or ``WORKBENCH_DEBUG=1``) shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -49,6 +55,120 @@ def _exit_code(status: str) -> int:
     return {"finished": 0, "stopped": 130, "diverged": 3}.get(status, 1)
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1 (``--epochs``, ``--workers``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: give an integer >= 1") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is invalid: must be an integer >= 1")
+    return value
+
+
+def _check_root(root: str | os.PathLike, what: str) -> None:
+    """Refuse a runs root that is a file, or lies under one, before anything starts (``what``: how the user gave
+    it, e.g. ``--root`` or ``root`` in the config)."""
+    p = Path(root)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir():
+                where = "" if q == p else f" ({str(q)!r} is a file)"
+                raise ValueError(f"{what} {str(p)!r} is not a folder{where}: give a folder for the run folders")
+            return
+
+
+def _key_values(items, flag: str, example: str) -> dict:
+    """``KEY=VALUE`` arguments of ``flag`` as a dict, values parsed as YAML (``k=10``: an int)."""
+    from .config import yaml_error_message, yaml_load
+
+    out = {}
+    for item in items or []:
+        if "=" not in item or not item.split("=", 1)[0].strip():
+            raise ValueError(f"{flag} {item!r} must look like key=value, e.g. {example}")
+        k, v = item.split("=", 1)
+        try:
+            out[k.strip()] = yaml_load(v)
+        except Exception as e:  # yaml.YAMLError
+            raise ValueError(f"{flag} {item!r}: cannot parse the value as YAML: {yaml_error_message(e)}") from None
+    return out
+
+
+#: Entries a checkpoint must hold to resume a run, and to rebuild its model (``analyze``).
+_RESUME_KEYS = ("format", "model", "optimizer", "scheduler", "epoch", "batch", "step", "input_shape", "num_classes")
+_MODEL_KEYS = ("model", "input_shape", "num_classes")
+
+
+def _check_checkpoint(run: Path, name: str, keys: tuple[str, ...]) -> None:
+    """Load ``run/checkpoints/name`` (``weights_only=True``) and check that it holds ``keys`` and that its model
+    weights fit the model of the run's config (names and shapes), so that a resume or an analysis fails here, with
+    one line naming the file, instead of deep in the set-up.
+
+    Raises:
+        CheckpointError: missing (for a run that diverged before its first checkpoint, it says so), corrupt,
+            not a plain-tensor checkpoint, missing entries, or weights of another model.
+    """
+    import torch
+
+    from .runs import Run
+    from .runs.store import CheckpointError, load_checkpoint
+
+    r = Run(run)
+    path = r.checkpoint_dir / name
+    if not path.is_file():
+        status = {}
+        try:
+            status = r.status()
+        except Exception:  # a corrupt status.json: the missing checkpoint is the message
+            pass
+        if status.get("status") == "diverged":
+            raise CheckpointError(f"checkpoint {str(path)!r} does not exist: the run diverged before its first "
+                                  "checkpoint was written, so there is nothing to resume or analyse (start it again, "
+                                  "e.g. with a smaller optim.lr)")
+    config = r.config()   # CorruptRunError / ConfigError: one line naming the folder or the field
+    ck = load_checkpoint(path, map_location="cpu")
+    missing = [k for k in keys if k not in ck]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(path)!r} lacks the entries {missing}: it is not a checkpoint "
+                              "written by the workbench trainer")
+    model = ck["model"]
+    if not isinstance(model, dict) or not all(isinstance(v, torch.Tensor) for v in model.values()):
+        raise CheckpointError(f"checkpoint {str(path)!r}: its 'model' entry is not a state dict of tensors")
+    try:
+        shape = tuple(int(x) for x in ck["input_shape"])
+        classes = int(ck["num_classes"])
+    except (TypeError, ValueError):
+        raise CheckpointError(f"checkpoint {str(path)!r}: input_shape={ck['input_shape']!r} or "
+                              f"num_classes={ck['num_classes']!r} is malformed") from None
+    for k in ("epoch", "batch", "step"):
+        if k in keys and (isinstance(ck[k], bool) or not isinstance(ck[k], int) or ck[k] < 0):
+            raise CheckpointError(f"checkpoint {str(path)!r}: {k}={ck[k]!r} is not a non-negative integer")
+    for k in ("optimizer", "scheduler"):
+        if k in keys and not isinstance(ck[k], dict):
+            raise CheckpointError(f"checkpoint {str(path)!r}: its {k!r} entry is not a state dict")
+    from .models import build_model
+
+    try:
+        expected = build_model(config.model, shape, classes).state_dict()
+    except Exception as e:  # e.g. an input shape the architecture cannot take
+        raise CheckpointError(f"checkpoint {str(path)!r} does not fit the run's model {config.model.name!r}: "
+                              f"{' '.join(str(e).split())[:200]}") from None
+    problems = []
+    lacking = [k for k in expected if k not in model]
+    extra = [k for k in model if k not in expected]
+    if lacking:
+        problems.append(f"missing {lacking[:3]}{' ...' if len(lacking) > 3 else ''}")
+    if extra:
+        problems.append(f"unexpected {extra[:3]}{' ...' if len(extra) > 3 else ''}")
+    wrong = [k for k in expected if k in model and tuple(model[k].shape) != tuple(expected[k].shape)]
+    if wrong:
+        k = wrong[0]
+        problems.append(f"{k} has shape {list(model[k].shape)}, expected {list(expected[k].shape)}")
+    if problems:
+        raise CheckpointError(f"checkpoint {str(path)!r} holds the weights of another model, not the run's "
+                              f"{config.model.name!r}: " + "; ".join(problems))
+
+
 def cmd_run(args) -> int:
     from .config import RunConfig
     from .training import Trainer, TqdmProgress
@@ -58,6 +178,7 @@ def cmd_run(args) -> int:
         cfg = cfg.with_overrides({"root": args.root})
     if args.set:
         cfg = cfg.with_overrides(args.set)
+    _check_root(cfg.root, "--root" if args.root else "root")
     cbs = [] if args.no_progress else [TqdmProgress()]
     res = Trainer(cfg, callbacks=cbs).run()
     _print_result(res)
@@ -80,6 +201,7 @@ def cmd_resume(args) -> int:
         raise FileNotFoundError(f"{args.run} does not exist")
     if not (run / "config.json").is_file():
         raise FileNotFoundError(f"{args.run} is not a run folder (no config.json)")
+    _check_checkpoint(run, "last.pt", _RESUME_KEYS)   # one line naming the file, before anything is set up
     # the bar appears when the run starts, after from_run has checked the checkpoint and --epochs
     cbs = [] if args.no_progress else [TqdmProgress()]
     res = Trainer.from_run(run, epochs=args.epochs, callbacks=cbs).run()
@@ -88,6 +210,12 @@ def cmd_resume(args) -> int:
 
 
 def cmd_runs(args) -> int:
+    """``workbench runs ROOT``: every run folder under ROOT, one row each (newest first).
+
+    A corrupt run folder (unreadable ``config.json``, ``status.json`` or ``metrics.jsonl``, see
+    :mod:`workbench.runs.store`) is a row with status ``corrupt``; the table is followed by one line per
+    corrupt run, ``corrupt: <folder>: <reason>`` (csv/json: the ``path`` and ``reason`` columns). Returns 0.
+    """
     import pandas as pd
 
     from .runs import list_runs
@@ -105,6 +233,8 @@ def cmd_runs(args) -> int:
                 "final_train_loss", "final_test_acc", "best_val_acc"]
         with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
             print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+        for row in df[df["status"] == "corrupt"].itertuples():
+            print(f"corrupt: {row.path}: {row.reason}")
     return 0
 
 
@@ -265,15 +395,14 @@ def cmd_analyze(args) -> int:
     import yaml as _yaml
 
     from .analysis.tasks import analyze
-    from .config import yaml_load
+    from .training.device import resolve_device
     from .viz import export_figure, result_figure, static_export_session, summary_rows
 
-    params = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set {item!r} must look like key=value, e.g. k=10")
-        k, v = item.split("=", 1)
-        params[k.strip()] = yaml_load(v)
+    params = _key_values(args.set, "--set", "k=10")
+    if args.count < -1:
+        raise ValueError(f"--count {args.count} is invalid: use a positive number of examples, 0 (the whole split) "
+                         "or -1 (the analysis' default)")
+    resolve_device(args.device, name="--device")   # 'tpu', 'cuda:abc', or CUDA absent: one line, before loading
     runs = _expand_runs(args.runs)
     if args.what == "interpolate":
         if len(runs) != 2:
@@ -281,9 +410,10 @@ def cmd_analyze(args) -> int:
         jobs = [(runs[0], runs[1])]
     else:
         jobs = [(r, None) for r in runs]
-    if args.count < -1:
-        raise ValueError(f"--count {args.count} is invalid: use a positive number of examples, 0 (the whole split) "
-                         "or -1 (the analysis' default)")
+    for run, other in jobs:   # every checkpoint readable and of its run's model before the first analysis starts
+        _check_checkpoint(run, args.checkpoint, _MODEL_KEYS)
+        if other is not None:
+            _check_checkpoint(other, "last.pt", _MODEL_KEYS)
     outputs = []
     bar = None
 
@@ -329,9 +459,10 @@ def cmd_sweep(args) -> int:
     changes = {}
     if args.backend:
         changes["backend"] = args.backend
-    if args.workers:
+    if args.workers is not None:
         changes["workers"] = args.workers
     if args.root:
+        _check_root(args.root, "--root")
         changes["root"] = args.root
     if args.set:
         study_dict = study.to_dict()
@@ -388,16 +519,9 @@ def cmd_table(args) -> int:
 
 
 def _poison_cfg(items):
-    from .config import yaml_load
     from .poisoning import PoisonConfig
 
-    d = {}
-    for item in items or []:
-        if "=" not in item:
-            raise ValueError(f"--poison {item!r} must look like key=value, e.g. iterations=10")
-        k, v = item.split("=", 1)
-        d[k.strip()] = yaml_load(v)
-    return PoisonConfig.from_dict(d)
+    return PoisonConfig.from_dict(_key_values(items, "--poison", "iterations=10"))
 
 
 def cmd_craft(args) -> int:
@@ -410,6 +534,7 @@ def cmd_craft(args) -> int:
         cfg = cfg.with_overrides({"root": args.root})
     if args.set:
         cfg = cfg.with_overrides(args.set)
+    _check_root(cfg.root, "--root" if args.root else "root")
     res = craft_poison(cfg, _poison_cfg(args.poison), callbacks=[] if args.no_progress else [TqdmProgress()])
     _print_result(res.train)
     print(f"poison: {res.poison_path}")
@@ -455,8 +580,10 @@ def lab_app_settings(dest: str | Path) -> Path:
 def cmd_lab(args) -> int:
     """Start JupyterLab on 127.0.0.1 with a random token, opening the quickstart notebook.
 
-    JupyterLab's news pop-up is off (:func:`lab_app_settings`, a temporary folder removed on exit). Returns
-    JupyterLab's exit status (0 after Ctrl-C).
+    JupyterLab's news pop-up is off (:func:`lab_app_settings`, a temporary folder removed on exit). JupyterLab and
+    its kernels stop with this command: on SIGTERM, SIGHUP and Ctrl-C it stops them, and on Linux JupyterLab gets
+    SIGTERM when this process dies (:func:`workbench.app.server.run_foreground`). Returns JupyterLab's exit status
+    (0 after Ctrl-C, 128 + signal after SIGTERM/SIGHUP).
 
     Raises:
         SystemExit: ``jupyter`` is not installed (``error: ...``, exit status 2).
@@ -467,8 +594,9 @@ def cmd_lab(args) -> int:
     token = args.token or os.environ.get("WORKBENCH_LAB_TOKEN") or secrets.token_hex(24)
     nb = Path(args.notebook)
     settings = tempfile.TemporaryDirectory(prefix="workbench-lab-settings-")
-    cmd = [jupyter, "lab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}",
+    cmd = [jupyter, "lab", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={args.port}", "--ServerApp.port_retries=0",
            f"--IdentityProvider.token={token}", "--ServerApp.open_browser=" + ("False" if args.no_browser else "True"),
+           "--ServerApp.allow_remote_access=False",   # the default, stated: a foreign Host header is refused
            "--LabApp.news_url=None", "--LabApp.app_settings_dir=" + str(lab_app_settings(settings.name)),
            "--ServerApp.root_dir=" + str(Path(args.root_dir).resolve())]
     if os.geteuid() == 0 if hasattr(os, "geteuid") else False:
@@ -482,13 +610,11 @@ def cmd_lab(args) -> int:
     if nb.exists():
         print(f"opening {args.notebook}", flush=True)
     print("(listening on 127.0.0.1 only; the token is required)", flush=True)
-    from .app.server import lab_plotly_env
+    from .app.server import lab_plotly_env, run_foreground
 
     env = {**os.environ, **lab_plotly_env(args.root_dir)}   # figures load plotly's module once per page
     try:
-        return subprocess.call(cmd, env=env)
-    except KeyboardInterrupt:
-        return 0
+        return run_foreground(cmd, env=env)
     finally:
         settings.cleanup()
 
@@ -505,8 +631,25 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class UsageError(Exception):
+    """A command-line mistake found by argparse (unknown option, missing or malformed argument)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (:class:`UsageError`, printed by :func:`main` as ``error: ...``) and a
+    ``--debug`` flag on every (sub)command. Subcommand parsers are of this class too."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="show the traceback of an error (also WORKBENCH_DEBUG=1)")
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: {message} (see '{self.prog} --help')")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="workbench", description="Sharpness & Poisoning Workbench")
+    p = _Parser(prog="workbench", description="Sharpness & Poisoning Workbench")
     sub = p.add_subparsers(dest="command", required=True)
 
     r = sub.add_parser("run", help="train one config (YAML/JSON) headless")
@@ -519,7 +662,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     rs = sub.add_parser("resume", help="continue a stopped run from its last checkpoint")
     rs.add_argument("run", help="run folder")
-    rs.add_argument("--epochs", type=int, help="new total number of epochs")
+    rs.add_argument("--epochs", type=_positive_int, help="new total number of epochs")
     rs.add_argument("--no-progress", action="store_true")
     rs.set_defaults(fn=cmd_resume)
 
@@ -577,7 +720,8 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("study", help="study YAML, e.g. configs/studies/sgd_vs_sam_lr.yaml")
     sw.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="overrides of the base run config")
     sw.add_argument("--backend", choices=["local", "ray"])
-    sw.add_argument("--workers", type=int, help="local backend: parallel processes (one torch thread each)")
+    sw.add_argument("--workers", type=_positive_int,
+                    help="local backend: parallel processes (one torch thread each), >= 1")
     sw.add_argument("--root", help="folder holding the study folder")
     sw.add_argument("--metric", help="metric of the printed table (default: the study's)")
     sw.add_argument("--no-progress", action="store_true")
@@ -612,40 +756,83 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _user_error_message(e: BaseException) -> str:
-    """One line for a user error: the exception's message, or a readable one for YAML and OS errors."""
+    """One line for a user error: the exception's message, or a readable one for YAML and OS errors.
+
+    Multi-line messages are joined into one line, and a message never suggests unpickling a checkpoint
+    (``torch.load``'s hint to pass ``weights_only=False`` is cut).
+    """
     import yaml
 
+    from .config import yaml_error_message
+
     if isinstance(e, yaml.YAMLError):
-        mark = getattr(e, "problem_mark", None)
-        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        return f"the config file is not valid YAML: {getattr(e, 'problem', None) or e}{where}"
-    if isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename is not None:
-        return f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
-    return str(e)
+        msg = f"not valid YAML: {yaml_error_message(e)}"
+    elif isinstance(e, OSError) and not isinstance(e, FileNotFoundError) and e.filename is not None:
+        msg = f"{e.strerror or type(e).__name__}: {str(e.filename)!r}"
+    else:
+        msg = str(e) or type(e).__name__
+    return " ".join(_no_unpickling_hint(msg).split())
+
+
+def _no_unpickling_hint(msg: str) -> str:
+    """``msg`` without torch's advice to re-run ``torch.load`` with ``weights_only=False`` (arbitrary code
+    execution for an untrusted checkpoint): the detail becomes what happened (refused, nothing unpickled)."""
+    import re
+
+    i = msg.find("Weights only load failed")
+    if i >= 0:
+        j = msg.find(")", i)
+        msg = (msg[:i] + "refused: it holds objects other than tensors and plain containers; nothing was unpickled"
+               + (msg[j:] if j >= 0 else ""))
+    unsafe = re.compile(r"weights_only(?!=True)")
+    if unsafe.search(msg):
+        msg = ". ".join(part for part in msg.split(". ") if not unsafe.search(part))
+    return msg
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    import yaml
+
+    from .runs.store import CheckpointError
+
+    return (ValueError, OSError, yaml.YAMLError, CheckpointError)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run the ``workbench`` command line ``argv`` (default ``sys.argv[1:]``) and return its exit status.
 
-    Exit status: 0 success; 2 a user error — bad arguments (argparse), an invalid config value, a missing or
-    unreadable file, a folder that is not a run folder — reported as ``error: ...`` on stderr without a
-    traceback; otherwise the command's own status (e.g. 130 a stopped run, 3 a diverged one). Programming errors
-    still raise.
+    Never raises ``SystemExit``: ``--help`` returns 0. Exit status: 0 success; 2 a user error — a command-line
+    mistake (argparse), an invalid config value or type, a missing, unreadable or malformed config/study file, a
+    missing or corrupt checkpoint, a folder that is not a run folder, a refused results pack — reported as one
+    line ``error: ...`` on stderr without a traceback (with ``--debug`` or ``WORKBENCH_DEBUG=1``: re-raised, with
+    its traceback); otherwise the command's own status (e.g. 130 a stopped run, 3 a diverged one). Programming
+    errors still raise.
     """
-    import yaml
-
-    from .runs.store import CheckpointError
-
-    args = build_parser().parse_args(argv)
+    debug = os.environ.get("WORKBENCH_DEBUG", "").strip() not in ("", "0")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        if debug or "--debug" in argv:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except SystemExit as e:  # --help, --version
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 2)
+    debug = debug or bool(getattr(args, "debug", False))
     try:
         return int(args.fn(args) or 0)
     except SystemExit as e:  # helpers and subcommands raise SystemExit("error: ...") for user errors
+        if debug:
+            raise
         if isinstance(e.code, str):
             msg = e.code if e.code.startswith("error:") else f"error: {e.code}"
-            print(msg, file=sys.stderr)
+            print(" ".join(msg.split()), file=sys.stderr)
             return 2
-        raise
-    except (ValueError, OSError, yaml.YAMLError, CheckpointError) as e:
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    except _user_errors() as e:
+        if debug:
+            raise
         print(f"error: {_user_error_message(e)}", file=sys.stderr)
         return 2
 

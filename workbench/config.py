@@ -15,6 +15,17 @@ plain dicts, JSON and YAML, and accept dotted overrides such as
 ``optim.rho=0.05`` (values parsed as YAML scalars, so ``0.05`` is a float,
 ``[60,120]`` a list and ``null`` is ``None``).
 
+Types are checked, never coerced: every field's value must match its annotation
+(:func:`check_field_types`; ``'false'`` is not a boolean, ``'3'`` or ``true`` not an
+integer; an integer is accepted where a float is expected), and the message names
+the field, the value and the expected type. Config and study files are read by
+:func:`load_yaml_file` with a safe loader (no ``!!python/...`` tags or any other
+object construction), that refuses duplicate keys, documents whose aliases expand
+them by more than :data:`YAML_MAX_ALIAS_EXPANSION` values ("billion laughs"),
+recursive aliases and nesting deeper than :data:`YAML_MAX_DEPTH`; an empty or
+comment-only file is an error. Every error is a :class:`ConfigError` (a
+``ValueError``) with a one-line message naming the file or the field.
+
 This module is part of the core: it imports neither ``ipywidgets`` nor
 ``plotly``.
 """
@@ -22,9 +33,12 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import json
 import math
 import re
+import types
+import typing
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Mapping
@@ -41,10 +55,52 @@ SCHEDULE_CHOICES = ("constant", "multistep", "cosine")
 BN_POLICY_CHOICES = ("freeze", "update", "eval")
 SPLIT_CHOICES = ("official", "pooled")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
+_DEVICE_RE = re.compile(r"^(?:auto|cpu|mps|cuda(?::[0-9]+)?)$")
+
+
+#: A YAML document may grow by at most this many values through aliases (``*name``): a "billion laughs" file of
+#: a few hundred bytes would otherwise expand to millions of values (and a run folder's config.json with them).
+YAML_MAX_ALIAS_EXPANSION = 10_000
+#: Deepest nesting of lists/mappings accepted in a YAML or JSON config (a run config needs 3 levels).
+YAML_MAX_DEPTH = 64
+#: Largest config or study file read (bytes).
+CONFIG_MAX_BYTES = 10_000_000
+
+
+class ConfigError(ValueError):
+    """An invalid config or study: a bad value, a bad type, or a file that cannot be read or parsed.
+
+    The message is one line and names the field (``optim.lr=-1 is invalid: ...``) or the file.
+    """
+
+
+class YAMLLimitError(yaml.YAMLError):
+    """A YAML document refused for its shape: alias expansion, recursive aliases or nesting depth."""
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as people write it."""
+    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as people write it, refuses duplicate keys and
+    bounds alias expansion and nesting (see :data:`YAML_MAX_ALIAS_EXPANSION`, :data:`YAML_MAX_DEPTH`)."""
+
+    def get_single_node(self):
+        node = super().get_single_node()
+        if node is not None:
+            _check_node_graph(node)
+        return node
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen = set()
+            for key_node, _ in node.value:
+                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == "tag:yaml.org,2002:merge":
+                    continue
+                key = (key_node.tag, key_node.value)
+                if key in seen:
+                    raise yaml.constructor.ConstructorError(
+                        "while constructing a mapping", node.start_mark,
+                        f"found duplicate key {key_node.value!r}", key_node.start_mark)
+                seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 _Loader.add_implicit_resolver(
@@ -58,13 +114,232 @@ _Loader.add_implicit_resolver(
 )
 
 
+def _check_node_graph(root) -> None:
+    """Refuse a composed YAML node graph whose aliases expand it by more than :data:`YAML_MAX_ALIAS_EXPANSION`
+    values, that contains itself (a recursive alias), or that nests deeper than :data:`YAML_MAX_DEPTH`."""
+    sizes: dict[int, int] = {}     # expanded size of each node, memoized (a node reached twice: an alias)
+    active: set[int] = set()
+
+    def size(node, depth: int) -> int:
+        key = id(node)
+        if key in sizes:
+            return sizes[key]
+        if key in active:
+            raise YAMLLimitError("a YAML alias refers to a list or mapping that contains it (a recursive "
+                                 f"document){_where(node)}")
+        if depth > YAML_MAX_DEPTH:
+            raise YAMLLimitError(f"the document is nested more than {YAML_MAX_DEPTH} levels deep{_where(node)}")
+        total = 1
+        if isinstance(node, yaml.SequenceNode):
+            children = node.value
+        elif isinstance(node, yaml.MappingNode):
+            children = [n for pair in node.value for n in pair]
+        else:
+            children = []
+        active.add(key)
+        for child in children:
+            total += size(child, depth + 1)
+            if total - len(sizes) > YAML_MAX_ALIAS_EXPANSION:
+                raise YAMLLimitError(f"YAML aliases (*name) expand the document by more than "
+                                     f"{YAML_MAX_ALIAS_EXPANSION:,} values (a 'billion laughs' document?); "
+                                     "write the values out instead")
+        active.discard(key)
+        sizes[key] = total
+        return total
+
+    size(root, 0)
+
+
+def _where(node) -> str:
+    m = getattr(node, "start_mark", None)
+    return f" (line {m.line + 1}, column {m.column + 1})" if m is not None else ""
+
+
 def yaml_load(text: str) -> Any:
-    """Parse YAML safely (no object construction), reading ``1e-3`` as a float."""
-    return yaml.load(text, Loader=_Loader)
+    """Parse YAML safely (no object construction), reading ``1e-3`` as a float.
+
+    Raises:
+        yaml.YAMLError: invalid YAML, an unknown tag (``!!python/object`` and the like), a duplicate key, or
+            :class:`YAMLLimitError` (alias expansion, recursive aliases, nesting; see :func:`_check_node_graph`).
+    """
+    try:
+        return yaml.load(text, Loader=_Loader)
+    except RecursionError:
+        raise YAMLLimitError(f"the document is nested too deeply (more than {YAML_MAX_DEPTH} levels)") from None
+
+
+def yaml_error_message(e: BaseException) -> str:
+    """One line describing a YAML error: the problem and where (line, column)."""
+    if isinstance(e, yaml.MarkedYAMLError):
+        problem = e.problem or e.context or "syntax error"
+        mark = e.problem_mark or e.context_mark
+        text = problem + (f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else "")
+        if "could not determine a constructor for the tag" in problem:
+            text += "; tags such as !!python/object are not allowed in a config"
+    else:
+        text = str(e)
+    return " ".join(text.split())
+
+
+def _read_config_text(path: str | Path, what: str) -> str:
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{what} {str(p)!r} does not exist")
+    if p.is_dir():
+        raise ConfigError(f"{what} {str(p)!r} is a folder, not a file")
+    try:
+        if p.is_file() and p.stat().st_size > CONFIG_MAX_BYTES:
+            raise ConfigError(f"{what} {str(p)!r} is larger than {CONFIG_MAX_BYTES / 1e6:g} MB")
+        data = p.read_bytes()
+    except PermissionError:
+        raise ConfigError(f"{what} {str(p)!r} cannot be read (permission denied)") from None
+    except OSError as e:
+        raise ConfigError(f"{what} {str(p)!r} cannot be read: {e.strerror or e}") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{what} {str(p)!r} is not UTF-8 text (invalid byte at offset {e.start})") from None
+
+
+def load_yaml_file(path: str | Path, what: str = "config file") -> Any:
+    """Read and safely parse a YAML file (see :func:`yaml_load`); the file must hold a document.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ConfigError: a folder, unreadable, not UTF-8, not valid YAML (one line: problem, line, column), refused by
+            the loader's limits, or empty (nothing but comments and blank lines).
+    """
+    text = _read_config_text(path, what)
+    try:
+        data = yaml_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {yaml_error_message(e)}") from None
+    if data is None:
+        raise ConfigError(f"{what} {str(path)!r} is empty (it holds no settings)")
+    return data
+
+
+def load_json_file(path: str | Path, what: str = "config file") -> Any:
+    """Read and parse a JSON file; like :func:`load_yaml_file`."""
+    text = _read_config_text(path, what)
+    if not text.strip():
+        raise ConfigError(f"{what} {str(path)!r} is empty (it holds no settings)")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ConfigError(f"{what} {str(path)!r} is not valid JSON: {e.msg} (line {e.lineno}, column {e.colno})"
+                          ) from None
+    except RecursionError:
+        raise ConfigError(f"{what} {str(path)!r} is nested too deeply") from None
+
+
+# ---------------------------------------------------------------------------------------------- type checking
+_TYPE_WORDS = {bool: ("a boolean (true or false)", "booleans"), int: ("an integer", "integers"),
+               float: ("a number", "numbers"), str: ("a string", "strings"), type(None): ("null", "nulls"),
+               list: ("a list", "lists"), dict: ("a mapping", "mappings")}
+
+
+def _union_args(tp) -> tuple | None:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return typing.get_args(tp)
+    return None
+
+
+def _conforms(value: Any, tp) -> bool:
+    """Whether ``value`` has type ``tp`` (an annotation): no coercion; ``bool`` is not an ``int``, an ``int`` is a
+    ``float``; ``list[T]`` accepts a list or tuple of ``T``."""
+    if tp is Any:
+        return True
+    if tp is type(None) or tp is None:
+        return value is None
+    args = _union_args(tp)
+    if args is not None:
+        return any(_conforms(value, a) for a in args)
+    origin = typing.get_origin(tp) or tp
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        inner = typing.get_args(tp)
+        return not inner or all(_conforms(v, inner[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, Mapping)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(origin, type):
+        return isinstance(value, origin)
+    return True
+
+
+def _describe(tp) -> str:
+    args = _union_args(tp)
+    if args is not None:
+        parts = [_describe(a) for a in args if a is not type(None)]
+        if type(None) in args:
+            parts.append("null")
+        return " or ".join(parts)
+    origin = typing.get_origin(tp) or tp
+    if origin in (list, tuple):
+        inner = typing.get_args(tp)
+        if inner and inner[0] in _TYPE_WORDS:
+            return f"a list of {_TYPE_WORDS[inner[0]][1]}"
+        return "a list"
+    if origin in _TYPE_WORDS:
+        return _TYPE_WORDS[origin][0]
+    return getattr(origin, "__name__", str(tp))
+
+
+def _kind(value: Any) -> str:
+    for t in (bool, int, float, str, type(None)):
+        if type(value) is t:
+            return _TYPE_WORDS[t][0].split(" (")[0]
+    if isinstance(value, (list, tuple)):
+        bad = sorted({_kind(v) for v in value})
+        return "a list" + (f" holding {', '.join(bad)}" if bad else "")
+    if isinstance(value, Mapping):
+        return "a mapping"
+    return f"a {type(value).__name__}"
+
+
+@functools.lru_cache(maxsize=None)
+def _field_types(cls) -> tuple:
+    hints = typing.get_type_hints(cls)
+    return tuple((f.name, hints[f.name]) for f in fields(cls) if f.name in hints)
+
+
+def check_field_types(obj: Any, prefix: str = "", *, skip: Iterable[str] = ()) -> None:
+    """Check every dataclass field of ``obj`` against its type annotation (see :func:`_conforms`).
+
+    Raises:
+        ConfigError: ``<prefix>.<field>=<value> is invalid: expected <type>, got <kind>``; a
+            quoted ``'false'`` or ``'3'`` gets the hint to write the value without quotes.
+    """
+    skip = set(skip)
+    for name, tp in _field_types(type(obj)):
+        if name in skip or (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
+            continue
+        value = getattr(obj, name)
+        if _conforms(value, tp):
+            continue
+        expected = _describe(tp)
+        hint = ""
+        if isinstance(value, str) and ("boolean" in expected or "integer" in expected or "number" in expected):
+            hint = " (write it without quotes)"
+        dotted = f"{prefix}.{name}" if prefix else name
+        raise ConfigError(f"{dotted}={_short_repr(value)} is invalid: expected {expected}, got {_kind(value)}{hint}")
+
+
+def _short_repr(value: Any, limit: int = 120) -> str:
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 5] + " ...]"
 
 
 def _fail(name: str, value: Any, allowed: str) -> None:
-    raise ValueError(f"{name}={value!r} is invalid: {allowed}")
+    raise ConfigError(f"{name}={_short_repr(value)} is invalid: {allowed}")
+
 
 
 def _check_choice(name: str, value: Any, choices: Iterable[str]) -> None:
@@ -107,6 +382,10 @@ class _Section:
 
     def _name(self, f: str) -> str:
         return f"{self._prefix}.{f}" if self._prefix else f
+
+    def _check_types(self) -> None:
+        """Every field against its annotation (:func:`check_field_types`); first thing in ``__post_init__``."""
+        check_field_types(self, self._prefix)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -181,6 +460,7 @@ class DataConfig(_Section):
     poison_from_epoch: int = 1
 
     def __post_init__(self) -> None:
+        self._check_types()
         _check_choice(self._name("name"), self.name, DATASET_CHOICES)
         _check_positive(self._name("poison_from_epoch"), self.poison_from_epoch, integer=True)
         _check_choice(self._name("split"), self.split, SPLIT_CHOICES)
@@ -241,6 +521,7 @@ class ModelConfig(_Section):
     width: float = 1.0
 
     def __post_init__(self) -> None:
+        self._check_types()
         _check_choice(self._name("name"), self.name, MODEL_CHOICES)
         if not isinstance(self.hidden_sizes, (list, tuple)) or not self.hidden_sizes:
             _fail(self._name("hidden_sizes"), self.hidden_sizes, "must be a non-empty list of positive integers")
@@ -308,6 +589,7 @@ class OptimConfig(_Section):
     perturb_weight_decay: bool = False
 
     def __post_init__(self) -> None:
+        self._check_types()
         _check_choice(self._name("name"), self.name, OPTIMIZER_CHOICES)
         _check_choice(self._name("base"), self.base, BASE_OPTIMIZER_CHOICES)
         _check_choice(self._name("bn_policy"), self.bn_policy, BN_POLICY_CHOICES)
@@ -325,6 +607,9 @@ class OptimConfig(_Section):
         self.betas = list(self.betas)
         if self.m is not None:
             _check_positive(self._name("m"), self.m, integer=True)
+            if not self.is_sam:
+                _fail(self._name("m"), self.m, f"m-SAM chunks apply to optim.name 'sam' or 'asam' only (here "
+                                               f"optim.name={self.name!r}); set optim.m to null")
         if self.name == "asam":
             self.adaptive = True
 
@@ -362,6 +647,7 @@ class ScheduleConfig(_Section):
     min_lr_factor: float = 0.0
 
     def __post_init__(self) -> None:
+        self._check_types()
         _check_choice(self._name("name"), self.name, SCHEDULE_CHOICES)
         self.milestones = list(self.milestones or [])
         self.milestone_fractions = list(self.milestone_fractions or [])
@@ -427,13 +713,14 @@ class TrainConfig(_Section):
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
+        self._check_types()
         _check_positive(self._name("epochs"), self.epochs, integer=True)
         _check_positive(self._name("batch_size"), self.batch_size, integer=True)
         _check_positive(self._name("eval_batch_size"), self.eval_batch_size, integer=True)
         if not isinstance(self.seed, int) or isinstance(self.seed, bool):
             _fail(self._name("seed"), self.seed, "must be an integer")
-        if not isinstance(self.device, str) or self.device.split(":")[0] not in DEVICE_PREFIXES:
-            _fail(self._name("device"), self.device, "choose 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'")
+        if not _DEVICE_RE.match(self.device):
+            _fail(self._name("device"), self.device, "choose 'auto', 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps'")
         if self.num_threads is not None:
             _check_positive(self._name("num_threads"), self.num_threads, integer=True)
         _check_positive(self._name("log_every"), self.log_every, integer=True)
@@ -479,12 +766,13 @@ class RunConfig:
             if isinstance(value, Mapping):
                 setattr(self, key, _section_from_dict(cls, value, key))
             elif not isinstance(value, cls):
-                _fail(key, value, f"must be a {cls.__name__} or a mapping")
-        if self.name is not None and (not isinstance(self.name, str) or not self.name.strip()):
+                _fail(key, value, f"must be a mapping of {key} settings (a {cls.__name__})")
+        check_field_types(self)
+        if self.name is not None and not self.name.strip():
             _fail("name", self.name, "must be a non-empty string or null")
-        if not isinstance(self.root, str) or not self.root:
+        if not self.root:
             _fail("root", self.root, "must be a non-empty path")
-        self.tags = list(self.tags or [])
+        self.tags = list(self.tags)
         m = self.optim.m
         if self.optim.is_sam and m is not None and self.train.batch_size % m != 0:
             _fail("optim.m", m, f"must divide train.batch_size={self.train.batch_size} "
@@ -509,11 +797,11 @@ class RunConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
         if not isinstance(d, Mapping):
-            raise ValueError(f"a run config must be a mapping, got {type(d).__name__}")
+            raise ConfigError(f"a run config must be a mapping of settings, got {_kind(d)} ({type(d).__name__})")
         known = {f.name for f in fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known, key=str)
         if unknown:
-            raise ValueError(f"unknown config key(s) {unknown}: choose from {sorted(known)}")
+            raise ConfigError(f"unknown config key(s) {unknown}: choose from {sorted(known)}")
         return cls(**copy.deepcopy(dict(d)))
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
@@ -524,9 +812,9 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "RunConfig":
-        p = Path(text_or_path) if not str(text_or_path).lstrip().startswith("{") else None
-        text = p.read_text() if p is not None else str(text_or_path)
-        return cls.from_dict(json.loads(text))
+        if isinstance(text_or_path, Path) or not str(text_or_path).lstrip().startswith("{"):
+            return cls._from_file_data(load_json_file(text_or_path), text_or_path)
+        return cls.from_dict(json.loads(str(text_or_path)))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
@@ -536,10 +824,21 @@ class RunConfig:
 
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> "RunConfig":
+        """From YAML text, or a file (a ``Path``, or a one-line string naming an existing file).
+
+        A file must not be empty (:func:`load_yaml_file`); empty text gives the defaults.
+        """
         s = str(text_or_path)
-        if "\n" not in s and Path(s).exists():
-            s = Path(s).read_text()
+        if isinstance(text_or_path, Path) or (s.strip() and "\n" not in s and Path(s).exists()):
+            return cls._from_file_data(load_yaml_file(text_or_path), text_or_path)
         return cls.from_dict(yaml_load(s) or {})
+
+    @classmethod
+    def _from_file_data(cls, data: Any, path: str | Path) -> "RunConfig":
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"config file {str(path)!r} must hold a mapping of settings (name, data, model, "
+                              f"optim, schedule, train, ...), got {_kind(data)} ({type(data).__name__})")
+        return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | Path) -> "RunConfig":
@@ -577,36 +876,35 @@ class RunConfig:
             target = d
             for i, part in enumerate(parts[:-1]):
                 if not isinstance(target, dict) or part not in target:
-                    raise ValueError(f"override {key!r}: unknown key {'.'.join(parts[: i + 1])!r}")
+                    raise ConfigError(f"override {key!r}: unknown key {'.'.join(parts[: i + 1])!r}")
                 target = target[part]
             leaf = parts[-1]
             if not isinstance(target, dict) or leaf not in target:
                 choices = sorted(target) if isinstance(target, dict) else []
-                raise ValueError(f"override {key!r}: unknown key {leaf!r}; choose from {choices}")
+                raise ConfigError(f"override {key!r}: unknown key {leaf!r}; choose from {choices}")
             target[leaf] = value
         return RunConfig.from_dict(d)
 
 
 def _parse_override(text: str) -> tuple[str, Any]:
     if not isinstance(text, str) or "=" not in text:
-        raise ValueError(f"override {text!r} must look like key=value, e.g. optim.rho=0.05")
+        raise ConfigError(f"override {text!r} must look like key=value, e.g. optim.rho=0.05")
     key, raw = text.split("=", 1)
     key = key.strip()
     if not key:
-        raise ValueError(f"override {text!r} has an empty key")
+        raise ConfigError(f"override {text!r} has an empty key")
     try:
         value = yaml_load(raw) if raw.strip() else None
-    except yaml.YAMLError as e:  # pragma: no cover - yaml is permissive
-        raise ValueError(f"override {text!r}: cannot parse value: {e}") from e
+    except yaml.YAMLError as e:
+        raise ConfigError(f"override {text!r}: cannot parse the value as YAML: {yaml_error_message(e)}") from None
     return key, value
 
 
 def _section_from_dict(cls, d: Mapping[str, Any], prefix: str):
     known = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - known)
+    unknown = sorted(set(d) - known, key=str)
     if unknown:
-        raise ValueError(f"unknown key(s) {[prefix + '.' + u for u in unknown]}: "
-                         f"choose from {sorted(known)}")
+        raise ConfigError(f"unknown key(s) {[f'{prefix}.{u}' for u in unknown]}: choose from {sorted(known)}")
     return cls(**dict(d))
 
 

@@ -133,8 +133,8 @@ class HessianOperator:
       retain_graph=True)`` (Pearlmutter), about 1.5-2 gradient evaluations on CPU.
       The cache holds the activations of the whole set: free it with
       :meth:`release` (or use the operator as a context manager). The graph is
-      rebuilt automatically if a parameter or buffer of the model changed in
-      place since it was built.
+      rebuilt automatically if a parameter or buffer of the model changed since
+      it was built (see "Model changes" below).
     * ``method="autograd"``, several batches: each product loops over the batches
       (forward, gradient with ``create_graph``, double backward), weighting batch
       ``b`` by ``len(b) / N`` so the result is exactly the full-set Hessian
@@ -142,6 +142,21 @@ class HessianOperator:
     * ``method="func"``: ``torch.func.jvp(grad(loss))`` (forward-over-reverse) per
       batch; recomputes everything per product (about 3 gradient units on CPU).
       For comparisons.
+
+    Model changes: every top-level call (:meth:`matvec`, ``@``, :meth:`prepare`) checks
+    the model first, so products are always those of the model as it is now:
+
+    * a parameter *replaced* (``module.weight = nn.Parameter(...)``, ``load_state_dict``
+      with ``assign=True``) is picked up by name (same names and shapes required);
+    * a value written in place, through autograd (``p.add_`` under ``no_grad``) or
+      around it (``p.data.mul_(1.2)``, which autograd's version counters miss), or a
+      buffer updated (BatchNorm statistics), rebuilds the cached graph.
+
+    The check compares each parameter's and buffer's identity, ``data_ptr()``, shape,
+    ``_version`` and a float64 checksum (sum of its elements, one reduction per
+    tensor: O(#parameters), far below one product's cost). An in-place edit that
+    keeps every tensor's sum exactly and bypasses the version counter is not seen;
+    call :meth:`release` after such an edit.
 
     Args:
         model: the network.
@@ -155,7 +170,9 @@ class HessianOperator:
 
     Raises:
         ValueError: unknown parameter names (the message lists the available
-            ones), mixed parameter dtypes/devices, bad ``batch_size``/``method``.
+            ones), mixed parameter dtypes/devices, bad ``batch_size``/``method``;
+            on a product: the selected parameters were replaced by ones of other
+            names, shapes, dtype or device (build a new operator).
 
     Attributes:
         size: number of selected parameters (length of the flat vectors).
@@ -196,7 +213,7 @@ class HessianOperator:
         self.setup_seconds = 0.0
         self._grads: list[Tensor] | None = None
         self._grad_idx: list[int] = []
-        self._versions: tuple | None = None
+        self._versions: tuple | None = None  # the model's fingerprint when the cached graph was built
 
     # ----------------------------------------------------------- protocol
     def __repr__(self) -> str:
@@ -232,7 +249,37 @@ class HessianOperator:
 
     # ------------------------------------------------------------ products
     def _versions_now(self) -> tuple:
-        return tuple(t._version for t in self.model.parameters()) + tuple(b._version for b in self.model.buffers())
+        """A fingerprint of the model's parameters and buffers (see "Model changes" in the class docstring)."""
+        tensors = [t for _, t in self.model.named_parameters()] + [b for _, b in self.model.named_buffers()]
+        meta = tuple((id(t), t.data_ptr(), tuple(t.shape), t._version) for t in tensors)
+        with torch.no_grad():
+            sums = [t.detach().sum(dtype=torch.float64) if (t.is_floating_point() or t.is_complex())
+                    else t.detach().sum() for t in tensors if t.numel()]
+            checksum = tuple(torch.stack([c.to(torch.float64) for c in sums]).cpu().tolist()) if sums else ()
+        return meta, checksum
+
+    def _sync_parameters(self) -> None:
+        """Pick up parameters replaced in the model since the last call (by name); drop a stale graph.
+
+        Raises:
+            ValueError: the selection now has other names, shapes, dtype or device.
+        """
+        named = dict(self.model.named_parameters())
+        if all(named.get(n) is p for n, p in zip(self.param_names, self.params)) and \
+                all(named.get(n) is p for n, p in self._frozen) and len(named) == len(self.params) + len(self._frozen):
+            return
+        sel = _select_parameters(self.model, self.param_selection)
+        names = [n for n, _ in sel]
+        shapes = [tuple(p.shape) for _, p in sel]
+        if names != self.param_names or shapes != self.shapes or \
+                any(p.dtype != self.dtype or p.device != self.device for _, p in sel):
+            raise ValueError("the model's selected parameters were replaced by ones of other names, shapes, dtype or "
+                             f"device (was {len(self.param_names)} tensors, size {self.size}): build a new "
+                             "HessianOperator")
+        self.params = [p for _, p in sel]
+        selected = set(names)
+        self._frozen = [(n, p) for n, p in self.model.named_parameters() if n not in selected]
+        self.release()
 
     def _forward_loss(self, x: Tensor, y: Tensor, replace: Sequence[Tensor] | None = None) -> Tensor:
         from torch.func import functional_call
@@ -262,7 +309,11 @@ class HessianOperator:
         return list(hv)
 
     def prepare(self) -> None:
-        """Build the cached gradient graph now (single-batch autograd engine; otherwise a no-op)."""
+        """Build the cached gradient graph now (single-batch autograd engine; otherwise a no-op).
+
+        A graph built before the model changed (see the class docstring) is rebuilt.
+        """
+        self._sync_parameters()
         if self.method != "autograd" or self.batch_size is not None:
             return
         versions = self._versions_now()
@@ -271,7 +322,7 @@ class HessianOperator:
         t0 = time.perf_counter()
         with torch.enable_grad():
             self._grads, self._grad_idx = self._gradient_graph(self.examples.x, self.examples.y, 1.0)
-        self._versions = self._versions_now()
+        self._versions = versions  # taken before the build: a change during it is seen next time
         self.setup_seconds += time.perf_counter() - t0
 
     def matvec(self, v: Tensor) -> Tensor:
@@ -281,6 +332,7 @@ class HessianOperator:
             raise ValueError(f"v has shape {tuple(v.shape)}, expected ({self.size},)")
         v = v.detach().to(device=self.device, dtype=self.dtype)
         parts = [c.view(s) for c, s in zip(v.split(self.numels), self.shapes)]
+        self._sync_parameters()
         with torch.enable_grad():
             if self.method == "func":
                 hv = self._func_hvp(v)

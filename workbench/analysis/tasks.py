@@ -32,6 +32,13 @@ cosine         gradient cosines: ``source="sam"`` (cos(g, g′) of every SAM ste
                gradients in the space ``kind``
 =============  ==================================================================================
 
+Before anything is computed (or a saved result is returned), the weights of the
+checkpoint(s) and the run's poison (``data.poison``) are checked: a NaN or inf
+refuses the analysis with one line (:class:`NonFiniteError`, e.g. ``run X has
+non-finite weights (N of M parameters)``), so no NaN result is ever computed or
+saved. A saved result that cannot be read (a truncated ``.json`` or ``.npz``) is
+recomputed with a ``RuntimeWarning`` naming the file.
+
 No UI imports.
 """
 from __future__ import annotations
@@ -39,6 +46,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -50,8 +58,8 @@ from ..runs import load_run
 from ..runs.store import RunData
 from .common import ExampleSet, ResultRecord, load_result, save_result
 
-__all__ = ["ANALYSES", "DEFAULTS", "PARAM_CHOICES", "Progress", "AnalysisOutput", "AnalysisStopped", "analyze", "load_model",
-           "list_analyses"]
+__all__ = ["ANALYSES", "DEFAULTS", "PARAM_CHOICES", "Progress", "AnalysisOutput", "AnalysisStopped", "NonFiniteError",
+           "analyze", "load_model", "list_analyses", "check_finite_weights", "check_finite_poison"]
 
 ANALYSES = ("hessian", "trace", "density", "layerwise", "interpolate", "slice", "plane", "sparsity", "sharpness",
             "pca", "cosine")
@@ -93,6 +101,92 @@ _DEFAULT_COUNT = {"sparsity": 1024, "sharpness": 1024, "interpolate": 2048, "sli
 
 class AnalysisStopped(RuntimeError):
     """Raised inside an analysis when its stop flag was set."""
+
+
+class NonFiniteError(ValueError):
+    """A run's weights or poison hold NaN or inf: the analysis is refused (one-line message)."""
+
+
+_FINITE_OK: dict[tuple, bool] = {}  # (file, stamp) of checked files -> True (finite)
+
+
+def _nonfinite_count(tensors) -> tuple[int, int]:
+    bad = total = 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            total += t.numel()
+            bad += int((~torch.isfinite(t)).sum())
+    return bad, total
+
+
+def check_finite_weights(run: str | Path, checkpoint: str = "last.pt") -> None:
+    """Refuse a checkpoint whose floating-point weights (parameters and buffers) are not all finite.
+
+    Raises:
+        NonFiniteError: ``run <folder> has non-finite weights (N of M parameters) in checkpoints/<file>``.
+        CheckpointError: the checkpoint cannot be loaded.
+    """
+    from ..runs.store import load_checkpoint
+
+    run = Path(run)
+    ck_path = run / "checkpoints" / checkpoint
+    key = (str(ck_path.resolve()), tuple(_stamp(ck_path)))
+    if _FINITE_OK.get(key):
+        return
+    ck = load_checkpoint(ck_path)
+    model = ck.get("model")
+    bad, total = _nonfinite_count(model.values() if isinstance(model, dict) else [])
+    if bad:
+        raise NonFiniteError(f"run {run.name} has non-finite weights ({bad} of {total} parameters) in "
+                             f"checkpoints/{checkpoint}: the run diverged or the file was damaged; "
+                             "analyse an earlier checkpoint")
+    _FINITE_OK[key] = True
+
+
+def check_finite_poison(rd: RunData) -> None:
+    """Refuse a run whose poison (``data.poison``) holds NaN or inf (a missing file is left to the data loader).
+
+    Raises:
+        NonFiniteError: ``run <folder>'s poison <file> has non-finite values (N of M)``.
+    """
+    from ..data.poison import load_poison
+
+    src = getattr(rd.config.data, "poison", None)
+    if not src or not Path(src).is_file():
+        return
+    path = Path(src)
+    key = (str(path.resolve()), tuple(_stamp(path)))
+    if _FINITE_OK.get(key):
+        return
+    poison = load_poison(path)
+    bad, total = _nonfinite_count([poison.delta])
+    if bad:
+        raise NonFiniteError(f"run {rd.id}'s poison {str(path)!r} has non-finite values ({bad} of {total}): "
+                             "craft it again")
+    _FINITE_OK[key] = True
+
+
+def _load_saved(json_path: Path) -> list:
+    """The saved result ``json_path`` and its extras, or None (with a warning naming the file) when one is corrupt."""
+    files = [json_path] + sorted(json_path.parent.glob(f"{json_path.name[:-len('.json')]}.extra*.json"))
+    out = []
+    for f in files:
+        npz = f.with_suffix(".npz")
+        try:
+            json.loads(f.read_text(encoding="utf-8"))
+        except Exception as e:
+            bad, err = f, e
+        else:
+            try:
+                out.append(load_result(f))
+                continue
+            except Exception as e:
+                bad, err = (npz if npz.exists() else f), e
+        msg = str(err).splitlines()[0] if str(err) else ""
+        warnings.warn(f"saved analysis result {str(bad)!r} is corrupt ({type(err).__name__}: {msg}); recomputing",
+                      RuntimeWarning, stacklevel=3)
+        return None
+    return out
 
 
 @dataclass
@@ -213,7 +307,13 @@ def analyze(what: str, run: str | Path, *, other: str | Path | None = None, chec
 
     Raises:
         ValueError: unknown analysis or parameter, missing ``other`` for interpolation.
+        NonFiniteError: NaN/inf in the checkpoint's weights (either run's for ``interpolate``) or in
+            the run's poison; checked before anything is computed or loaded from the cache.
+        CorruptRunError: a run folder whose files cannot be read.
         AnalysisStopped: stopped through ``stop``.
+
+    A saved result that cannot be read is recomputed (``RuntimeWarning`` naming the file) and
+    overwritten.
     """
     if what not in ANALYSES:
         raise ValueError(f"what={what!r} is invalid: choose one of {', '.join(ANALYSES)}")
@@ -243,11 +343,15 @@ def analyze(what: str, run: str | Path, *, other: str | Path | None = None, chec
     out_dir = run / "artifacts" / "analysis"
     stem = f"{what}-{key}"
     label = rd.name if other is None else f"{rd.name} → {load_run(other).name}"
+    check_finite_weights(run, checkpoint)
+    if other is not None:
+        check_finite_weights(other, other_checkpoint)
+    check_finite_poison(rd)
     if not force and (out_dir / f"{stem}.json").is_file():
-        res = load_result(out_dir / f"{stem}.json")
-        extra = [load_result(q) for q in sorted(out_dir.glob(f"{stem}.extra*.json"))]
-        return AnalysisOutput(what, label, res, out_dir / f"{stem}.json", True, p, extra,
-                              time.perf_counter() - t0)
+        saved = _load_saved(out_dir / f"{stem}.json")
+        if saved is not None:
+            return AnalysisOutput(what, label, saved[0], out_dir / f"{stem}.json", True, p, saved[1:],
+                                  time.perf_counter() - t0)
 
     def report(done, total, data=None, message=""):
         if stop is not None and stop.is_set():

@@ -11,16 +11,23 @@ __all__ = ["add_commands", "cmd_app", "cmd_pack_build", "cmd_pack_load"]
 
 
 def cmd_app(args) -> int:
-    """Serve the study notebooks as Voilà dashboards on 127.0.0.1 (classroom-safe panel defaults)."""
+    """Serve the study notebooks as Voilà dashboards on 127.0.0.1 (classroom-safe panel defaults).
+
+    With ``--runs DIR`` everything app mode writes goes under ``DIR`` (the kernels get ``WORKBENCH_RUNS=DIR``).
+    The server and its kernels stop with this command (SIGTERM, SIGHUP, Ctrl-C; on Linux even when it is killed).
+    """
     from .server import run_app
 
     if not args.full:
         os.environ["WORKBENCH_CLASSROOM"] = "1"  # inherited by the kernels: panels start classroom-safe
-    if args.runs:
-        os.environ["WORKBENCH_RUNS"] = os.path.abspath(args.runs)
+    runs = os.path.abspath(args.runs) if args.runs else None
+    if runs:
+        if os.path.exists(runs) and not os.path.isdir(runs):
+            raise SystemExit(f"error: --runs {args.runs!r} is not a folder")
+        os.makedirs(runs, exist_ok=True)
     try:
         return run_app(args.notebook, notebooks=args.notebooks, port=args.port, token=args.token,
-                       open_browser=not args.no_browser)
+                       open_browser=not args.no_browser, runs=runs)
     except FileNotFoundError as e:
         raise SystemExit(f"error: {e}")
 
@@ -68,7 +75,8 @@ def add_commands(subparsers) -> None:
     app.add_argument("--port", type=int, default=8866)
     app.add_argument("--token", help="access token (default: random; or WORKBENCH_APP_TOKEN)")
     app.add_argument("--notebooks", help="the study notebooks folder (default: ./notebooks)")
-    app.add_argument("--runs", help="runs folder the notebooks use (sets WORKBENCH_RUNS; default: their own)")
+    app.add_argument("--runs", help="runs folder the notebooks use (sets WORKBENCH_RUNS; default: their own); "
+                                    "app mode then writes only there")
     app.add_argument("--full", action="store_true", help="the notebooks' own settings, not classroom-safe ones")
     app.add_argument("--no-browser", action="store_true")
     app.set_defaults(fn=cmd_app)

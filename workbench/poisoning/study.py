@@ -59,6 +59,7 @@ import pandas as pd
 from ..config import RunConfig
 from ..data.poison import load_poison, save_poison
 from ..runs import Run, load_run
+from ..runs.logs import append_jsonl, read_jsonl
 from ..runs.store import atomic_write_bytes
 from .sharpness_aware import POISON_FILE, PoisonConfig, SharpnessAwarePoisoner, matched_noise
 
@@ -111,20 +112,13 @@ def _now() -> str:
 
 
 def _append(path: Path, record: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record, default=str) + "\n")
-        f.flush()
+    """Append one record to a study log (a torn last line is terminated first, see :mod:`workbench.runs.logs`)."""
+    append_jsonl(path, record, default=str)
 
 
 def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8").splitlines():
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # a killed writer's half line
-    return out
+    """The records of a study log; torn lines are skipped (lines that are not objects: with a warning)."""
+    return read_jsonl(path)
 
 
 def _dedupe(records: Iterable[dict]) -> list[dict]:

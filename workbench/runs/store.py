@@ -10,13 +10,27 @@ Layout of a run folder::
         checkpoints/       last.pt (+ epoch_XXXX.pt), written atomically, read with
                            torch.load(..., weights_only=True)
         artifacts/         analysis results, figures, poisons
+        .lock              advisory lock of the process training the run (see :mod:`workbench.runs.lock`)
 
 Records in ``metrics.jsonl`` carry ``kind`` ("step" or "epoch"), ``attempt``
 (1 for the first launch, +1 per resume), ``step`` (optimizer steps so far) and
 ``epoch``. When a run is resumed from a checkpoint older than the last records
 (the kernel died mid-epoch), the new attempt first writes a ``resume`` record
 with the checkpoint's step, and :func:`load_run` drops the earlier records beyond
-that step, so curves never show an abandoned branch.
+that step, so curves never show an abandoned branch. All JSON-lines logs are
+written and read by :mod:`workbench.runs.logs` (a torn last line is terminated
+before the next append and skipped when read).
+
+A folder that looks like a run (it has ``config.json``, ``metrics.jsonl`` or
+``checkpoints/``, or a run folder's name and a ``status.json``) but whose files
+cannot be read is *corrupt*: :func:`load_run` raises :class:`CorruptRunError`
+(reason and folder in one line) and :func:`list_runs` lists it with status
+``corrupt`` beside every healthy run. Corrupt means: ``config.json`` missing,
+not UTF-8, not JSON, not a valid run config, or a folder; ``status.json`` not
+UTF-8, not a JSON object, or a folder; ``metrics.jsonl`` with a line that is JSON
+but not an object, or not UTF-8, or a folder; ``checkpoints`` a file. A torn
+last line of ``metrics.jsonl`` and a missing ``status.json`` (status
+``unknown``) are not corruption.
 
 No UI imports.
 """
@@ -37,9 +51,13 @@ import pandas as pd
 import torch
 
 from ..config import RunConfig
+from .lock import RunLock, RunLockedError
+from . import logs as _logs
+from .logs import LogError, read_jsonl
 
-__all__ = ["effective_status", "Run", "RunData", "CheckpointError", "list_runs", "load_run", "atomic_write_bytes",
-           "atomic_torch_save", "load_checkpoint", "STATUSES"]
+__all__ = ["effective_status", "Run", "RunData", "CheckpointError", "CorruptRunError", "RunLockedError", "list_runs",
+           "load_run", "load_runs", "run_folders", "is_run_folder", "atomic_write_bytes", "atomic_torch_save",
+           "load_checkpoint", "STATUSES"]
 
 STATUSES = ("created", "running", "paused", "finished", "stopped", "diverged", "failed")
 
@@ -57,13 +75,27 @@ def effective_status(status: dict) -> str:
             os.kill(int(status["pid"]), 0)
         except ProcessLookupError:
             return "interrupted"
-        except (PermissionError, OSError, ValueError):
+        except (PermissionError, OSError, ValueError, TypeError, OverflowError):
             pass
     return st
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated, corrupted or not loadable with ``weights_only=True``."""
+
+
+class CorruptRunError(ValueError):
+    """A run folder whose files cannot be read (see the module docstring for what counts).
+
+    The message is one line: ``run folder '<path>' is corrupt: <reason>``.
+
+    Attributes:
+        path: the run folder; reason: what is wrong, one line.
+    """
+
+    def __init__(self, path: str | Path, reason: str):
+        self.path, self.reason = Path(path), " ".join(str(reason).split())
+        super().__init__(f"run folder {str(self.path)!r} is corrupt: {self.reason}")
 
 
 def _now() -> str:
@@ -206,9 +238,8 @@ class Run:
         line = json.dumps(record, allow_nan=True, default=_json_default) + "\n"
         with self._lock:
             if self._fh is None or self._fh.closed:
-                self._fh = open(self.path / "metrics.jsonl", "a", encoding="utf-8")
-                if _ends_mid_line(self.path / "metrics.jsonl"):
-                    self._fh.write("\n")  # a killed writer left half a line: start on a fresh one
+                # a killed writer may have left half a line: the shared opener starts on a fresh one
+                self._fh = _logs.open_for_append(self.path / "metrics.jsonl")
             self._fh.write(line)
             self._fh.flush()
 
@@ -227,17 +258,33 @@ class Run:
                 self._fh.close()
             self._fh = None
 
-    def read_metrics(self) -> list[dict]:
-        """All records in file order; a truncated last line (a killed writer) is skipped."""
-        return _read_jsonl(self.path / "metrics.jsonl")
+    def read_metrics(self, strict: bool = False) -> list[dict]:
+        """All records in file order; torn lines (a killed writer) are skipped.
+
+        Raises:
+            LogError: ``strict`` and a line that is not UTF-8 or JSON but not an object
+                (otherwise such a line is skipped with a warning).
+        """
+        return read_jsonl(self.path / "metrics.jsonl", strict=strict)
+
+    # ------------------------------------------------------------------ lock
+    def lock(self) -> RunLock:
+        """Take the folder's advisory lock (see :mod:`workbench.runs.lock`); release it with ``.release()``.
+
+        Raises:
+            RunLockedError: another process or trainer holds it (the message names its PID).
+        """
+        return RunLock(self.path).acquire()
 
     # ---------------------------------------------------------------- status
     def status(self) -> dict:
+        """Content of ``status.json``; ``{"status": "unknown"}`` when it is missing or unreadable."""
         p = self.path / "status.json"
         try:
-            return json.loads(p.read_text())
-        except (OSError, json.JSONDecodeError):
+            d = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # ValueError: JSON and UTF-8 decoding errors
             return {"status": "unknown"}
+        return d if isinstance(d, dict) else {"status": "unknown"}
 
     def set_status(self, status: str, **info: Any) -> dict:
         """Update ``status.json`` atomically, merging ``info`` into the previous content."""
@@ -278,34 +325,6 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"cannot serialise {type(o).__name__}")
-
-
-def _ends_mid_line(path: Path) -> bool:
-    try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            if f.tell() == 0:
-                return False
-            f.seek(-1, os.SEEK_END)
-            return f.read(1) != b"\n"
-    except OSError:
-        return False
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    out = []
-    if not path.exists():
-        return out
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                out.append(json.loads(line))
-            except json.JSONDecodeError:
-                continue  # truncated by a killed writer
-    return out
 
 
 def _dedupe(records: Iterable[dict]) -> list[dict]:
@@ -371,64 +390,200 @@ class RunData:
         return model.to(device)
 
 
+_RUN_NAME = re.compile(r"^\d{8}-\d{6}-.+-[0-9a-f]{6}$")
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a folder that looks like a run folder, healthy or corrupt.
+
+    True when it holds ``config.json``, ``metrics.jsonl`` or ``checkpoints`` (of any
+    file type), or has a run folder's name (``YYYYmmdd-HHMMSS-<name>-<6 hex>``) and a
+    ``status.json``. A study folder (``study.yaml``, ``trials.jsonl``, ``status.json``) is not.
+    """
+    path = Path(path)
+    try:
+        if not path.is_dir() or path.name.startswith("."):
+            return False
+        if any(os.path.lexists(path / n) for n in ("config.json", "metrics.jsonl", "checkpoints")):
+            return True
+        return bool(_RUN_NAME.match(path.name)) and os.path.lexists(path / "status.json")
+    except OSError:
+        return False
+
+
+def run_folders(root: str | Path) -> list[Path]:
+    """The run folders (healthy or corrupt, see :func:`is_run_folder`) directly under ``root``, sorted by name.
+
+    A missing or unreadable ``root`` gives ``[]``.
+    """
+    root = Path(root)
+    try:
+        entries = sorted(root.iterdir())
+    except OSError:
+        return []
+    return [p for p in entries if is_run_folder(p)]
+
+
+def _read_json_file(folder: Path, name: str, *, missing=None):
+    """The JSON content of ``folder/name``; ``missing`` (when not None) for an absent file.
+
+    Raises:
+        CorruptRunError: absent (``missing`` is None), a folder, unreadable, not UTF-8 or not JSON.
+    """
+    p = folder / name
+    if p.is_dir():
+        raise CorruptRunError(folder, f"{name} is a folder, expected a file")
+    if not p.exists():
+        if missing is not None:
+            return missing
+        raise CorruptRunError(folder, f"{name} is missing")
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise CorruptRunError(folder, f"{name} cannot be read ({e.strerror or type(e).__name__})") from e
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise CorruptRunError(folder, f"{name} is not UTF-8 text (byte {e.start})") from e
+    if not text.strip():
+        raise CorruptRunError(folder, f"{name} is empty")
+    try:
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as e:
+        where = f"{e.msg} at line {e.lineno} column {e.colno}" if isinstance(e, json.JSONDecodeError) else "too deep"
+        raise CorruptRunError(folder, f"{name} is not valid JSON, truncated or garbled ({where})") from e
+
+
+def _read_parts(path: Path) -> tuple[RunConfig, dict, list[dict]]:
+    """``(config, status, metric records)`` of a run folder, every file checked.
+
+    Raises:
+        CorruptRunError: see the module docstring.
+    """
+    raw = _read_json_file(path, "config.json")
+    if not isinstance(raw, dict):
+        raise CorruptRunError(path, f"config.json holds a JSON {type(raw).__name__}, expected an object")
+    try:
+        cfg = RunConfig.from_dict(raw)
+    except Exception as e:  # the config classes raise ValueError/TypeError, odd content anything
+        raise CorruptRunError(path, f"config.json is not a valid run config ({type(e).__name__}: {e})") from e
+    status = _read_json_file(path, "status.json", missing={"status": "unknown"})
+    if not isinstance(status, dict):
+        raise CorruptRunError(path, f"status.json holds a JSON {type(status).__name__}, expected an object")
+    if not isinstance(status.get("status", ""), str):
+        raise CorruptRunError(path, f"status.json: status is {status.get('status')!r}, expected a string")
+    m = path / "metrics.jsonl"
+    if m.is_dir():
+        raise CorruptRunError(path, "metrics.jsonl is a folder, expected a file")
+    try:
+        records = read_jsonl(m, strict=True)
+    except LogError as e:
+        raise CorruptRunError(path, str(e)) from e
+    except OSError as e:
+        raise CorruptRunError(path, f"metrics.jsonl cannot be read ({e.strerror or type(e).__name__})") from e
+    ck = path / "checkpoints"
+    if os.path.lexists(ck) and not ck.is_dir():
+        raise CorruptRunError(path, "checkpoints is a file, expected a folder")
+    return cfg, status, records
+
+
 def load_run(path: str | Path) -> RunData:
     """Load config, status, metrics (deduplicated across resumes) and checkpoint list.
 
+    Every file is checked: a run folder never loads half-read.
+
     Raises:
-        FileNotFoundError: not a run folder (no ``config.json``).
+        FileNotFoundError: ``path`` does not exist or is not a run folder (no ``config.json``,
+            ``metrics.jsonl`` or ``checkpoints/``).
+        CorruptRunError: a run folder whose files cannot be read (``config.json`` missing,
+            garbled or a folder, ``status.json`` not an object, ...; see the module docstring).
+            A ``ValueError``: the CLI prints it as one ``error:`` line.
     """
     path = Path(path)
-    if not (path / "config.json").is_file():
+    if not path.is_dir():
+        raise FileNotFoundError(f"run folder {str(path)!r} does not exist")
+    if not is_run_folder(path):
         raise FileNotFoundError(f"{str(path)!r} is not a run folder (no config.json)")
+    cfg, status, records = _read_parts(path)
     run = Run(path)
-    records = _dedupe(run.read_metrics())
+    records = _dedupe(records)
     steps = pd.DataFrame([r for r in records if r.get("kind") == "step"])
     epochs = pd.DataFrame([r for r in records if r.get("kind") == "epoch"])
     probes = pd.DataFrame([r for r in records if r.get("kind") == "probe"])
-    return RunData(path=path, config=run.config(), status=run.status(), steps=steps, epochs=epochs,
+    return RunData(path=path, config=cfg, status=status, steps=steps, epochs=epochs,
                    checkpoints=run.checkpoints(), probes=probes)
+
+
+def load_runs(paths: Iterable[str | Path], *, warn: Any = None) -> list[RunData]:
+    """:func:`load_run` of every path, skipping corrupt runs with one warning line each.
+
+    Args:
+        paths: run folders.
+        warn: called with each warning line (default: printed to ``sys.stderr``):
+            ``warning: skipping run folder '<path>': <reason>``.
+
+    Raises:
+        FileNotFoundError: a path that is not a run folder at all.
+    """
+    import sys
+
+    out = []
+    for p in paths:
+        try:
+            out.append(load_run(p))
+        except CorruptRunError as e:
+            line = f"warning: skipping run folder {str(e.path)!r}: corrupt: {e.reason}"
+            if warn is None:
+                print(line, file=sys.stderr)
+            else:
+                warn(line)
+    return out
 
 
 _LIST_COLUMNS = ["run_id", "name", "status", "dataset", "model", "optimizer", "lr", "rho", "m", "batch_size",
                  "epochs", "seed", "epochs_done", "final_train_loss", "final_test_acc", "best_val_acc",
-                 "created", "path"]
+                 "created", "path", "reason"]
 
 
 def list_runs(root: str | Path = "runs") -> pd.DataFrame:
-    """One row per run folder under ``root`` (newest first).
+    """One row per run folder under ``root`` (newest first); one bad run never hides the others.
 
     Columns: run_id, name, status (``interrupted`` when a running run's
     process is gone, see :func:`effective_status`), dataset, model, optimizer, lr, rho, m,
     batch_size, epochs, seed, epochs_done, final_train_loss, final_test_acc,
-    best_val_acc, created, path. Unreadable folders are listed with status
-    ``unreadable``. A missing ``root`` gives an empty frame.
+    best_val_acc, created, path, reason. A corrupt run folder (see the module docstring)
+    is listed with status ``corrupt``, ``reason`` saying what is wrong (one line), its
+    ``path``, its folder name as ``name`` and the other columns empty; ``reason`` is
+    empty for healthy runs. A missing ``root`` gives an empty frame. Never raises for
+    the content of a run folder.
     """
-    root = Path(root)
     rows = []
-    if root.is_dir():
-        for p in sorted(root.iterdir()):
-            if not (p / "config.json").is_file():
-                continue
-            try:
-                cfg = RunConfig.from_json(p / "config.json")
-            except Exception as e:  # a hand-edited or foreign config
-                rows.append({"run_id": p.name, "status": "unreadable", "name": str(e)[:80], "path": str(p)})
-                continue
-            run = Run(p)
-            st = run.status()
-            epochs = [r for r in _dedupe(run.read_metrics()) if r.get("kind") == "epoch"]
-            last = epochs[-1] if epochs else {}
-            vals = [r.get("val_acc") for r in epochs if r.get("val_acc") is not None]
-            rows.append({
-                "run_id": p.name, "name": cfg.display_name, "status": effective_status(st),
-                "dataset": cfg.data.name, "model": cfg.model.name, "optimizer": cfg.optim.name,
-                "lr": cfg.optim.lr, "rho": cfg.optim.rho if cfg.optim.is_sam else None,
-                "m": cfg.optim.m, "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs,
-                "seed": cfg.train.seed, "epochs_done": last.get("epoch", 0),
-                "final_train_loss": last.get("train_loss"), "final_test_acc": last.get("test_acc"),
-                "best_val_acc": max(vals) if vals else None, "created": st.get("created"), "path": str(p),
-            })
+    for p in run_folders(root):
+        try:
+            cfg, st, records = _read_parts(p)
+        except CorruptRunError as e:
+            rows.append({"run_id": p.name, "name": p.name, "status": "corrupt", "path": str(p), "reason": e.reason})
+            continue
+        epochs = [r for r in _dedupe(records) if r.get("kind") == "epoch"]
+        last = epochs[-1] if epochs else {}
+        vals = [r.get("val_acc") for r in epochs if r.get("val_acc") is not None]
+        rows.append({
+            "run_id": p.name, "name": cfg.display_name, "status": effective_status(st),
+            "dataset": cfg.data.name, "model": cfg.model.name, "optimizer": cfg.optim.name,
+            "lr": cfg.optim.lr, "rho": cfg.optim.rho if cfg.optim.is_sam else None,
+            "m": cfg.optim.m, "batch_size": cfg.train.batch_size, "epochs": cfg.train.epochs,
+            "seed": cfg.train.seed, "epochs_done": last.get("epoch", 0),
+            "final_train_loss": last.get("train_loss"), "final_test_acc": last.get("test_acc"),
+            "best_val_acc": _max_or_none(vals), "created": st.get("created"), "path": str(p), "reason": None,
+        })
     df = pd.DataFrame(rows, columns=_LIST_COLUMNS)
     if len(df):
         df = df.sort_values("run_id", ascending=False, ignore_index=True)
     return df
+
+
+def _max_or_none(vals: list):
+    try:
+        return max(vals) if vals else None
+    except TypeError:  # a hand-edited record with a non-numeric value
+        return None

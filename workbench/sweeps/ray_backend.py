@@ -24,17 +24,22 @@ folder may be left ``stopped`` or ``running``: the trial record is what counts).
   trial runs the study's seeds one after the other; its objective is their mean
   and the first seed's epochs are reported for pruning.
 
-Ray's own files go to ``<study>/ray/tune/``. Ray is started locally
-(``num_cpus=os.cpu_count()``, no dashboard, worker output not forwarded) unless
+Ray's own files go to ``<study>/ray/tune/``. Ray is started locally by :func:`init_local_ray`
+(``num_cpus=os.cpu_count()``, no dashboard, worker output not forwarded, every service listening on
+127.0.0.1 only, generous start-up timeouts and one retry, else :class:`RayStartError`) unless
 ``study.ray_address`` names a cluster or Ray is already initialized; it is shut
 down at the end only if this module started it. On a cluster every node needs
 the workbench installed and the study folder at the same (shared) path. Each
 trial asks for one CPU; actors are reused between trials (``reuse_actors``:
 a fresh actor costs seconds, the trials of a CPU sweep often less).
 
-Trial records are appended to ``trials.jsonl`` and emitted as ``trial_ended``
-events when ``Tuner.fit()`` returns; ``trial_started`` and ``epoch`` events are
-emitted live (on the calling thread). ``stop`` (or the STOP file of
+Each trial's records are appended to ``trials.jsonl`` (and emitted as
+``trial_ended`` events) as soon as the trial ends, by a Tune callback on the
+driver (``on_trial_complete`` / ``on_trial_error``, on the calling thread): a
+study killed or interrupted mid-``fit`` keeps every trial that ended, and a
+resume skips the finished ones. A trial that Tune ends without telling its
+callbacks is recorded when ``Tuner.fit()`` returns (never twice).
+``trial_started`` and ``epoch`` events are emitted live (on the calling thread). ``stop`` (or the STOP file of
 :func:`~workbench.sweeps.stop_study`) stops launching trials and stops running
 ones (recorded ``stopped``, tried again on resume); Ctrl-C in the main thread too.
 
@@ -48,6 +53,7 @@ import logging
 import math
 import os
 import threading
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -55,7 +61,7 @@ from .runner import (DONE_STATUSES, SweepEvent, _append, _execute, _meta, _stopp
                      stop_study)
 from .study import StudyConfig, Trial, trial_id
 
-__all__ = ["run_ray"]
+__all__ = ["run_ray", "init_local_ray", "RayStartError", "LOCAL_RAY_ENV", "RAY_START_ATTEMPTS"]
 
 # keys Ray fills into every result; never forwarded as metrics
 _RAY_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",
@@ -72,6 +78,193 @@ def _import_ray():
     except ImportError as e:
         raise ImportError("backend: ray needs Ray Tune: pip install 'ray[tune]'") from e
     return ray, tune
+
+
+# ------------------------------------------------------------ a local Ray, on 127.0.0.1
+class RayStartError(OSError):
+    """A local Ray could not be started; the message is one line (the CLI prints it as ``error: ...``)."""
+
+
+#: Attempts at starting a local Ray (the second after stopping what the first left behind).
+RAY_START_ATTEMPTS = 2
+#: Seconds a local Ray's node may take to register (Ray's own wait, hard-coded in ``ray._private.node``, is 30 s).
+RAY_NODE_WAIT_S = 150
+#: Ray's start-up timeouts during a local ``ray.init`` (a value already in the environment wins). Ray's defaults
+#: are too short on a loaded 2-core machine, where its Python agents take tens of seconds to import.
+LOCAL_RAY_ENV = {
+    "RAY_agent_register_timeout_ms": "150000",    # raylet: wait for the dashboard/metrics and runtime-env agents
+    "RAY_raylet_start_wait_time_s": "150",        # raylet: wait for its registration with the GCS
+    "RAY_gcs_server_port_wait_time_s": "150",     # driver: wait for the GCS port file, and GCS connect retries
+    "RAY_worker_register_timeout_seconds": "150",  # raylet: a worker process may take this long to register
+}
+
+
+def _is_ray_process(p) -> bool:
+    try:
+        cmd = " ".join(p.cmdline())
+    except Exception:
+        return False
+    return "/ray/" in cmd or cmd.startswith("ray::") or p.name() in ("gcs_server", "raylet")
+
+
+def _own_ray_processes(before: set[int]) -> list:
+    """Ray processes descending from this one that were not there in ``before`` (pids): what a failed start left."""
+    try:
+        import psutil
+
+        return [c for c in psutil.Process().children(recursive=True) if c.pid not in before and _is_ray_process(c)]
+    except Exception:  # pragma: no cover - psutil missing
+        return []
+
+
+def _descendant_pids() -> set[int]:
+    try:
+        import psutil
+
+        return {c.pid for c in psutil.Process().children(recursive=True)}
+    except Exception:  # pragma: no cover
+        return set()
+
+
+def _kill(procs: list) -> None:
+    for c in procs:
+        try:
+            c.kill()
+        except Exception:
+            pass
+    for c in procs:
+        try:
+            c.wait(timeout=5)
+        except Exception:
+            pass
+
+
+class _LoopbackStart:
+    """During a local ``ray.init``: Ray's node address is 127.0.0.1 and its start-up timeouts are generous.
+
+    Ray 2.x on Linux resolves a node address of ``127.0.0.1`` to the machine's interface address (its
+    ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` switch, on by default outside Windows and macOS) and its gRPC servers then
+    listen on every interface. With the switch off, the node address stays 127.0.0.1 and the GCS, raylet, agents
+    and workers listen on 127.0.0.1 only. The switch is read from the environment when Ray is imported
+    (``ray._private.ray_constants.ENABLE_RAY_CLUSTER``) and by the processes Ray starts: both are set for the
+    duration of ``ray.init`` (the processes keep the environment they were started with) and restored afterwards.
+
+    Start-up on a loaded machine (Ray 2.60's waits, read in its source): the timeouts of :data:`LOCAL_RAY_ENV` are
+    set (the raylet's processes read them from the environment), and Ray's own 30 s wait for the node to register
+    (hard-coded in ``ray._private.node``) is stretched to ``node_wait_s`` while the raylet runs, by making its
+    polls (``ray._private.services.get_node``) wait on. All restored on exit. One wait has no setting: the raylet
+    gives its dashboard agent 15 s to report its ports (``WaitForPersistedPort``) and aborts otherwise; on a
+    heavily loaded machine the agent's imports can take longer, which :func:`init_local_ray`'s retry covers.
+    """
+
+    def __init__(self, node_wait_s: float = RAY_NODE_WAIT_S):
+        self.node_wait_s = node_wait_s
+
+    def __enter__(self):
+        self.env = {k: os.environ.get(k) for k in [*LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]}
+        for k, v in LOCAL_RAY_ENV.items():
+            os.environ.setdefault(k, v)
+        os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+        self.constants = self.services = None
+        try:
+            from ray._private import ray_constants
+
+            self.constants, self.saved = ray_constants, ray_constants.ENABLE_RAY_CLUSTER
+            ray_constants.ENABLE_RAY_CLUSTER = False
+        except (ImportError, AttributeError):  # pragma: no cover - another Ray version: the environment still applies
+            self.constants = None
+        try:
+            # Ray waits 30 s (hard-coded) for the node to register, polling services.get_node: make each poll
+            # that fails wait on for up to node_wait_s in all
+            from ray._private import services
+
+            self.services, self.get_node = services, services.get_node
+            deadline = time.monotonic() + self.node_wait_s
+            get_node = self.get_node
+
+            def patient_get_node(*args, **kwargs):
+                while True:
+                    try:
+                        return get_node(*args, **kwargs)
+                    except RuntimeError:
+                        if time.monotonic() > deadline or not _raylet_running():  # a dead raylet never registers
+                            raise
+                        time.sleep(0.5)
+
+            services.get_node = patient_get_node
+        except (ImportError, AttributeError):  # pragma: no cover - another Ray version
+            self.services = None
+        return self
+
+    def __exit__(self, *exc):
+        for k, v in self.env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        if self.constants is not None:
+            self.constants.ENABLE_RAY_CLUSTER = self.saved
+        if self.services is not None:
+            self.services.get_node = self.get_node
+        return False
+
+
+def _raylet_running() -> bool:
+    """Whether a raylet started by this process is running (not a zombie); True when that cannot be told."""
+    try:
+        import psutil
+
+        for c in psutil.Process().children(recursive=True):
+            try:
+                if c.name() == "raylet" and c.status() != psutil.STATUS_ZOMBIE:
+                    return True
+            except psutil.Error:
+                continue
+        return False
+    except Exception:  # pragma: no cover - psutil missing
+        return True
+
+
+def init_local_ray(ray=None, *, num_cpus: int | None = None, attempts: int = RAY_START_ATTEMPTS, **kwargs) -> None:
+    """Start a local Ray whose services listen on 127.0.0.1 only (see :class:`_LoopbackStart`).
+
+    No dashboard (``include_dashboard=False``; its host would be 127.0.0.1 too), worker output not forwarded, Ray's
+    start-up timeouts raised (:data:`LOCAL_RAY_ENV`). A start that fails (on a loaded machine: "The current node
+    timed out during startup") is tried once more after the processes it left are stopped.
+
+    Raises:
+        RayStartError: Ray did not start in ``attempts`` tries (one line: what Ray said, and the load average).
+    """
+    if ray is None:
+        ray, _ = _import_ray()
+    opts = dict(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1",
+                _node_ip_address="127.0.0.1", log_to_driver=False, ignore_reinit_error=True,
+                logging_level=logging.WARNING)
+    opts.update(kwargs)
+    last: BaseException | None = None
+    for attempt in range(max(1, int(attempts))):
+        before = _descendant_pids()
+        try:
+            with _LoopbackStart():
+                ray.init(**opts)
+            return
+        except Exception as e:  # Ray raises plain Exception / RuntimeError / ConnectionError here
+            last = e
+            try:
+                ray.shutdown()
+            except Exception:
+                pass
+            _kill(_own_ray_processes(before))  # a GCS or raylet the failed start left running
+            if attempt + 1 < attempts:
+                logging.getLogger(__name__).warning("Ray did not start (%s); trying once more",
+                                                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+    try:
+        load = "load average %.1f on %d CPUs" % (os.getloadavg()[0], os.cpu_count() or 1)
+    except OSError:  # pragma: no cover
+        load = f"{os.cpu_count() or 1} CPUs"
+    said = " ".join(str(last).split()) or type(last).__name__
+    raise RayStartError(f"Ray could not start a local cluster ({attempts} attempts; {load}): {said[:300]} "
+                        f"-- try again when the machine is less busy, or use backend: local")
 
 
 # ------------------------------------------------------------ in the Ray worker
@@ -191,12 +384,14 @@ def _driver_classes():
             return {"path": self.path, "event": None}
 
     class StudyEvents(tune.Callback):
-        """Live ``trial_started`` / ``epoch`` events (``trial_ended`` come after ``fit``); notes pruned trials."""
+        """Live ``trial_started`` / ``epoch`` events; notes pruned trials; ``on_done(trial, error)`` records
+        each trial as it ends (``trials.jsonl`` and ``trial_ended``, see the module docstring)."""
 
         def __init__(self, describe: Callable[[dict], list[dict]], emit, total: int | None, done0: int):
             self.describe, self.emit, self.total, self.done0 = describe, emit, total, done0
             self.ended = 0
             self.pruned: set[str] = set()  # Ray trial ids stopped by the scheduler
+            self.on_done: Callable | None = None
 
         def _send(self, kind: str, trial, **extra) -> None:
             if self.emit is None:
@@ -217,13 +412,23 @@ def _driver_classes():
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.ended += 1
+            self._done(trial, False)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.ended += 1
+            self._done(trial, True)
+
+        def _done(self, trial, error: bool) -> None:
+            if self.on_done is None:
+                return
+            try:
+                self.on_done(trial, error)
+            except Exception as e:  # the trial is then recorded when fit returns
+                logging.getLogger(__name__).warning("recording Ray trial %s failed: %s", trial.trial_id, e)
 
         def __getstate__(self):
             return {"describe": None, "emit": None, "total": self.total, "done0": self.done0, "ended": self.ended,
-                    "pruned": set(self.pruned)}
+                    "pruned": set(self.pruned), "on_done": None}
 
     return StudyStopper, StudyEvents
 
@@ -297,21 +502,38 @@ def _scheduler(study: StudyConfig, epochs: int):
 
 
 def _record_from_result(result, describe, pruned: set) -> list[dict]:
-    """The trial records of one Ray trial (none for a trial that never started).
+    """The trial records of one Ray trial (none for a trial that never started), from its ``Result``."""
+    return _records_from(result.metrics, result.config, result.error, describe, pruned)
+
+
+def _trial_error(trial):
+    """The exception (or its text) a failed Ray trial left, as ``Result.error`` would hold it; None if unknown."""
+    for get in ("get_pickled_error", "get_error"):
+        try:
+            err = getattr(trial, get)()
+        except Exception:
+            err = None
+        if err is not None:
+            return err
+    return RuntimeError(getattr(trial, "error_msg", None) or "the Ray trial failed")
+
+
+def _records_from(metrics, config, err, describe, pruned: set) -> list[dict]:
+    """The trial records of one Ray trial from its last reported ``metrics``, ``config`` and error.
 
     A trial without its final report died (``failed``) or was stopped by Tune: ``pruned``
     when its scheduler decided so, else ``stopped`` (the study's stop, or Ctrl-C).
     """
-    m = dict(result.metrics or {})
-    units = describe(result.config or {})
+    m = dict(metrics or {})
+    units = describe(config or {})
     if "wb_records" in m:
         try:
             return json.loads(m["wb_records"])
         except (TypeError, ValueError):
             pass
     error = None
-    if result.error is not None:  # the trainable itself died (``_execute`` never raises)
-        error = f"{type(result.error).__name__}: {result.error}".strip()[:2000]
+    if err is not None:  # the trainable itself died (``_execute`` never raises)
+        error = f"{type(err).__name__}: {err}".strip()[:2000]
     if "epoch" in m and "wb_trial_id" in m:  # ended without its final report, after an epoch report
         base = next((u for u in units if u["trial_id"] == m["wb_trial_id"]), units[0] if units else {})
         status = "failed" if error else "pruned" if m.get("trial_id") in pruned else "stopped"
@@ -351,6 +573,7 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
 
     Raises:
         ImportError: Ray Tune (or Optuna for ``search: optuna``) is not installed.
+        RayStartError: a local Ray could not be started (one line).
     """
     ray, tune = _import_ray()
     path = study.path
@@ -408,12 +631,12 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
             if study.ray_address:
                 ray.init(address=study.ray_address, log_to_driver=False, ignore_reinit_error=True)
             else:
-                ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                         ignore_reinit_error=True, logging_level=logging.WARNING)
+                init_local_ray(ray)  # services on 127.0.0.1 only; one retry; RayStartError when it cannot start
             started = True
         try:
             stopper_cls, events_cls = _driver_classes()
             events = events_cls(describe, emit, total, skipped)
+            recorded: set[str] = set()  # Ray trial ids whose records are in trials.jsonl
             trainable = tune.with_resources(tune.with_parameters(_trainable, job=job), {"cpu": 1})
             if study.search == "optuna":
                 storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
@@ -428,6 +651,28 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
                 search_alg = None
                 param_space = {"wb_index": tune.grid_search(list(range(todo_n)))}
                 num_samples = 1
+
+            def record(ray_id, metrics, config, err, n: int) -> None:
+                """Append one ended Ray trial's records to trials.jsonl and emit them (once per trial)."""
+                if ray_id in recorded:
+                    return
+                recorded.add(ray_id)
+                for rec in _records_from(metrics, config, err, describe, events.pruned):
+                    rec.setdefault("ray_trial", ray_id)
+                    if study.search == "optuna":
+                        try:
+                            number = search_alg._ot_trials[rec.get("ray_trial") or ray_id].number
+                        except Exception:  # not asked by Optuna, or a private attribute changed
+                            number = index0 + n
+                        rec["config_index"] = number
+                        rec["optuna_trial"] = number
+                    new.append(rec)
+                    _append(path, rec, lock)
+                    emit(SweepEvent("trial_ended", rec, total, skipped + len(new)))
+
+            events.on_done = lambda trial, error: record(
+                trial.trial_id, trial.last_result, trial.config, _trial_error(trial) if error else None,
+                len(recorded))
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
@@ -449,24 +694,11 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
             finally:
                 tune_logger.setLevel(level)
                 _restore_signal_handlers(saved)
-            ot_numbers: dict[str, int] = {}
-            if study.search == "optuna":
-                try:
-                    ot_numbers = {k: v.number for k, v in search_alg._ot_trials.items()}
-                except Exception:  # pragma: no cover - private attribute changed
-                    ot_numbers = {}
-            for n, result in enumerate(grid):
-                recs = _record_from_result(result, describe, events.pruned)
+            for n, result in enumerate(grid):  # trials Tune ended without telling the callback
                 ray_id = (result.metrics or {}).get("trial_id")
-                for rec in recs:
-                    rec.setdefault("ray_trial", ray_id)
-                    if study.search == "optuna":
-                        number = ot_numbers.get(rec.get("ray_trial") or ray_id, index0 + n)
-                        rec["config_index"] = number
-                        rec["optuna_trial"] = number
-                    new.append(rec)
-                    _append(path, rec, lock)
-                    emit(SweepEvent("trial_ended", rec, total, skipped + len(new)))
+                if ray_id is None and result.path:  # e.g. failed before its first report: from its folder name
+                    ray_id = Path(str(result.path)).name.removeprefix("trial_")
+                record(ray_id, result.metrics, result.config, result.error, n)
         finally:
             if started:
                 ray.shutdown()

@@ -11,7 +11,15 @@ Study folder ``<root>/<name>/``::
 
 A trial that raises is recorded with its error and the study goes on; running
 the same study again skips trials already ``finished`` or ``pruned`` (failed
-and stopped ones are tried again).
+and stopped ones are tried again). ``trials.jsonl`` is written and read with
+:mod:`workbench.runs.logs`: a torn last line (a killed study) is terminated
+before the next record and skipped when read.
+
+The process pool's workers die with the study: each worker asks Linux to send it
+SIGKILL when its parent dies (``prctl(PR_SET_PDEATHSIG)``), and SIGTERM/SIGINT of
+the study process (main thread) terminate the workers before the study ends
+(SIGINT raises ``KeyboardInterrupt`` after that; the study's status is ``stopped``).
+Trials the workers were running are not recorded and run again on resume.
 
 No UI imports.
 """
@@ -21,6 +29,8 @@ import json
 import math
 import multiprocessing as mp
 import os
+import signal
+import sys
 import threading
 import time
 import traceback
@@ -30,6 +40,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from ..config import RunConfig
+from ..runs.logs import append_jsonl, read_jsonl
 from ..runs.store import atomic_write_bytes
 from .study import StudyConfig, Trial, trial_id
 
@@ -75,24 +86,27 @@ class StudyResult:
 
 # ------------------------------------------------------------------ records
 def read_trials(path: str | Path) -> list[dict]:
-    """The latest record of every trial in ``<study>/trials.jsonl`` (file order)."""
-    p = Path(path) / "trials.jsonl"
+    """The latest record of every trial in ``<study>/trials.jsonl`` (file order).
+
+    Torn lines (a killed writer) are skipped; a line that is not a trial record (JSON but not
+    an object, or without ``trial_id``) is skipped with a ``RuntimeWarning``.
+    """
     latest: dict[str, dict] = {}
-    if p.exists():
-        for line in p.read_text().splitlines():
-            try:
-                r = json.loads(line)
-            except json.JSONDecodeError:
-                continue  # a killed writer's half line
-            latest[r["trial_id"]] = r
+    for r in read_jsonl(Path(path) / "trials.jsonl"):
+        if r.get("trial_id") is None:
+            import warnings
+
+            warnings.warn(f"{Path(path) / 'trials.jsonl'}: a record without trial_id skipped", RuntimeWarning,
+                          stacklevel=2)
+            continue
+        latest[r["trial_id"]] = r
     return list(latest.values())
 
 
 def _append(path: Path, record: dict, lock: threading.Lock) -> None:
+    """Append one record to ``<study>/trials.jsonl`` (a torn last line is terminated first)."""
     with lock:
-        with open(path / "trials.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record, default=str) + "\n")
-            f.flush()
+        append_jsonl(path / "trials.jsonl", record, default=str)
 
 
 def _write_status(path: Path, status: str, **info) -> None:
@@ -180,11 +194,98 @@ def _execute(cfg_dict: dict, meta: dict, study_path: str, threads: int | None,
     return rec
 
 
-def _init_worker() -> None:
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent: int | None) -> None:
+    """Ask Linux to SIGKILL this process when its parent dies (``prctl(PR_SET_PDEATHSIG)``); no-op elsewhere.
+
+    If the parent died before the request (it is then reparented), exit at once.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except Exception:  # pragma: no cover - no libc / prctl
+        return
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
+
+
+def _init_worker(parent: int | None = None) -> None:
+    _die_with_parent(parent)
     os.environ["OMP_NUM_THREADS"] = "1"
     import torch
 
     torch.set_num_threads(1)
+
+
+class _KillPoolOnSignal:
+    """While a process pool runs (main thread only): SIGTERM/SIGINT first terminate the pool's workers.
+
+    Then SIGINT raises ``KeyboardInterrupt``; SIGTERM is delivered again with its previous
+    disposition (by default the process ends, as without this handler). Restores the previous
+    handlers on exit.
+    """
+
+    def __init__(self, pool: ProcessPoolExecutor):
+        self.pool, self.saved = pool, {}
+
+    def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            try:
+                self.saved[sig] = signal.signal(sig, self._handler)
+            except (ValueError, OSError):  # pragma: no cover - not the main interpreter
+                pass
+        return self
+
+    def __exit__(self, *exc):
+        self._restore()
+        return False
+
+    def _restore(self) -> None:
+        for sig, h in self.saved.items():
+            try:
+                signal.signal(sig, h if h is not None else signal.SIG_DFL)
+            except (ValueError, OSError):  # pragma: no cover
+                pass
+        self.saved = {}
+
+    def kill_workers(self) -> None:
+        procs = list((getattr(self.pool, "_processes", None) or {}).values())
+        for p in procs:
+            try:
+                p.terminate()
+            except Exception:
+                pass
+        deadline = time.monotonic() + 3.0
+        for p in procs:
+            try:
+                p.join(max(0.0, deadline - time.monotonic()))
+                if p.is_alive():
+                    p.kill()
+            except Exception:
+                pass
+
+    def _handler(self, signum, frame):
+        previous = self.saved.get(signum)
+        self.kill_workers()
+        self._restore()
+        if signum == signal.SIGINT:
+            if callable(previous) and previous is not signal.default_int_handler:
+                previous(signum, frame)
+            raise KeyboardInterrupt
+        if callable(previous):
+            previous(signum, frame)
+            return
+        if previous != signal.SIG_IGN:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
 
 
 # ------------------------------------------------------------------ studies
@@ -201,8 +302,8 @@ def run_study(study: StudyConfig, *, callbacks: Iterable[Callable[[SweepEvent], 
         study: the study.
         callbacks: receive :class:`SweepEvent` objects on the calling thread: for
             in-process trials all kinds as they happen; for the process pool
-            ``trial_started``/``trial_ended`` only; for Ray ``trial_started`` and
-            ``epoch`` live and ``trial_ended`` when Tune has finished.
+            ``trial_started``/``trial_ended`` only; for Ray all kinds live (``trial_ended``
+            as each trial ends, right after its records are in ``trials.jsonl``).
         stop: when set, running trials stop at their next step and no new trial starts.
 
     Returns:
@@ -211,6 +312,8 @@ def run_study(study: StudyConfig, *, callbacks: Iterable[Callable[[SweepEvent], 
     Raises:
         ValueError: an invalid combination (e.g. Optuna with a local process pool).
         ImportError: ``optuna`` or ``ray`` missing for a study that needs it (says what to install).
+        KeyboardInterrupt: Ctrl-C; the study's ``status.json`` says ``stopped`` and the process
+            pool's workers are terminated (see the module docstring).
     """
     if study.backend == "ray":
         try:
@@ -233,14 +336,18 @@ def run_study(study: StudyConfig, *, callbacks: Iterable[Callable[[SweepEvent], 
                 pass
 
     _write_status(path, "running", backend=study.backend, search=study.search)
-    if study.backend == "ray":
-        from .ray_backend import run_ray
+    try:
+        if study.backend == "ray":
+            from .ray_backend import run_ray
 
-        records, skipped, status = run_ray(study, emit=emit, stop=stop)
-    elif study.search == "optuna":
-        records, skipped, status = _run_optuna_local(study, emit, stop)
-    else:
-        records, skipped, status = _run_local(study, emit, stop)
+            records, skipped, status = run_ray(study, emit=emit, stop=stop)
+        elif study.search == "optuna":
+            records, skipped, status = _run_optuna_local(study, emit, stop)
+        else:
+            records, skipped, status = _run_local(study, emit, stop)
+    except KeyboardInterrupt:  # Ctrl-C (the pool's workers are already terminated)
+        _write_status(path, "stopped", backend=study.backend, search=study.search, error="interrupted")
+        raise
     counts: dict[str, int] = {}
     for r in records:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
@@ -291,7 +398,8 @@ def _run_local(study: StudyConfig, emit, stop) -> tuple[list, int, str]:
                 break
     else:
         ctx = mp.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=study.workers, mp_context=ctx, initializer=_init_worker) as pool:
+        with ProcessPoolExecutor(max_workers=study.workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(os.getpid(),)) as pool, _KillPoolOnSignal(pool):
             pending = {}
             queue = list(todo)
             while queue or pending:

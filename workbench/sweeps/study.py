@@ -38,7 +38,7 @@ from typing import Any, Mapping
 
 import yaml
 
-from ..config import RunConfig, yaml_load
+from ..config import ConfigError, RunConfig, check_field_types, load_yaml_file, yaml_load
 
 __all__ = ["ParamSpec", "StudyConfig", "Trial", "SEARCHES", "BACKENDS", "PRUNERS"]
 
@@ -50,6 +50,23 @@ OBJECTIVES = ("final", "best")
 
 def _fail(name: str, value: Any, allowed: str) -> None:
     raise ValueError(f"study.{name}={value!r} is invalid: {allowed}")
+
+
+def _check_name(name: Any) -> None:
+    """A study's name becomes a folder ``<root>/<name>``: one plain folder name, never a path out of ``root``.
+
+    Refused: a non-string, an empty (or blank) name, one starting with ``.`` (``.``, ``..``, hidden folders), and
+    one containing ``/``, ``\\``, NUL or another control character.
+    """
+    if not isinstance(name, str) or not name.strip():
+        _fail("name", name, "give a non-empty folder name (the study is saved in <root>/<name>)")
+    if name.startswith("."):
+        _fail("name", name, "a study name may not start with '.' (it is a folder under the sweeps root; "
+                            "'.', '..' and hidden folders are refused)")
+    bad = sorted({c for c in name if c in "/\\" or ord(c) < 32 or ord(c) == 127})
+    if bad:
+        _fail("name", name, "a study name may not contain '/', '\\', NUL or control characters (found "
+                            + ", ".join(repr(c) for c in bad) + "): it is one folder under the sweeps root")
 
 
 @dataclass(frozen=True)
@@ -192,8 +209,8 @@ class StudyConfig:
     enqueue: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not self.name.strip() or "/" in self.name:
-            _fail("name", self.name, "a non-empty name without '/'")
+        _check_name(self.name)
+        check_field_types(self, "study", skip=("name", "base"))   # types, never coerced (see workbench.config)
         if isinstance(self.base, Mapping):
             self.base = RunConfig.from_dict(self.base)
         elif isinstance(self.base, (str, Path)):
@@ -232,7 +249,10 @@ class StudyConfig:
             _fail("grace_epochs", self.grace_epochs, "a non-negative number of epochs")
         if "train.seed" in self.params:
             _fail("params", "train.seed", "seeds are swept by 'seeds', not as a parameter")
-        self.enqueue = [dict(e) for e in (self.enqueue or [])]
+        for e in self.enqueue:
+            if not isinstance(e, Mapping):
+                _fail("enqueue", e, "each entry is a mapping {field: value} of swept fields")
+        self.enqueue = [dict(e) for e in self.enqueue]
         # every swept field must exist and every listed value must give a valid run config
         probe = {k: (p.values[0] if not p.is_range else p.low) for k, p in self.params.items()}
         self.config_for(probe, self.seeds[0])
@@ -300,14 +320,14 @@ class StudyConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, relative_to: str | Path | None = None) -> "StudyConfig":
         if not isinstance(d, Mapping):
-            raise ValueError(f"a study must be a mapping, got {type(d).__name__}")
+            raise ConfigError(f"a study must be a mapping of settings, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
+        unknown = sorted(set(d) - known, key=str)
         if unknown:
-            raise ValueError(f"unknown study key(s) {unknown}: choose from {sorted(known)}")
+            raise ConfigError(f"unknown study key(s) {unknown}: choose from {sorted(known)}")
         d = dict(d)
         if "name" not in d:
-            raise ValueError("a study needs a name")
+            raise ConfigError("a study needs a name (study.name: the study's folder under root)")
         base = d.get("base")
         if isinstance(base, str) and relative_to is not None and not Path(base).is_absolute():
             cand = Path(relative_to) / base
@@ -316,12 +336,16 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> "StudyConfig":
+        """From YAML text, or a study file (a ``Path``, or a one-line string naming an existing file; read with
+        :func:`workbench.config.load_yaml_file`: safe, bounded, not empty)."""
         s = str(text_or_path)
-        rel = None
-        if "\n" not in s and Path(s).exists():
-            rel = Path(s).parent
-            s = Path(s).read_text()
-        return cls.from_dict(yaml_load(s) or {}, relative_to=rel)
+        if isinstance(text_or_path, Path) or (s.strip() and "\n" not in s and Path(s).exists()):
+            data = load_yaml_file(text_or_path, "study file")
+            if not isinstance(data, Mapping):
+                raise ConfigError(f"study file {s!r} must hold a mapping of settings (name, base, params, seeds, "
+                                  f"...), got {type(data).__name__}")
+            return cls.from_dict(data, relative_to=Path(s).parent)
+        return cls.from_dict(yaml_load(s) or {})
 
     @classmethod
     def load(cls, path: str | Path) -> "StudyConfig":

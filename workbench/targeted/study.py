@@ -36,6 +36,7 @@ import pandas as pd
 
 from ..config import ModelConfig
 from ..data.poison import load_poison, save_poison
+from ..runs.logs import append_jsonl, read_jsonl
 from ..runs.store import atomic_write_bytes
 from .common import CraftProgress
 from .setup import make_setups, save_setups
@@ -166,11 +167,22 @@ def _se(v: pd.Series) -> float:
 
 
 def read_trials(root: str | Path) -> pd.DataFrame:
-    """The trial records of a study folder (``trials.jsonl``), latest record per (trial, defense)."""
+    """The trial records of a study folder (``trials.jsonl``), latest record per (trial, defense).
+
+    A torn line (a study killed mid-write) is skipped; a line that is not a trial record (JSON but
+    not an object, or without ``trial``/``defense``) is skipped with a ``RuntimeWarning``.
+    """
     path = Path(root) / "trials.jsonl"
     if not path.is_file():
         return pd.DataFrame()
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = []
+    for r in read_jsonl(path):
+        if "trial" in r and "defense" in r:
+            rows.append(r)
+        else:
+            import warnings
+
+            warnings.warn(f"{path}: a record without trial/defense skipped", RuntimeWarning, stacklevel=2)
     df = pd.DataFrame(rows)
     if df.empty:
         return df
@@ -178,9 +190,8 @@ def read_trials(root: str | Path) -> pd.DataFrame:
 
 
 def _append(path: Path, rec: dict) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(rec, default=float) + "\n")
-        f.flush()
+    """Append one record to ``trials.jsonl`` (a torn last line is terminated first, see :mod:`workbench.runs.logs`)."""
+    append_jsonl(path, rec, default=float)
 
 
 def run_trials(data, study: TrialStudy, root: str | Path | None = None, *,

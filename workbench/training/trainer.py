@@ -14,6 +14,15 @@ stopped (same batches, same random streams). When the trainer runs on the
 main thread, Ctrl-C / "interrupt kernel" requests a graceful stop at the end
 of the current step; a second Ctrl-C aborts at once.
 
+One process trains a run folder at a time: the trainer holds the folder's
+advisory lock (:mod:`workbench.runs.lock`, ``flock`` on ``<run>/.lock``, the
+holder's PID written in it) for the whole training; the operating system
+releases it when the process ends, crashed or killed included. A resume that
+fails before training starts (a finished run without more epochs, a missing or
+corrupt checkpoint, a locked folder, a set-up error) leaves the run folder's
+files exactly as they were: nothing is written before the lock is held and the
+set-up has succeeded.
+
 No UI imports.
 """
 from __future__ import annotations
@@ -39,7 +48,7 @@ from ..config import RunConfig
 from ..data import BatchLoader, DataBundle, load_data
 from ..models import build_model, count_parameters
 from ..optim import SAM, build_optimizer, build_scheduler, sam_step
-from ..runs import Run, load_checkpoint
+from ..runs import Run, RunLock, load_checkpoint
 from .device import resolve_device, seed_everything, set_deterministic
 from .evaluate import evaluate
 from .events import EpochEnd, ProbeResult, RunEnded, RunStarted, StatusChanged, StepEnd
@@ -68,6 +77,14 @@ def load_data_cached(cfg, maxsize: int = 4) -> DataBundle:
         while len(_DATA_CACHE) > maxsize:
             _DATA_CACHE.popitem(last=False)
     return bundle
+
+
+def _file_stamp(path: Path) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 class Probe:
@@ -192,7 +209,9 @@ class Trainer:
         self._callbacks = list(callbacks)
         self.probes = list(probes)
         self.stepper = stepper if stepper is not None else Stepper()
+        self._custom_stepper = stepper is not None
         self.defense = defense
+        self._run_lock: RunLock | None = None
         self._store = store
         self._data = data
         self._handle_sigint = handle_sigint
@@ -255,19 +274,35 @@ class Trainer:
             defense: the run's defense (same kind and settings; its state, e.g. the
                 examples dropped so far, is restored from the checkpoint).
 
+        Nothing is written here: ``config.json`` (with the new ``epochs``), the ``resume``
+        record and the status are written by :meth:`run` once it holds the folder's lock and
+        the set-up succeeded, so a resume that fails leaves the folder's files unchanged.
+
         Raises:
             FileNotFoundError: not a run folder.
             CheckpointError: the checkpoint is missing or corrupted.
-            ValueError: ``epochs`` not larger than the epochs already done for a finished run.
+            ValueError: ``epochs`` not larger than the epochs already done for a finished run,
+                or a stepper/defense missing for a run that used one.
         """
         run = Run(path)
         config = run.config()
-        ck = load_checkpoint(run.checkpoint_dir / checkpoint, map_location="cpu")
+        ck_path = run.checkpoint_dir / checkpoint
+        ck = load_checkpoint(ck_path, map_location="cpu")
+        write_config = False
+        if epochs is not None and int(epochs) != config.train.epochs:
+            config = config.with_overrides({"train.epochs": int(epochs)})
+            write_config = True  # written when training starts (a failed resume changes nothing)
+        cls._check_resumable(path, config, ck, stepper, defense)
+        t = cls(config, callbacks=callbacks, store=True, data=data, handle_sigint=handle_sigint, probes=probes,
+                stepper=stepper, defense=defense, _run=run, _checkpoint=ck)
+        t._resume_from = (ck_path, _file_stamp(ck_path), write_config)
+        return t
+
+    @staticmethod
+    def _check_resumable(path, config: RunConfig, ck: dict, stepper, defense) -> None:
+        """Raise ``ValueError`` when checkpoint ``ck`` cannot continue ``config`` (see :meth:`from_run`)."""
         if ck.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint format {ck.get('format')!r} is not supported (expected {CHECKPOINT_FORMAT})")
-        if epochs is not None:
-            config = config.with_overrides({"train.epochs": int(epochs)})
-            run.write_config(config)
         if ck["epoch"] >= config.train.epochs and ck["batch"] == 0:
             raise ValueError(f"train.epochs={config.train.epochs} is invalid: the checkpoint already completed "
                              f"{ck['epoch']} epochs; pass a larger epochs= to continue training")
@@ -279,8 +314,25 @@ class Trainer:
             raise ValueError(f"run {str(path)!r} was trained with a defense ({ck['defense'].get('name')!r}) whose "
                              "state is in the checkpoint: pass the same defense, e.g. "
                              "Trainer.from_run(path, defense=EPIC(budget=0.2, period=2, warmup=10))")
-        return cls(config, callbacks=callbacks, store=True, data=data, handle_sigint=handle_sigint, probes=probes,
-                   stepper=stepper, defense=defense, _run=run, _checkpoint=ck)
+
+    def _take_lock(self) -> None:
+        """Hold the run folder's lock; for a resume, re-read the checkpoint if it changed since :meth:`from_run`."""
+        if self._run is None or self._run_lock is not None:
+            return
+        self._run_lock = RunLock(self._run.path).acquire()
+        resume = getattr(self, "_resume_from", None)
+        if resume is not None and self._checkpoint is not None:
+            ck_path, stamp, _ = resume
+            if _file_stamp(ck_path) != stamp:  # another process trained on between from_run and run()
+                ck = load_checkpoint(ck_path, map_location="cpu")
+                self._check_resumable(self._run.path, self.config, ck, self.stepper if self._custom_stepper else None,
+                                      self.defense)
+                self._checkpoint = ck
+
+    def _release_lock(self) -> None:
+        lock, self._run_lock = self._run_lock, None
+        if lock is not None:
+            lock.release()
 
     # -------------------------------------------------------------- events
     def _emit(self, event) -> None:
@@ -348,15 +400,12 @@ class Trainer:
                 torch.set_rng_state(rng["torch"])
             if "cuda" in rng and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
                 torch.cuda.set_rng_state_all(list(rng["cuda"]))
+        if t.tensorboard and not self._store:
+            raise ValueError("train.tensorboard=true needs a run folder (store=True)")
         if self._store and self._run is None:
             self._run = Run.create(self.config.root, self.config)
+            self._take_lock()  # a new folder: nobody else knows it yet
         self._run_id = self._run.id if self._run is not None else f"memory-{id(self):x}"
-        if t.tensorboard:
-            from .tensorboard import TensorBoardWriter
-
-            if self._run is None:
-                raise ValueError("train.tensorboard=true needs a run folder (store=True)")
-            self._callbacks.append(TensorBoardWriter(self._run.path / "tensorboard"))
         for probe in self.probes:
             probe.setup(self)
         self.stepper.setup(self)
@@ -364,6 +413,10 @@ class Trainer:
             self.stepper.load_state_dict(self._stepper_state)
         if self.defense is not None and self.defense.kept_indices is not None:
             self._restrict_training(self.defense.kept_indices)
+        if t.tensorboard:  # last: it writes into the run folder
+            from .tensorboard import TensorBoardWriter
+
+            self._callbacks.append(TensorBoardWriter(self._run.path / "tensorboard"))
 
     def _restrict_training(self, kept) -> None:
         """Train on the examples whose dataset index is in ``kept`` only (a defense's selection)."""
@@ -469,15 +522,31 @@ class Trainer:
         Returns:
             :class:`TrainResult`.
 
+        The run folder's lock is held from before the first write until the end (see the
+        module docstring); it is released when this returns or raises.
+
         Raises:
+            RunLockedError: another process (or trainer) is training the same run folder; the
+                one-line message names its PID. Nothing was written.
             Exception: whatever failed (after recording status ``failed`` with
                 the error in ``status.json``); ``KeyboardInterrupt`` on a second Ctrl-C.
+                A resumed run whose set-up fails (before training starts) keeps its
+                previous status and files.
         """
         self._run_id = "pending"
+        resuming = self._run is not None
+        try:
+            return self._run_locked(resuming)
+        finally:
+            self._release_lock()
+
+    def _run_locked(self, resuming: bool) -> TrainResult:
+        if resuming:
+            self._take_lock()  # RunLockedError: nothing written
         try:
             self._setup()
         except Exception as e:
-            if self._run is not None:
+            if self._run is not None and not resuming:  # a new run folder: say why it stopped
                 self._run.set_status("failed", error=f"{type(e).__name__}: {e}")
             raise
         old_handler = None
@@ -521,6 +590,9 @@ class Trainer:
                         steps_per_epoch=spe, total_steps=total, num_parameters=count_parameters(model),
                         input_shape=list(self.bundle.input_shape), num_classes=self.bundle.num_classes,
                         split_sizes={k: len(v) for k, v in self._splits.items()})
+            resume = getattr(self, "_resume_from", None)
+            if resume is not None and resume[2]:
+                run.write_config(cfg)  # the new number of epochs, now that training starts
             if self.attempt > 1:
                 run.append({"kind": "resume", "attempt": self.attempt, "step": self.step, "epoch": epoch,
                             "batch": batch})
