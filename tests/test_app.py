@@ -23,25 +23,35 @@ NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
 # ----------------------------------------------------------------------------- landing page
-def test_landing_lists_every_notebook_with_one_line_and_picks_up_new_ones(tmp_path):
+def test_landing_describes_every_notebook_for_a_person_and_picks_up_new_ones(tmp_path):
     studies = list_studies(REPO / "notebooks")
     assert [s.name for s in studies] == [p.name for p in NOTEBOOKS]
     for s in studies:
-        assert s.title and "#" not in s.title and "\n" not in s.summary and len(s.summary) <= 200
+        # a title, one sentence and what you will see: plain text, complete, without file names, hashes or LaTeX
+        assert s.title and s.summary and s.you_will_see, s
+        assert len(s.summary) <= 200 and len(s.you_will_see) <= 300 and "…" not in s.summary + s.you_will_see, s
+        text = " ".join((s.title, s.summary, s.you_will_see))
+        assert not re.search(r"[#$\\`*\n]|\.txt|\.ipynb|\.md\b|[0-9a-f]{12}|shared/", text), text
+        assert s.summary[0].isupper() and s.summary.endswith((".", "?", "!")), s.summary
     tour = next(s for s in studies if s.name == "10_guided_tour.ipynb")
-    assert tour.title.startswith("Guided tour") and "60-minute" in tour.summary  # from the notebook's metadata
+    assert tour.title.startswith("Guided tour") and "60-minute" in tour.summary
     quick = next(s for s in studies if s.name == "00_quickstart.ipynb")
-    assert quick.summary.startswith("Press Start below")  # first sentence of the first paragraph
+    assert quick.summary.startswith("Train a small network") and "curves" in quick.you_will_see
 
     d = tmp_path / "notebooks"
     d.mkdir()
     nb = nbformat.v4.new_notebook()
-    nb.cells = [nbformat.v4.new_markdown_cell("# A *new* study\n\nIt measures [something](http://x) new. More text.")]
+    nb.cells = [nbformat.v4.new_markdown_cell(
+        "# A *new* study of $\\min_w \\max_{\\|\\epsilon\\|_2 \\le \\rho} L$\n\n"
+        "It measures [something](http://x) new (`000_a2438a0e2dba8132.txt`). More text.\n\n"
+        "**You will see:** one figure.")]
     nbformat.write(nb, d / "42_new.ipynb")
     (new,) = list_studies(d)
-    assert (new.title, new.summary) == ("A new study", "It measures something new.")
+    assert (new.title, new.summary, new.you_will_see) == (
+        "A new study of min w max ‖ε‖ 2 ≤ ρ L", "It measures something new.", "One figure.")
     table = landing_markdown([new], href="/voila/render/notebooks/{name}")
-    assert "[**A new study**](/voila/render/notebooks/42_new.ipynb) | It measures something new. |" in table
+    assert "| [**A new study of min w max ‖ε‖ 2 ≤ ρ L**](/voila/render/notebooks/42_new.ipynb) | It measures " \
+           "something new. | One figure. |" in table
 
 
 # ----------------------------------------------------------------------------- Voilà
