@@ -38,7 +38,7 @@ __all__ = ["IndexedTensorDataset", "DataBundle", "load_data", "DATASET_REGISTRY"
 DATASET_REGISTRY = dict(SOURCE_READERS)
 assert tuple(DATASET_REGISTRY) == DATASET_CHOICES, "workbench.data registry out of sync with config"
 
-_IMAGE_DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
+_IMAGE_DATASETS = ("digits", "mnist", "mnist-10k", "fashion-mnist", "cifar10", "cifar100")
 
 
 class IndexedTensorDataset(torch.utils.data.Dataset):

@@ -10,6 +10,7 @@ Readers:
 
 * ``digits``: scikit-learn's bundled 8x8 digits (offline).
 * ``mnist`` / ``fashion-mnist``: IDX files read with torchvision's readers.
+* ``mnist-10k``: the 10,000 MNIST test images shipped inside the package (offline, SHA-256 checked).
 * ``cifar10`` / ``cifar100``: torchvision's CIFAR classes (python pickles).
 * ``gaussians-2d`` / ``moons``: toy 2-D problems generated from ``split_seed``.
 
@@ -38,6 +39,8 @@ __all__ = [
     "read_digits",
     "read_mnist",
     "read_fashion_mnist",
+    "read_mnist10k",
+    "MNIST10K_SHA256",
     "read_cifar10",
     "read_cifar100",
     "read_gaussians_2d",
@@ -263,6 +266,75 @@ def read_fashion_mnist(cfg: DataConfig) -> RawDataset:
     return _read_mnist_like("fashion-mnist", cfg)
 
 
+# ------------------------------------------------------ mnist-10k (package)
+#: SHA-256 of the two IDX files shipped in ``workbench/data/mnist10k/`` (the original MNIST t10k files).
+MNIST10K_SHA256 = {
+    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
+    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+}
+
+
+def mnist10k_dir() -> Path:
+    """Folder of the shipped MNIST test-set files (package data ``workbench/data/mnist10k``)."""
+    return Path(__file__).resolve().parent / "mnist10k"
+
+
+def _sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def read_mnist10k(cfg: DataConfig, folder: Path | None = None) -> RawDataset:
+    """The real MNIST test set shipped with the package: 10,000 images ``uint8 [N, 1, 28, 28]``, labels 0-9.
+
+    Reads the original IDX files ``t10k-images-idx3-ubyte.gz`` / ``t10k-labels-idx1-ubyte.gz`` (1.65 MB,
+    from http://yann.lecun.com/exdb/mnist/; MNIST by Yann LeCun, Corinna Cortes and Christopher J.C. Burges,
+    CC BY-SA 3.0) with the same IDX reader as ``mnist``, after checking each file's SHA-256 against
+    :data:`MNIST10K_SHA256`. Works offline; ``cfg.root``/``download`` are not used. The pool has no official
+    train/test division, so :func:`workbench.data.load_data` always splits it (pooled, seeded, stratified:
+    7,000 / 1,000 / 2,000 at the default fractions); indices are 0..9999 in file order.
+
+    Args:
+        cfg: the data config (only used for the record).
+        folder: where the two files are (default :func:`mnist10k_dir`; tests point it elsewhere).
+
+    Raises:
+        FileNotFoundError: a file is missing (a broken installation).
+        ValueError: a file's SHA-256 differs from the expected one (corrupted or replaced file).
+    """
+    from torchvision.datasets.mnist import read_image_file, read_label_file
+
+    folder = mnist10k_dir() if folder is None else Path(folder)
+    paths = {}
+    for name, expected in MNIST10K_SHA256.items():
+        path = folder / name
+        if not path.is_file():
+            raise FileNotFoundError(f"mnist-10k: {path} is missing: the package data of workbench is incomplete; "
+                                    "reinstall the package (pip install --force-reinstall .)")
+        got = _sha256(path)
+        if got != expected:
+            raise ValueError(f"mnist-10k: {path} has SHA-256 {got}, expected {expected}: the file is corrupted or "
+                             "was replaced; reinstall the package")
+        paths[name] = path
+    names = list(MNIST10K_SHA256)
+    with tempfile.TemporaryDirectory(prefix="workbench-idx-") as tmp:
+        x = _read_idx(paths[names[0]], read_image_file, tmp)
+        y = _read_idx(paths[names[1]], read_label_file, tmp)
+    if len(x) != len(y):
+        raise ValueError(f"mnist-10k: {len(x)} images but {len(y)} labels")
+    return RawDataset(
+        x=x.unsqueeze(1).contiguous(), y=y.long(), class_names=[str(c) for c in range(10)], n_official_train=None,
+        info={"source": "MNIST test set shipped with workbench (IDX, SHA-256 checked)",
+              "files": [str(paths[n]) for n in names], "source_sizes": {"pool": int(len(y))},
+              "licence": "CC BY-SA 3.0; Yann LeCun, Corinna Cortes, Christopher J.C. Burges"},
+    )
+
+
 # ------------------------------------------------------------------ CIFAR
 _CIFAR_SPECS = {
     "cifar10": {"cls": "CIFAR10", "folder": "cifar-10-batches-py",
@@ -365,6 +437,7 @@ def read_moons(cfg: DataConfig) -> RawDataset:
 SOURCE_READERS: dict[str, Callable[[DataConfig], RawDataset]] = {
     "digits": read_digits,
     "mnist": read_mnist,
+    "mnist-10k": read_mnist10k,
     "fashion-mnist": read_fashion_mnist,
     "cifar10": read_cifar10,
     "cifar100": read_cifar100,
