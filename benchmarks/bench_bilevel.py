@@ -1,4 +1,4 @@
-"""Bilevel poisoning (004_2d4a37ef731f788d.txt): time of the Fig. 1 maps and of one hypergradient.
+"""Bilevel poisoning [Carnerero-Cano 2021]: time of the Fig. 1 maps and of one hypergradient.
 
 1. **50×50 map** (App. C.1: 32 training points + 1 poisoning point, 100 full-batch steps of η = 0.2):
    :func:`workbench.bilevel.poison_maps` trains the 2,500 models of one map — for the two Fig. 1

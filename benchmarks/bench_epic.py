@@ -9,7 +9,7 @@ Timed, interleaved over ``--repeats`` repeats (median reported):
 * ``epoch``: one training epoch over the 10,000 examples (79 steps of ``workbench.optim.sam_step`` with SGD,
   i.e. exactly the trainer's inner step), after a warm-up epoch;
 * ``round[<greedy>, <budget>]``: one EPIC selection round, ``EPIC.maybe_select`` on the whole training set
-  (002_e9d1628ad3dbd674.txt Alg. 1: gradient proxies softmax − onehot in eval mode, per class greedy
+  ([Yang 2022, Alg. 1]: gradient proxies softmax − onehot in eval mode, per class greedy
   facility location with ceil(budget·1000) medoids, nearest-medoid clusters, isolated medoids dropped),
   split into the proxy pass and the medoid search (``EPIC.timings``). Greedy implementations (``--greedy``):
   ``incremental`` (own exact greedy with incremental gain updates, EPIC's default), ``lazy`` (own

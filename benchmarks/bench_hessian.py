@@ -4,7 +4,7 @@ Workload: LeNet-5 (``build_model(ModelConfig(name='lenet5'), (1, 8, 8), 10)``, 2
 scikit-learn's digits, trained 5 epochs with the quickstart SGD config (``Trainer(store=False)``), at
 that state; the Hessian of the mean cross-entropy over the **whole training split** (1,258 examples with
 the default pooled 70/10/20 split; digits has fewer than 2,048) in eval mode. torch threads = 2,
-OpenBLAS threads = 1 (see ../shared/notes/peer-baselines.md, "Setup").
+OpenBLAS threads = 1.
 
 * Reference top-5: own Lanczos on a float64 copy of the model at tol 1e-10, cross-checked with ARPACK
   ``eigsh`` at tol 1e-10. The float32 HVP limits the float32 methods to about 1e-6 relative.

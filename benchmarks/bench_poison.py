@@ -2,7 +2,7 @@
 
 Workload (as benchmarks/bench_sam_step.py): LeNet-5 (61,706 parameters) on random 1x28x28 inputs, batch 128,
 SGD lr 0.05 momentum 0.9 wd 5e-4, rho 0.05, torch threads = 2. Crafting: n = 5 inner iterations per batch
-(000_a2438a0e2dba8132.txt §5.2 for MNIST), Adam with lr^P = 0.01 on Δ, per-tensor cosine (as the reference
+([Murphy 2025, §5.2] for MNIST), Adam with lr^P = 0.01 on Δ, per-tensor cosine (as the reference
 code), no projection, early stopping off (tol = 0) so every variant does exactly n iterations.
 
 Variants, timed per batch, interleaved (each repeat runs ``--steps`` batches of every variant back to back):

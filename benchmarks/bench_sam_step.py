@@ -1,6 +1,6 @@
 """SAM step time over SGD step time (LeNet-5, batch 128), measured in one run.
 
-Workload as in ../shared/notes/peer-baselines.md: LeNet-5 (conv 1->6 5x5 pad 2, pool, conv 6->16 5x5, pool,
+Workload: LeNet-5 (conv 1->6 5x5 pad 2, pool, conv 6->16 5x5, pool,
 400-120-84-10; 61,706 parameters) on random 1x28x28 inputs, batch 128, SGD lr 0.05 momentum 0.9 wd 5e-4,
 rho 0.05, torch threads = 2. Each repeat times 20 steps of every variant back to back (interleaved), after a
 warm-up; the ratio is the median of the per-repeat ratios. The floor is about 2.0 (SAM needs two forward/backward

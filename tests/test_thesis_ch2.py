@@ -180,8 +180,8 @@ def test_cli_fastat_and_schedules(tmp_path):
     import argparse
     import json
 
-    from workbench.thesis.cli_ch5_ch7 import add_commands as add_repro
-    from workbench.thesis.cli_ch6_ch2 import add_commands
+    from workbench.thesis.cli_fastat_schedules import add_commands
+    from workbench.thesis.cli_repro import add_commands as add_repro
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command")

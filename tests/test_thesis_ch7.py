@@ -112,13 +112,13 @@ def test_ch7_mini_study_sharpness_tracks_learning_rate():
 
 
 def test_cli_repro_writes_summary_data_and_figure(tmp_path):
-    from workbench.thesis.cli_ch5_ch7 import add_commands, parse_set
+    from workbench.thesis.cli_repro import add_commands, parse_set, thesis_subparsers
 
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
     add_commands(sub)
-    add_commands_again = sub.choices["thesis"]._thesis_sub   # shared by other thesis modules
-    assert add_commands_again is not None
+    shared = thesis_subparsers(sub)   # what another thesis module gets: the same subcommands, not a second set
+    assert shared is thesis_subparsers(sub) and "repro" in shared.choices
     args = parser.parse_args(["thesis", "repro", "--figure", "fig5.6", "--size", "test", "--set", "n_steps=1500",
                               "--set", "rho_grid=[0.3]", "--out", str(tmp_path), "--format", "html"])
     assert args.fn(args) == 0

@@ -622,12 +622,12 @@ def cmd_lab(args) -> int:
 # Study packages contribute their own subcommands: each module defines add_commands(subparsers)
 # and imports its heavy dependencies inside the handlers, so `workbench --help` stays fast.
 COMMAND_MODULES: tuple[str, ...] = (
-    "workbench.targeted.cli",       # targeted craft | evaluate (issue 6)
+    "workbench.targeted.cli",       # targeted craft | evaluate
     "workbench.defenses.cli",       # defense-report (EPIC rounds and figures)
-    "workbench.bilevel.cli",        # bilevel illustrate | study | figures | table (issue 7)
-    "workbench.thesis.cli_ch5_ch7",  # thesis repro (issue 8)
-    "workbench.thesis.cli_ch6_ch2",  # thesis fastat | schedules
-    "workbench.app.cli",            # app, pack build | load (issue 9)
+    "workbench.bilevel.cli",        # bilevel illustrate | study | figures | table
+    "workbench.thesis.cli_repro",    # thesis repro (the shared ``thesis`` command)
+    "workbench.thesis.cli_fastat_schedules",  # thesis fastat | schedules
+    "workbench.app.cli",            # app, pack build | load
 )
 
 
@@ -733,7 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--format", choices=["markdown", "latex", "csv"], default="markdown")
     tb.set_defaults(fn=cmd_table)
 
-    cr = sub.add_parser("craft", help="train with SAM while crafting a sharpness-aware poison (000 report Ch. 3)")
+    cr = sub.add_parser("craft", help="train with SAM while crafting a sharpness-aware poison (Murphy 2025, Ch. 3)")
     cr.add_argument("config", help="run config of the crafting run (optim.name sam or asam)")
     cr.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="run config overrides")
     cr.add_argument("--poison", nargs="*", default=[], metavar="KEY=VALUE",

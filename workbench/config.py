@@ -437,7 +437,7 @@ class DataConfig(_Section):
             split; validation and test stay clean.
         poison_from_epoch: with a poison, train on the clean split before this
             epoch (1-based) and on the poisoned split from it on (1: from the first
-            epoch, as in 000 report §5.2).
+            epoch, as in [Murphy 2025, §5.2]).
     """
 
     _prefix = "data"
@@ -549,7 +549,7 @@ class OptimConfig(_Section):
     """Optimizer.
 
     Attributes:
-        name: ``sgd``, ``adam``, ``sam`` (Foret et al.; 000 report Eq. 2.7-2.8)
+        name: ``sgd``, ``adam``, ``sam`` ([Foret 2021]; [Murphy 2025, Eq. 2.7-2.8])
             or ``asam`` (SAM with ``adaptive=True``).
         lr: learning rate (> 0).
         momentum: SGD momentum in [0, 1).
@@ -564,7 +564,7 @@ class OptimConfig(_Section):
         eta: ASAM's offset in ``T_w = |w| + eta``.
         m: m-SAM chunk size: the batch is split into chunks of ``m`` examples,
             each with its own ascent point; the SAM gradients are averaged
-            (001 thesis Eq. 5.4). ``None`` means the whole batch.
+            ([Andriushchenko 2024, Eq. 5.4]). ``None`` means the whole batch.
         bn_policy: BatchNorm during SAM's second (perturbed) pass. ``freeze``
             (default): batch statistics normalise, running statistics are not
             updated; ``update``: running statistics updated by both passes;
@@ -630,7 +630,7 @@ class ScheduleConfig(_Section):
             (e.g. ``[60, 120, 160]`` with ``gamma=0.2``).
         milestone_fractions: the same as fractions of the total number of
             epochs (e.g. ``[0.5, 0.75]`` with ``gamma=0.1``: "divide by 10 at 50%
-            and 75%", 000 report §4.3.1). Use one of the two lists, not both.
+            and 75%", [Murphy 2025, §4.3.1]). Use one of the two lists, not both.
         gamma: multiplicative factor at each milestone, in (0, 1].
         warmup_epochs: linear warm-up from ``warmup_start_factor * lr`` over this
             many epochs (fractional allowed), combined with any schedule.

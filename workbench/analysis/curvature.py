@@ -1,8 +1,8 @@
 """Hessian curvature: eigenvalues, trace and spectral density of the training loss.
 
-The sharpness measures of the 000 report (000_a2438a0e2dba8132.txt §2.2.1, "Spectrum of
+The sharpness measures of [Murphy 2025, §2.2.1] ("Spectrum of
 the Hessian") need the extreme eigenvalues of the Hessian of the loss, the ratio
-λmax/λ5 (Foret et al., as used there) and the eigenvalue density. The Hessian is
+λmax/λ5 ([Foret 2021], as used there) and the eigenvalue density. The Hessian is
 never formed: every algorithm here only needs Hessian-vector products (HVPs).
 
 Two layers:
@@ -29,7 +29,7 @@ Model-level helpers: :func:`layerwise` (one operator per layer),
 :class:`TopEigenvalueProbe` (λmax tracked during training by the
 :class:`~workbench.training.trainer.Trainer`).
 
-Cost on a CPU (see ``shared/notes/peer-baselines.md`` and
+Cost on a CPU (measured by
 ``benchmarks/bench_hessian.py``): one HVP on the cached double-backward graph
 costs about 1.5-2 gradient evaluations. Lanczos with full re-orthogonalisation
 needs far fewer HVPs than PyHessian's deflated power iteration for the same
@@ -849,7 +849,7 @@ def power_iteration(op, k: int = 5, max_iter: int = 100, tol: float = 1e-3, seed
     two successive λ differ by less than ``tol`` relative, or ``max_iter``
     products (Yao et al. 2020). Reproduced for comparison; prefer :func:`lanczos`.
 
-    Caveats (measured in ``shared/notes/peer-baselines.md``):
+    Caveats (measured against :func:`lanczos` on the same operators):
 
     * power iteration converges to the eigenvalue of **largest magnitude**; when
       the most negative eigenvalue is larger in magnitude than λ_k it returns it
@@ -1084,7 +1084,7 @@ def spectral_density(op, n_probes: int = 1, steps: int = 80, seed: int = 0, sigm
 
 
 def eigenvalue_ratio(result_or_values, i: int = 5) -> float:
-    """λ1/λ_i of the largest eigenvalues (i = 5: the λmax/λ5 sharpness ratio of Foret et al., 000 report §2.2.1).
+    """λ1/λ_i of the largest eigenvalues (i = 5: the λmax/λ5 sharpness ratio of [Foret 2021], [Murphy 2025, §2.2.1]).
 
     A higher ratio means the curvature is concentrated in fewer directions
     (a "sharper" minimum in that reading).
@@ -1132,7 +1132,8 @@ def _layer_groups(model: nn.Module, by: str) -> list[tuple[str, list[str]]]:
 def layerwise(model: nn.Module, examples: ExampleSet, what: str = "top", *, by: str = "module",
               loss_fn: Callable = F.cross_entropy, tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
               n_probes: int = 30, trace_method: str = "hutchpp", batch_size: int | None = None) -> LayerwiseResult:
-    """Top eigenvalue and/or trace of each layer's Hessian block (PyHessian issue #10's request).
+    """Top eigenvalue and/or trace of each layer's Hessian block (a frequent request on PyHessian's tracker,
+    https://github.com/amirgholami/PyHessian/issues/10).
 
     Each entry gets its own :class:`HessianOperator` restricted to that
     layer's parameters (the diagonal block H_ll of the full Hessian; cross-layer
@@ -1311,7 +1312,7 @@ def pyhessian_density(model: nn.Module, examples: ExampleSet, steps: int = 80, n
 
     Raises:
         RuntimeError: on torch >= 2.0 PyHessian 0.1 calls the removed
-            ``torch.eig`` (PyHessian issue #17); the model is still restored.
+            ``torch.eig`` (https://github.com/amirgholami/PyHessian/issues/17); the model is still restored.
     """
     t0 = time.perf_counter()
     with _pyhessian_session(model, examples, loss_fn, seed, batch_size) as (h, counter):

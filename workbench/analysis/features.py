@@ -1,16 +1,16 @@
 """Post-ReLU features: the feature sparsity coefficient, active fraction, dead units, feature rank.
 
-Definitions (001_1a58a5a7ab3e6a24.txt = Andriushchenko, PhD thesis, Ch. 6):
+Definitions ([Andriushchenko 2024, Ch. 6]):
 
-* **Feature sparsity coefficient (FSC)** — thesis L3155: "the average fraction
+* **Feature sparsity coefficient (FSC)** — [Andriushchenko 2024, §6.4]: "the average fraction
   of *distinct* (i.e., counting a group of highly correlated activations as
   one), *non-zero* activations at some layer over the training set ... 100%
   means a completely dense feature vector and 0% means a feature vector with
   all zeros. We count a pair of activations i and j as highly correlated if
-  their Pearson's correlation coefficient is at least 0.95" (motivation L3139,
-  why correlated units are merged L3530). Procedure, following the reference
-  code (``compute_feature_sparsity`` of tml-epfl/sgd-sparse-features; see the
-  digest ``seed001-digest.md`` §2.2) on the activation matrix ``Φ ∈ R^{N×k}`` of
+  their Pearson's correlation coefficient is at least 0.95" (motivation: §6.4,
+  why correlated units are merged: §6.9). Procedure, following the reference
+  code (``compute_feature_sparsity`` of tml-epfl/sgd-sparse-features, see
+  ``docs/references.md``) on the activation matrix ``Φ ∈ R^{N×k}`` of
   one layer (N examples, k units):
 
   1. drop **dead units**: columns never active (``Φ_ij > 0`` for no i);
@@ -35,7 +35,7 @@ Definitions (001_1a58a5a7ab3e6a24.txt = Andriushchenko, PhD thesis, Ch. 6):
   centred ``(examples × units)`` matrix needed to reach 99 % of ``Σ σ²``. The
   matrix is centred **over examples (axis 0, per unit)**, as PCA requires; the
   reference code subtracts the per-*example* mean (axis 1), which is a
-  different quantity (anchors note 11).
+  different quantity.
 
 Layers: every call of every ``nn.ReLU`` module is one layer, named by the
 module's name; a module called ``k > 1`` times per forward pass (torchvision's
@@ -43,7 +43,7 @@ module's name; a module called ``k > 1`` times per forward pass (torchvision's
 order. ``F.relu`` calls are invisible to hooks (the model zoo uses modules
 throughout). Convolutional activations are flattened per example over
 ``C × H × W`` (each channel-position is one unit), as in the thesis code
-(digest §2.2), and at most ``max_units`` units (default 1,000, as in the
+(tml-epfl/sgd-sparse-features), and at most ``max_units`` units (default 1,000, as in the
 reference code) are drawn per layer, seeded, without replacement.
 
 Activations are collected batchwise in eval mode (BatchNorm running
@@ -258,8 +258,8 @@ def _pearson_columns(A: np.ndarray) -> np.ndarray:
 def sparsity_of_activation_matrix(A, tau: float = 0.95, *, absolute: bool = False) -> dict:
     """Feature sparsity statistics of one layer's activation matrix ``A [N examples, k units]``.
 
-    See the module docstring for the definitions (thesis L3155; reference code
-    procedure in the digest §2.2). ``A`` is assumed non-negative (post-ReLU);
+    See the module docstring for the definitions ([Andriushchenko 2024, §6.4];
+    the procedure of the reference code tml-epfl/sgd-sparse-features). ``A`` is assumed non-negative (post-ReLU);
     "active"/"non-zero" means ``> 0``.
 
     Returns:
@@ -307,7 +307,7 @@ class FeatureSparsityResult(ResultRecord):
 
     Attributes:
         layers: layer names (call order).
-        feature_sparsity_coefficient: FSC in [0, 1] (thesis L3155).
+        feature_sparsity_coefficient: FSC in [0, 1] ([Andriushchenko 2024, §6.4]).
         active_fraction: fraction of (example, unit) entries > 0 (the reference code's "sparsity").
         dead_units: analysed units never active on the set.
         n_units: analysed units (after subsampling); total_units: units of the layer.

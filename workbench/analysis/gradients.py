@@ -6,18 +6,18 @@ Three families of tools:
   of any subset of the parameters, vectorised with ``torch.func.vmap(torch.func.grad(...))``
   over ``torch.func.functional_call``.
 * :func:`last_layer_gradients` — the cheap gradient proxies of EPIC
-  (002_e9d1628ad3dbd674.txt §3.5, the paragraph after Eq. (5), and the anchors note
-  "EPIC gradient proxy"): the loss gradient w.r.t. the logits
+  ([Yang 2022, §3.5], the paragraph after Eq. 5, and the EPIC code
+  YuYang0901/EPIC): the loss gradient w.r.t. the logits
   ``softmax(z) − onehot(y)`` (what the EPIC code uses), w.r.t. the input of the
   last linear layer (the paper's literal wording, after Katharopoulos & Fleuret
   2018), or the full last-layer weight gradient. These are the spaces in which
-  002 Fig. 1 separates clean examples, poisons and *effective* poisons
+  [Yang 2022, Fig. 1] separates clean examples, poisons and *effective* poisons
   (Fig. 1a distances, Fig. 1b PCA; see :mod:`workbench.analysis.projections`).
 * cosine statistics of gradient matrices (:func:`cosine_to_reference`,
   :func:`class_mean_cosines`, :func:`pairwise_within_class_cosines`,
   :func:`cosine_histogram`) and SAM's per-step ``cos(g, g′)`` between the plain
   mini-batch gradient g and the SAM gradient g′ = ∇L(w + ε̂)
-  (000_a2438a0e2dba8132.txt §5.3.4, Figs. 5.5–5.8): :class:`SamCosineTracker`
+  ([Murphy 2025, §5.3.4, Figs. 5.5–5.8]): :class:`SamCosineTracker`
   (a trainer callback) and :func:`sam_cosines_from_steps` (from a stored run).
   The report plots the *cosine similarity loss* ``1 − cos(g, g′)`` (its Eq. 3.6);
   the records here store ``cos`` itself (``CosineHistory.losses()`` gives 1 − cos).
@@ -229,8 +229,8 @@ def last_layer_gradients(model: nn.Module, examples, kind: str = "logits", *, ba
     * ``"logits"``: ``∂ℓ/∂z = p − onehot(y)`` → ``[N, C]``. This is what the EPIC
       code uses as its gradient proxy (computed under ``no_grad`` in eval mode).
     * ``"last_input"``: ``∂ℓ/∂h = (p − onehot(y)) W`` → ``[N, D]``: the gradient
-      "w.r.t. the input to the last layer" as 002_e9d1628ad3dbd674.txt words it
-      (§3.5, after Eq. (5), citing Katharopoulos & Fleuret 2018).
+      "w.r.t. the input to the last layer" as [Yang 2022, §3.5] words it
+      (after Eq. 5, citing [Katharopoulos 2018]).
     * ``"weights"``: ``∂ℓ/∂W = (p − onehot(y)) ⊗ h`` flattened row-major
       (``[C, D]`` → ``C·D``), followed by ``∂ℓ/∂b = p − onehot(y)`` when the layer
       has a bias → ``[N, C·D (+ C)]``; equals :func:`per_example_gradients` with
@@ -523,7 +523,7 @@ def _epoch_of(epoch_fraction: float) -> int:
 
 @dataclass(frozen=True, eq=False)
 class CosineHistory(ResultRecord):
-    """SAM's per-step ``cos(g, g′)`` during training (000_a2438a0e2dba8132.txt §5.3.4).
+    """SAM's per-step ``cos(g, g′)`` during training ([Murphy 2025, §5.3.4]).
 
     ``g`` is the mini-batch gradient at w and ``g′`` the SAM gradient at
     ``w + ε̂`` of the same step (:class:`workbench.optim.SAM`, ``last_cosine``).
@@ -552,7 +552,7 @@ class CosineHistory(ResultRecord):
         return {e: cosine_histogram(v, bins=bins, range=range) for e, v in self.by_epoch().items()}
 
     def losses(self) -> np.ndarray:
-        """The report's cosine similarity loss ``1 − cos(g, g′)`` (000 report Eq. 3.6, Fig. 5.8)."""
+        """The report's cosine similarity loss ``1 − cos(g, g′)`` ([Murphy 2025, Eq. 3.6, Fig. 5.8])."""
         return 1.0 - np.asarray(self.cosines, dtype=float)
 
     def epoch_means(self) -> tuple[np.ndarray, np.ndarray]:

@@ -8,8 +8,8 @@ what they were):
 
   .. math:: \\theta(\\alpha) = \\alpha\\,\\theta_a + (1 - \\alpha)\\,\\theta_b,
 
-  exactly Eq. 2.5 of the MInf report (``/work/shared/seeds/000_a2438a0e2dba8132.txt``,
-  "One-Dimensional Linear Interpolation", after Goodfellow et al. 2015), with
+  exactly [Murphy 2025, Eq. 2.5] (§2.2.3,
+  "One-Dimensional Linear Interpolation", after [Goodfellow 2015]), with
   ``model_a`` in the role of θ1 and ``model_b`` of θ2: **α = 1 is model_a,
   α = 0 is model_b**; α outside [0, 1] extrapolates.
 * :func:`slice_1d` -- ``θ + α d`` around one model along a :class:`Direction`.
@@ -21,12 +21,12 @@ Directions are objects (:class:`Direction`) built by :func:`target_direction`
 
 Why filter normalisation. Sharpness measured along raw directions is not
 invariant to reparametrisations that leave the network function unchanged
-(Dinh et al. 2017; report 000 §2.2.2 "Shortcomings of Sharpness Measures"):
+([Dinh 2017]; [Murphy 2025, §2.2.2] "Shortcomings of Sharpness Measures"):
 scaling a ReLU layer by c and the next by 1/c makes the same function look
-flatter or sharper. Li et al., "Visualizing the Loss Landscape of Neural
-Nets", NeurIPS 2018, therefore rescale each filter of a random Gaussian
+flatter or sharper. [Li 2018] ("Visualizing the Loss Landscape of Neural
+Nets", NeurIPS 2018) therefore rescale each filter of a random Gaussian
 direction to the norm of the corresponding filter of the model,
-``d_i <- d_i / ||d_i|| * ||θ_i||`` (report 000 §2.2.3 "Filter Normalization"),
+``d_i <- d_i / ||d_i|| * ||θ_i||`` ([Murphy 2025, §2.2.3] "Filter Normalization"),
 so a slice of a rescaled network equals the slice of the original network.
 The policy for 1-D parameters (biases, BatchNorm weight/bias; ``bias_bn``) is
 explicit and recorded in the direction's ``meta``; the default zeroes them
@@ -83,7 +83,7 @@ __all__ = [
 ]
 
 INTERPOLATION_CONVENTION = ("theta(alpha) = alpha * theta_a + (1 - alpha) * theta_b "
-                            "(report 000 Eq. 2.5; alpha=1: model_a, alpha=0: model_b)")
+                            "(Murphy 2025, Eq. 2.5; alpha=1: model_a, alpha=0: model_b)")
 BN_POLICIES = ("keep", "recompute")
 NORMALIZATIONS = ("filter", "layer", "none")
 BIAS_BN_POLICIES = ("zero", "keep", "normalize")
@@ -467,7 +467,7 @@ class _GridResult(ResultRecord):
 
 @dataclass(frozen=True, eq=False)
 class InterpolationResult(_GridResult):
-    """Loss/accuracy along θ(α) = α θ_a + (1 − α) θ_b (report 000 Eq. 2.5).
+    """Loss/accuracy along θ(α) = α θ_a + (1 − α) θ_b ([Murphy 2025, Eq. 2.5]).
 
     Attributes:
         alphas: ``[A]``; α = 1 is model_a, α = 0 is model_b.
@@ -547,7 +547,7 @@ def _emit(callback, i, coord, values):
 def interpolate(model_a: nn.Module, model_b: nn.Module, examples, alphas=None, bn: str = "recompute",
                 bn_data: ExampleSet | None = None, batch_size: int = 1024,
                 callback: Callback | None = None) -> InterpolationResult:
-    """Loss and accuracy along the line between two models (report 000 Eq. 2.5).
+    """Loss and accuracy along the line between two models ([Murphy 2025, Eq. 2.5]).
 
     θ(α) = α θ_a + (1 − α) θ_b: **α = 1 gives model_a, α = 0 gives model_b**
     (the report's convention, θ1 = model_a, θ2 = model_b; α ∉ [0, 1]

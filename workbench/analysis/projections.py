@@ -1,6 +1,6 @@
 """Low-dimensional projections (PCA) of gradients and features, with per-point labels and groups.
 
-002_e9d1628ad3dbd674.txt Fig. 1b projects last-layer gradients of clean
+[Yang 2022, Fig. 1b] projects last-layer gradients of clean
 examples of the target and poison classes, poisons, and *effective* poisons on
 their first two principal components (effective poisons lie isolated, far
 from the clean examples of their class). :func:`gradient_pca` reproduces that
@@ -14,7 +14,7 @@ indices) through to the result and to ``workbench.viz.pca_figure``.
 **Centring.** PCA centres each *feature* over the examples (subtracts the mean
 over axis 0 of the ``[N examples, D features]`` matrix). The reference code of
 tml-epfl/sam-low-rank-features subtracts the mean of each *example* across
-features (axis 1) before its SVD, which is not PCA (anchors note 11). Here
+features (axis 1) before its SVD, which is not PCA. Here
 ``center=True`` is scikit-learn's PCA (axis 0); ``center=False`` is a plain
 truncated SVD of the uncentred matrix, whose "explained variance ratio" is the
 fraction of the total energy ``‖X‖_F²`` (``σ_i² / Σσ²``).
@@ -172,7 +172,7 @@ def pca(matrix, n_components: int = 2, *, center: bool = True, labels=None, grou
 def gradient_pca(model: nn.Module, examples: ExampleSet, kind: str = "logits", n_components: int = 2, *,
                  groups=None, params=None, center: bool = True, seed: int = 0, batch_size: int = 256,
                  max_params: int | None = None, solver: str = "auto") -> ProjectionResult:
-    """PCA of per-example gradients (002_e9d1628ad3dbd674.txt Fig. 1b).
+    """PCA of per-example gradients ([Yang 2022, Fig. 1b]).
 
     Args:
         model: the classifier (left unchanged; gradients in eval mode).

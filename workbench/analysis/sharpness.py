@@ -9,29 +9,29 @@ on it, ``w`` the trainable parameters):
 and the **m-sharpness** is the mean of ``S_B`` over the consecutive batches of
 ``m`` examples of a fixed :class:`~workbench.analysis.common.ExampleSet`
 (un-augmented training points; the protocol of the thesis uses 1,024 points,
-``m = 128``). ``c = 1`` is the *standard* sharpness of Eq. 5.1 of
-Andriushchenko's thesis (``/work/shared/seeds/001_1a58a5a7ab3e6a24.txt``,
-Ch. 5, "Towards Understanding SAM"; Foret et al. 2021's m-sharpness), ``c = |w|``
-the elementwise *adaptive* sharpness of Ch. 7, Eq. 7.1 (Kwon et al. 2021;
-Andriushchenko et al., "A modern look at the relationship between sharpness
+``m = 128``). ``c = 1`` is the *standard* sharpness of
+[Andriushchenko 2024, Eq. 5.1] (Ch. 5, "Towards Understanding SAM"; the m-sharpness of
+[Foret 2021]), ``c = |w|``
+the elementwise *adaptive* sharpness of [Andriushchenko 2024, Eq. 7.1] ([Kwon 2021];
+[Andriushchenko 2023], "A modern look at the relationship between sharpness
 and generalization", ICML 2023), which is invariant to multiplicative
 reparametrisations ``w -> w ⊙ c`` that keep the network function (the
-criticism of Dinh et al. 2017 / report 000 §2.2.2 does not apply to it).
+criticism of [Dinh 2017] / [Murphy 2025, §2.2.2] does not apply to it).
 
 Implementation: the perturbation is written ``δ = c ⊙ δ'`` and the search is
 over ``δ'`` in the plain ball ``||δ'||_p <= ρ`` (the same optimisation problem):
 
-* ``method="pgd"`` (Ch. 5 protocol, thesis App. "Sharpness computation"):
+* ``method="pgd"`` (Ch. 5 protocol, [Andriushchenko 2024, §5.11] "Sharpness computation"):
   ``steps=100`` normalised projected gradient-ascent steps of size
   ``step_size·ρ`` (``step_size=0.1``): ℓ2 ``δ' <- Π(δ' + η u/||u||)`` with
   ``u = c ⊙ ∇L`` (in δ this is a step along ``c² ⊙ g / ||c ⊙ g||``, i.e. scaled
   by ``|w|²`` when adaptive), projection = rescaling onto the ball; ℓ∞
   ``δ' <- clip(δ' + η sign(u), −ρ, ρ)``. Start at 0, or a uniformly random point
   of the ball with ``rand_init=True``. The best loss over all iterates is kept.
-* ``method="apgd"``: Auto-PGD (Croce & Hein, ICML 2020; thesis Alg. 5) in
+* ``method="apgd"``: Auto-PGD ([Croce 2020]; [Andriushchenko 2024, Alg. 5] in §7.10) in
   weight space: ``steps=20``, initial ``η = step_size·ρ`` with ``step_size=2``,
   momentum ``α = 0.75`` (``δ_{k+1} = Π(δ_k + α(z_{k+1} − δ_k) + (1−α)(δ_k − δ_{k−1}))``,
-  ``z_{k+1} = Π(δ_k + η·dir(u_k))``, the exact line 8 of Alg. 5), checkpoints
+  ``z_{k+1} = Π(δ_k + η·dir(u_k))``, exactly step 8 of Alg. 5), checkpoints
   ``p_0 = 0, p_1 = 0.22, p_{j+1} = p_j + max(p_j − p_{j−1} − 0.03, 0.06)``,
   ``W = {⌈p_j N⌉}``; at a checkpoint ``w_j`` the step is halved and the iterate
   restarts from the best point when (1) fewer than 75 % of the steps since
@@ -399,11 +399,11 @@ def _definition(s: dict) -> str:
     if s["kind"] == "worst":
         how = (f"{s['method']} ({s['steps']} steps, step {s['step_size']}*rho)")
         return (f"mean over batches B of m: max_[{ball}] L_B(w+delta) - L_B(w), c={c}, by {how}; "
-                "thesis 001 Eq. 5.1 (standard) / Eq. 7.1 (adaptive)")
+                "Andriushchenko 2024, Eq. 5.1 (standard) / Eq. 7.1 (adaptive)")
     dist = {"sphere": "c * rho * z/||z||, z ~ N(0, I)", "gaussian": "c * N(0, rho^2 I)",
             "uniform": "c * U[-rho, rho]^p"}[s["avg_dist"]]
     return (f"mean over batches B of m: E_delta L_B(w+delta) - L_B(w), delta = {dist}, "
-            f"{s['n_draws']} draws; thesis 001 Eq. 7.1")
+            f"{s['n_draws']} draws; Andriushchenko 2024, Eq. 7.1")
 
 
 def _notes(examples: ExampleSet, model: nn.Module) -> list[str]:

@@ -17,7 +17,7 @@ trace          Hessian trace: ``method`` (hutchpp, hutchinson, pyhessian), ``n_p
 density        spectral density by stochastic Lanczos quadrature: ``steps``, ``n_probes``
 layerwise      per-layer top eigenvalue and trace
 interpolate    θ(α) = αθ₁ + (1−α)θ₂ between ``run`` (θ₁) and ``other`` (θ₂); ``alphas``
-               (start, stop, num), ``bn`` (recompute, keep)  [000 report Eq. 2.5]
+               (start, stop, num), ``bn`` (recompute, keep)  [Murphy 2025, Eq. 2.5]
 slice          1-D slices along ``n_directions`` filter-normalised random directions
                (``direction="random"``) or the top Hessian eigenvector (``"eigenvector"``)
 plane          2-D plane spanned by two filter-normalised random directions: ``grid`` (num per axis)

@@ -12,9 +12,9 @@ The runs (LeNet-5 on the embedded 8×8 digits, :func:`workbench.presets.quicksta
 
 =========  ==========================================================================================
 sgd        SGD, lr 0.05, momentum 0.9, weight decay 5e-4, batch 64, ``epochs`` epochs, seed 0
-sam        the same with SAM, ρ = 0.05 (000_a2438a0e2dba8132.txt Eq. 2.7-2.8)
-craft      a SAM run (``craft_epochs`` epochs) crafting the sharpness-aware poison Δ (000 report
-           Ch. 3, Eq. 3.6: 5 Adam iterations per batch on 1 − cos(g′, ∇L_{B+Δ}), lr^P = 0.01)
+sam        the same with SAM, ρ = 0.05 ([Murphy 2025, Eq. 2.7-2.8])
+craft      a SAM run (``craft_epochs`` epochs) crafting the sharpness-aware poison Δ ([Murphy 2025,
+           Ch. 3, Eq. 3.6]: 5 Adam iterations per batch on 1 − cos(g′, ∇L_{B+Δ}), lr^P = 0.01)
 poisoned   the ``sgd`` configuration trained on S′ = S + Δ from the first epoch
 =========  ==========================================================================================
 
@@ -260,7 +260,7 @@ def lambda_max(output) -> float:
 
 
 def rescaling_caveat(run: str | Path, count: int, c: float = 4.0, seed: int = 0) -> dict:
-    """λ_max of a LeNet-5 before and after a function-preserving rescaling (000 report §2.2.2, Dinh et al.).
+    """λ_max of a LeNet-5 before and after a function-preserving rescaling ([Murphy 2025, §2.2.2], [Dinh 2017]).
 
     The first convolution's weights and biases are multiplied by ``c`` and the second
     convolution's weights divided by ``c``: ReLU(c·z) = c·ReLU(z), so the network computes

@@ -1,6 +1,6 @@
 """Optimal poisoning of L2-regularised logistic regression as a minimax bilevel problem.
 
-Source: 004_2d4a37ef731f788d.txt (Carnerero-Cano, Muñoz-González, Spencer, Lupu 2021,
+Source: [Carnerero-Cano 2021] (Carnerero-Cano, Muñoz-González, Spencer, Lupu,
 "Regularization can help mitigate poisoning attacks... with the right hyperparameters").
 
 * :mod:`.model`: the inner problem (L2-regularised logistic regression, λ on a log scale,

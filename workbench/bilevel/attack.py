@@ -1,6 +1,6 @@
 """The minimax bilevel poisoning attack (Eq. 1) solved by projected hypergradient ascent/descent (Eq. 2).
 
-Source: 004_2d4a37ef731f788d.txt §2 (Eq. 1–2), App. C (T_{D_p}, T_λ, T_mul, α, β,
+Source: [Carnerero-Cano 2021, §2] (Eq. 1–2), App. C (T_{D_p}, T_λ, T_mul, α, β,
 Φ(D_p), Φ(λ) of Table 2) and footnote 4 (restarts).
 
     min_{λ∈Φ(λ)} max_{D_p∈Φ(D_p)} L(D_val, w*)  s.t. w* ∈ argmin_w L(D_tr ∪ D_p, λ, w)        (1)

@@ -1,7 +1,7 @@
 """Hypergradients of the attacker's objective w.r.t. the poisoning points and λ.
 
-Source: 004_2d4a37ef731f788d.txt, App. A (Eq. 3: Hessian-vector and mixed
-second-derivative products by Pearlmutter's trick) and App. B (Alg. 1: reverse-mode
+Source: [Carnerero-Cano 2021, App. A] (Eq. 3: Hessian-vector and mixed
+second-derivative products by Pearlmutter's trick [Pearlmutter 1994]) and App. B (Alg. 1: reverse-mode
 differentiation, RMD, through T steps of full-batch gradient descent).
 
 Notation (App. B): the inner problem is T steps ``θ⁽ᵗ⁺¹⁾ = θ⁽ᵗ⁾ − η∇_θL(θ⁽ᵗ⁾; X_p, λ)``

@@ -1,4 +1,4 @@
-"""The synthetic 2-D illustration of Fig. 1 (004_2d4a37ef731f788d.txt §3 and App. C.1).
+"""The synthetic 2-D illustration of [Carnerero-Cano 2021, Fig. 1] (§3 and App. C.1).
 
 Two Gaussian classes ``N(μ0, Σ)`` and ``N(μ1, Σ)`` with ``μ0 = (−3, 0)``, ``μ1 = (3, 0)``,
 ``Σ = diag(2.5, 1.5)``; 32 training points (16 per class), 64 validation points

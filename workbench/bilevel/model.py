@@ -1,7 +1,7 @@
 """L2-regularised logistic regression: the inner (training) problem of the bilevel attack.
 
-Source: 004_2d4a37ef731f788d.txt (Carnerero-Cano et al., "Regularization can help
-mitigate poisoning attacks... with the right hyperparameters"), §3 and App. B–C.
+Source: [Carnerero-Cano 2021, §3 and App. B–C] ("Regularization can help
+mitigate poisoning attacks... with the right hyperparameters").
 
 Parameters are one flat vector ``theta = [w, b]`` of length ``d + 1`` (``w``: weights,
 ``b``: bias). Labels are ``{0, 1}``. The training loss on a (possibly poisoned) set

@@ -1,6 +1,6 @@
 """The real-data study of Fig. 2–3: test error vs poisoning fraction for four λ strategies.
 
-Source: 004_2d4a37ef731f788d.txt §4, App. C.2 (Tables 1–3) and App. D (Fig. 3).
+Source: [Carnerero-Cano 2021, §4, App. C.2 (Tables 1–3) and App. D (Fig. 3)].
 
 For every repetition (a different random train/validation split; the test set is fixed)
 and every λ strategy:

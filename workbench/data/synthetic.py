@@ -1,14 +1,14 @@
-"""Synthetic data sets of the 001 thesis (Andriushchenko 2024).
+"""Synthetic data sets of [Andriushchenko 2024].
 
 * :func:`sparse_regression` — noiseless (or noisy) sparse linear regression
   with Gaussian inputs, the data of every diagonal-linear-net experiment:
-  Fig. 5.13 (d = 30, n = 20, κ = 3, L2559), Figs. 5.6/5.14/5.15 (L2263-2577),
-  Fig. 6.2 (n = 80, d = 200, κ = 20, L3159), Fig. 7.7 (d = 200, 90 % sparse,
-  L3808). β* follows the public code (``tml-epfl/understanding-sam``
+  Fig. 5.13 (d = 30, n = 20, κ = 3), Figs. 5.6/5.14/5.15 (§5.5.2, §5.9.3),
+  Fig. 6.2 (n = 80, d = 200, κ = 20, §6.4.1), Fig. 7.7 (d = 200, 90 % sparse,
+  §7.6.2). β* follows the public code (``tml-epfl/understanding-sam``
   ``diag_nets_sam.ipynb``): |N(0, 1)| on κ coordinates, normalised to
-  ‖β*‖₂ = 1; a fresh test set of 1000 points (seed001-digest §1.5).
-* :func:`relu_1d_points` — the 12-point 1-D regression set (Blanc et al. /
-  Maennel et al.) of Fig. 5.7 (L2286) and Fig. 6.4 (L3188):
+  ‖β*‖₂ = 1; a fresh test set of 1000 points (as in that code).
+* :func:`relu_1d_points` — the 12-point 1-D regression set ([Blanc 2020] /
+  [Maennel 2018]) of Fig. 5.7 (§5.5.3) and Fig. 6.4 (§6.4.2):
   x = [−5.5, −4.5, …, 5.5]/4 + 0.07, y = 0.345 + [−2, 1.5, 0, 0, 2, 1, 0, −1, 0, 1, 2, −1]
   (values from ``understanding-sam/one_layer_relu_nets/1d_nn.ipynb``; the
   thesis gives only the picture).

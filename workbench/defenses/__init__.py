@@ -1,4 +1,4 @@
-"""Train-time defenses against targeted data poisoning: EPIC (002 Alg. 1) and the Fig. 2 baselines.
+"""Train-time defenses against targeted data poisoning: EPIC ([Yang 2022, Alg. 1]) and the baselines of its Fig. 2.
 
 * :class:`EPIC` — drop isolated facility-location medoids of every class in the
   last-layer gradient space, every ``period`` epochs after ``warmup``.
@@ -6,7 +6,7 @@
   on the same schedule.
 * :mod:`~workbench.defenses.medoids` — greedy facility location (own exact greedy,
   or ``submodlib`` / ``apricot``), nearest-medoid clusters.
-* :mod:`~workbench.defenses.analysis` — data of 002 Figs. 2–5.
+* :mod:`~workbench.defenses.analysis` — data of [Yang 2022, Figs. 2–5].
 
 Use with the trainer: ``Trainer(config, data=bundle, defense=EPIC(budget=0.2, period=2, warmup=10)).run()``.
 No UI imports.

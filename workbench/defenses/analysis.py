@@ -1,4 +1,4 @@
-"""Data behind the EPIC views of 002_e9d1628ad3dbd674.txt (Figs. 2, 3b, 3c, 4–5).
+"""Data behind the EPIC views of [Yang 2022, Figs. 2, 3b, 3c, 4–5].
 
 * :func:`cluster_size_fractions` — fraction of clean vs poison examples in gradient
   clusters of each size at chosen rounds (Figs. 4–5: effective poisons are isolated
@@ -65,7 +65,7 @@ def _groups(index: Tensor, poison: Tensor, effective: Tensor | None) -> np.ndarr
 
 def cluster_size_fractions(defense: SelectionDefense, *, epochs: Iterable[int] | None = None, effective=None,
                            bins: Sequence[tuple[int, int, str]] = SIZE_BINS) -> pd.DataFrame:
-    """Fraction of each group's examples that sit in gradient clusters of each size (002 Figs. 4–5).
+    """Fraction of each group's examples that sit in gradient clusters of each size ([Yang 2022, Figs. 4–5]).
 
     Args:
         defense: an :class:`~workbench.defenses.EPIC` after training (uses ``defense.clusters``,
@@ -111,7 +111,7 @@ def cluster_size_fractions(defense: SelectionDefense, *, epochs: Iterable[int] |
 
 def cumulative_drops(defense: SelectionDefense, n_train: int, *, effective=None,
                      metrics: pd.DataFrame | Sequence[Mapping] | None = None) -> pd.DataFrame:
-    """Cumulative fraction of poisons and clean examples dropped after every round (002 Fig. 3b).
+    """Cumulative fraction of poisons and clean examples dropped after every round ([Yang 2022, Fig. 3b]).
 
     Args:
         defense: a defense after training (``rounds``, ``log``, ``poison_indices``).
@@ -176,7 +176,7 @@ def _subset_gradients_full(model: nn.Module, x: Tensor, y: Tensor, subsets: Sequ
 def kept_vs_random_gradient_difference(model: nn.Module, train, kept_indices, *, n_random: int = 10, seed: int = 0,
                                        space: str = "last_layer", reduction: str = "sum",
                                        batch_size: int = 512) -> pd.DataFrame:
-    """Gradient error of the kept subset vs random subsets of the same size (002 Fig. 3c).
+    """Gradient error of the kept subset vs random subsets of the same size ([Yang 2022, Fig. 3c]).
 
     For the full (poisoned) training set ``V`` and a subset ``S``, reports
     ``‖∇L_S − ∇L_V‖₂`` with ``∇L_S = Σ_{i∈S} ∇_θ ℓ(x_i, y_i)`` (``reduction="sum"``, the
@@ -273,7 +273,7 @@ class GradientDifferenceProbe(Probe):
 
 
 def drop_rates(defenses: Mapping[str, SelectionDefense], n_train: int, *, effective=None) -> pd.DataFrame:
-    """Fraction of (effective) poisons dropped vs fraction of all examples dropped (002 Fig. 2).
+    """Fraction of (effective) poisons dropped vs fraction of all examples dropped ([Yang 2022, Fig. 2]).
 
     Args:
         defenses: label → defense after training (e.g. ``{"EPIC-0.2": epic, "loss 10%": ...}``).

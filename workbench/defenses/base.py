@@ -2,8 +2,8 @@
 
 A :class:`SelectionDefense` is called by the :class:`~workbench.training.Trainer`
 at the start of every epoch (``maybe_select``). It runs a *selection round* at
-epochs ``warmup, warmup + period, warmup + 2·period, ...`` (002_e9d1628ad3dbd674.txt
-Alg. 1: "Train the network for K epochs on V. for every T epochs do ... V = V \\ Z
+epochs ``warmup, warmup + period, warmup + 2·period, ...`` ([Yang 2022,
+Alg. 1]: "Train the network for K epochs on V. for every T epochs do ... V = V \\ Z
 ... Train on V for T epochs"), each time choosing, among the examples still
 kept (``V``), the ones to drop for good. The trainer then trains on the kept
 examples only until the next round; dropped examples are never seen again.
@@ -19,7 +19,7 @@ Bookkeeping, keyed by dataset index (``IndexedTensorDataset.index``):
 * ``log`` — a DataFrame with one row per dropped example per round: ``round, epoch,
   index, label, is_poison, cluster_size, score``;
 * ``clusters`` — per round, the gradient-cluster size of every example of ``V``
-  (EPIC only; used by 002 Figs. 4–5).
+  (EPIC only; used by [Yang 2022, Figs. 4–5]).
 
 ``state_dict`` holds only tensors and plain containers (``torch.load(weights_only=True)``
 reads it back) and goes into the trainer's checkpoint, so runs resume exactly.
@@ -50,7 +50,7 @@ def _check_int(name: str, value, minimum: int) -> int:
 
 
 class SelectionDefense:
-    """Base class: drop training examples in rounds during training (002 Alg. 1 schedule).
+    """Base class: drop training examples in rounds during training (the schedule of [Yang 2022, Alg. 1]).
 
     Args:
         period: ``T``, epochs between rounds (>= 1).

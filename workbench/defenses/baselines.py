@@ -1,4 +1,4 @@
-"""Baseline filters of 002_e9d1628ad3dbd674.txt Fig. 2 / §3.3: drop highest-loss or lowest-confidence examples.
+"""Baseline filters of [Yang 2022, Fig. 2 / §3.3]: drop highest-loss or lowest-confidence examples.
 
 The paper shows that effective poisons are *not* the examples with the highest
 loss or the lowest confidence (Fig. 1b, Fig. 2), so filtering by either removes
@@ -107,7 +107,7 @@ class ScoreFilter(SelectionDefense):
 
 
 class DropHighestLoss(ScoreFilter):
-    """Drop the highest-loss examples each round (002 Fig. 2 baseline; ``threshold``: loss in nats)."""
+    """Drop the highest-loss examples each round (baseline of [Yang 2022, Fig. 2]; ``threshold``: loss in nats)."""
 
     name = "drop_highest_loss"
 
@@ -116,7 +116,7 @@ class DropHighestLoss(ScoreFilter):
 
 
 class DropLowestConfidence(ScoreFilter):
-    """Drop the lowest-confidence examples each round (002 Fig. 2 baseline; ``threshold``: confidence in [0, 1])."""
+    """Drop the lowest-confidence examples each round (baseline of [Yang 2022, Fig. 2]; ``threshold``: confidence in [0, 1])."""
 
     name = "drop_lowest_confidence"
 

@@ -1,4 +1,4 @@
-"""``workbench defense-report RUN``: the rounds of a run's defense and its figures (002 Figs. 3b, 3c, 4–5).
+"""``workbench defense-report RUN``: the rounds of a run's defense and its figures ([Yang 2022, Figs. 3b, 3c, 4–5]).
 
 Reads the defense state from the run's checkpoint (``checkpoints/last.pt``, written by
 ``Trainer(..., defense=...)``), prints one line per selection round and writes the figures

@@ -1,4 +1,4 @@
-"""EPIC — Effective Poison IdentifiCation (002_e9d1628ad3dbd674.txt, Alg. 1, §3.5).
+"""EPIC — Effective Poison IdentifiCation ([Yang 2022, Alg. 1, §3.5]).
 
 Every ``period`` (T) epochs after ``warmup`` (K) epochs, for every class ``c``:
 
@@ -39,7 +39,7 @@ PROXIES = {"softmax": "logits", "last_input": "last_input"}
 
 def gradient_proxies(model: nn.Module, x: Tensor, y: Tensor, proxy: str = "softmax", *, batch_size: int = 512
                      ) -> Tensor:
-    """Per-example last-layer gradient proxies of EPIC (002 §3.5), model in eval mode and left unchanged.
+    """Per-example last-layer gradient proxies of EPIC ([Yang 2022, §3.5]), model in eval mode and left unchanged.
 
     Args:
         model: a classifier ending in an ``nn.Linear``.
@@ -60,7 +60,7 @@ def gradient_proxies(model: nn.Module, x: Tensor, y: Tensor, proxy: str = "softm
 
 
 class EPIC(SelectionDefense):
-    """EPIC defense (002 Alg. 1): drop isolated gradient-space medoids of every class, in rounds.
+    """EPIC defense ([Yang 2022, Alg. 1]): drop isolated gradient-space medoids of every class, in rounds.
 
     Args:
         budget: fraction of every class selected as medoids per round (EPIC-0.1/0.2/0.3), in (0, 1].

@@ -1,7 +1,7 @@
 """Greedy facility-location medoids and gradient clusters (the selection step of EPIC).
 
-Source: 002_e9d1628ad3dbd674.txt (Yang, Liu, Mirzasoleiman, "Not All Poisons are
-Created Equal", ICML 2022), §3.5, Eq. (4)–(5) and Alg. 1. For the points ``g_i``
+Source: [Yang 2022, §3.5, Eq. 4–5 and Alg. 1] (Yang, Liu, Mirzasoleiman, "Not All Poisons are
+Created Equal", ICML 2022). For the points ``g_i``
 of one class (gradient proxies), the medoids ``S`` maximise the facility-location
 function
 
@@ -62,7 +62,7 @@ def _as_points(points) -> Tensor:
 
 
 def facility_location_similarity(points, *, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
-    """Pairwise distances and the facility-location similarity ``c0 − ‖g_i − g_j‖₂`` (002 Eq. 5).
+    """Pairwise distances and the facility-location similarity ``c0 − ‖g_i − g_j‖₂`` ([Yang 2022, Eq. 5]).
 
     Args:
         points: ``[n, d]`` vectors (e.g. gradient proxies of one class), any float dtype/device.
@@ -166,7 +166,7 @@ def _greedy_apricot(S: Tensor, k: int) -> Tensor:
 
 def greedy_facility_location(points, k: int, *, method: str = "incremental", similarity: Tensor | None = None
                              ) -> Tensor:
-    """Greedy maximisation of the facility-location function (002 Eq. 5; Alg. 1 inner ``while`` loop).
+    """Greedy maximisation of the facility-location function ([Yang 2022, Eq. 5]; Alg. 1 inner ``while`` loop).
 
     Args:
         points: ``[n, d]`` vectors (ignored when ``similarity`` is given; may then be None).
@@ -197,7 +197,7 @@ def greedy_facility_location(points, k: int, *, method: str = "incremental", sim
 
 
 def assign_to_medoids(distances: Tensor, medoids: Tensor) -> tuple[Tensor, Tensor]:
-    """Nearest-medoid assignment and cluster sizes ``γ_j`` (002 Alg. 1, the ``for j = 1 to |S|`` loop).
+    """Nearest-medoid assignment and cluster sizes ``γ_j`` ([Yang 2022, Alg. 1], the ``for j = 1 to |S|`` loop).
 
     Args:
         distances: ``[n, n]`` pairwise distances of the class's points.
@@ -219,8 +219,8 @@ def assign_to_medoids(distances: Tensor, medoids: Tensor) -> tuple[Tensor, Tenso
 def medoid_budget(budget: float, n: int) -> int:
     """Number of medoids for a class of ``n`` points: ``ceil(budget · n)``, at least 1, at most ``n``.
 
-    ``budget`` is the fraction of the class selected as medoids (EPIC-0.1/0.2/0.3 in 002
-    Tables 1–2; Alg. 1 writes it as ``k/C`` per class for ``k`` medoids in all).
+    ``budget`` is the fraction of the class selected as medoids (EPIC-0.1/0.2/0.3 in
+    [Yang 2022, Tables 1–2]; Alg. 1 writes it as ``k/C`` per class for ``k`` medoids in all).
     """
     if n <= 0:
         return 0
@@ -249,7 +249,7 @@ class ClassClusters:
 
 def class_medoid_clusters(points, budget: float, *, method: str = "incremental", max_isolated: int = 1
                           ) -> ClassClusters:
-    """Medoids, clusters and isolated medoids of one class (002 Alg. 1, one ``for examples V_c`` pass).
+    """Medoids, clusters and isolated medoids of one class ([Yang 2022, Alg. 1], one ``for examples V_c`` pass).
 
     Args:
         points: ``[n, d]`` gradient proxies of the class's (remaining) examples.

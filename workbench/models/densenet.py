@@ -89,7 +89,7 @@ class DenseNet(nn.Module):
     Every activation is its own ``nn.ReLU`` module (no ``F.relu``), so forward
     hooks (feature analyses) see each one; the top-level ``relu`` is the
     activation right before global average pooling (the "end of the network"
-    layer of 001_1a58a5a7ab3e6a24.txt L3196).
+    layer of [Andriushchenko 2024, §6.4.3]).
     """
 
     def __init__(self, in_channels: int, num_classes: int, depth: int = 40, growth_rate: int = 12,

@@ -1,10 +1,10 @@
-"""Teacher–student ReLU networks of the 001 thesis, Ch. 6 (Figs. 6.5, 6.10, 6.14) and their data generator.
+"""Teacher–student ReLU networks of [Andriushchenko 2024, Ch. 6] (Figs. 6.5, 6.10, 6.14) and their data generator.
 
-Source: ``001_1a58a5a7ab3e6a24.txt`` L3192 (three-layer teacher with 2 neurons per hidden layer, student with 10,
-n = 50) and L3526-3535 (two-layer nets without biases in the teacher–student setup of Chizat et al., large
+Source: [Andriushchenko 2024, §6.4.2] (three-layer teacher with 2 neurons per hidden layer, student with 10,
+n = 50) and §6.9 (two-layer nets without biases in the teacher–student setup of [Chizat 2019], large
 initialisation). Sizes, input distribution and initialisation scales are not in the thesis; defaults follow the
 public code ``tml-epfl/sgd-sparse-features`` (``fc_nets.py``, ``fc_nets_multi_layer.ipynb``,
-``fc_nets_two_layer.ipynb``; digest ``seed001-digest.md`` §2.3):
+``fc_nets_two_layer.ipynb``):
 
 * three-layer (Fig. 6.5): d = 5, inputs on the unit sphere, teacher hidden [2, 2], student [10, 10], biases, Gaussian
   weights ×1.0 (teacher) and ×0.8 (student), n = 50;

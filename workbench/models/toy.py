@@ -1,4 +1,4 @@
-"""Toy models of the 001 thesis (Andriushchenko 2024): diagonal linear networks and
+"""Toy models of [Andriushchenko 2024]: diagonal linear networks and
 one-hidden-layer ReLU nets for 1-D regression.
 
 Both models keep a leading **batch-of-models** dimension ``S`` on every weight
@@ -13,28 +13,28 @@ Diagonal linear networks
 Two parametrizations appear in the thesis and they are **never mixed silently**
 here — ``parametrization`` is a required, explicit choice:
 
-* ``"uv"``: β = u ⊙ v (Ch. 6 L3045-3159, Ch. 7 Eq. 7.6 L3785, and the public
+* ``"uv"``: β = u ⊙ v (Ch. 6 §6.3-6.4.1, Ch. 7 Eq. 7.6, and the public
   code of Ch. 5 ``tml-epfl/understanding-sam/diagonal_linear_nets``). The
   Ch. 5 code initialises u = c·1, v = 0.
-* ``"w_pm"``: β = w₊² − w₋² (Ch. 5 theory, Eq. 5.5 L2244), initialised
+* ``"w_pm"``: β = w₊² − w₋² (Ch. 5 theory, Eq. 5.5), initialised
   w₊ = w₋ = α.
 
 The two are linked by u = w₊ + w₋, v = w₊ − w₋ (then u ⊙ v = w₊² − w₋²), so the
-Ch. 5 code's ``u0 = 0.1`` is the thesis' α = 0.05 (seed001-digest §1.2 D).
+Ch. 5 code's ``u0 = 0.1`` is the thesis' α = 0.05 (the code's ``diagonal_linear_nets``).
 :meth:`DiagonalLinearNet.to_parametrization` converts explicitly.
 
 Loss normalisations (:data:`LOSS_NORMALIZATIONS`, :func:`square_loss`) — each
 chapter uses a different one, and the constants inside SAM ascent steps change
-with it (seed001-digest §9):
+with it:
 
-* ``"quarter_mean"``: L = (1/4n) Σ (⟨β, x_i⟩ − y_i)²  — Ch. 5 theory, Eq. 5.5 (L2244);
-* ``"half_mean"``:    L = (1/2n) ‖Xβ − y‖²           — Ch. 5 code, Ch. 6 Eq. 6.1 (L3045);
-* ``"sum"``:          L = ‖Xβ − y‖²                  — Ch. 7 Eq. 7.6 (L3785).
+* ``"quarter_mean"``: L = (1/4n) Σ (⟨β, x_i⟩ − y_i)²  — Ch. 5 theory, Eq. 5.5;
+* ``"half_mean"``:    L = (1/2n) ‖Xβ − y‖²           — Ch. 5 code, Ch. 6 Eq. 6.1;
+* ``"sum"``:          L = ‖Xβ − y‖²                  — Ch. 7 Eq. 7.6.
 
 One-hidden-layer ReLU net (1-D regression)
 ------------------------------------------
 h(x) = Σ_j a_j ReLU(w_j x + b_j) (no output bias), the model of Fig. 5.7
-(L2280-2292) and Fig. 6.4 (L3168-3188), initialised as in Blanc et al. / the
+(§5.5.3) and Fig. 6.4 (§6.4.2), initialised as in [Blanc 2020] / the
 public notebook ``understanding-sam/one_layer_relu_nets/1d_nn.ipynb``:
 w_j = ±2.5 (random sign), b_j ~ 2.5·N(0, 1), a_j ~ 4·N(0, 1) (all × ``init_scale``).
 
@@ -175,7 +175,7 @@ class DiagonalLinearNet(nn.Module):
     def jacobian_features(self, x: Tensor) -> Tensor:
         """Jacobian φ(X) = ∂h(x_i)/∂(first, second weights): ``[S, n, 2d]``.
 
-        ``"uv"``: rows [x ⊙ v, x ⊙ u] (seed001-digest §2.2); ``"w_pm"``:
+        ``"uv"``: rows [x ⊙ v, x ⊙ u] (as in ``tml-epfl/sgd-sparse-features``); ``"w_pm"``:
         rows [2x ⊙ w₊, −2x ⊙ w₋].
         """
         a, b = (w.detach() for w in self.weights())
@@ -204,7 +204,7 @@ class ReLU1D(nn.Module):
     """A batch of S one-hidden-layer ReLU nets on scalar inputs: h(x) = Σ_j a_j ReLU(w_j x + b_j).
 
     Args:
-        width: number of hidden ReLUs (100 in Fig. 5.7, L2286).
+        width: number of hidden ReLUs (100 in Fig. 5.7, §5.5.3).
         n_models: S, the number of nets held (e.g. 5 seeds).
         seeds: optional list of S integer seeds, one per net (each net is then
             drawn from its own ``torch.Generator``, so net k is identical whether

@@ -1,23 +1,23 @@
 """Sharpness-Aware Minimization (SAM), adaptive SAM (ASAM) and m-SAM.
 
-SAM (Foret et al. 2021) replaces the gradient g = ∇L(w) by the gradient at an
+SAM [Foret 2021] replaces the gradient g = ∇L(w) by the gradient at an
 ascent point,
 
-    ε̂(w) = ρ · g / ‖g‖₂                     (000_a2438a0e2dba8132.txt, Eq. 2.7 with p = q = 2;
+    ε̂(w) = ρ · g / ‖g‖₂                     ([Murphy 2025, Eq. 2.7] with p = q = 2;
                                               Eq. 2.8 prints ρ|g|/‖g‖²₂, a typo for ρ g/‖g‖₂)
-    g′   = ∇L(w + ε̂(w))                     (000 report §2.4, "SAM gradient")
+    g′   = ∇L(w + ε̂(w))                     ([Murphy 2025, §2.4], "SAM gradient")
 
-and lets the base optimizer step from w with g′. ASAM (Kwon et al. 2021) makes
+and lets the base optimizer step from w with g′. ASAM [Kwon 2021] makes
 the neighbourhood adaptive with the elementwise scale T_w = |w| + η:
 
     ε̂(w) = ρ · T_w² g / ‖T_w g‖₂
 
-m-SAM (001_1a58a5a7ab3e6a24.txt, Eq. 5.4 and the m < batch-size protocol of
-Figs. 5.4/5.16) splits a batch of B examples into B/m chunks, gives each chunk
+m-SAM ([Andriushchenko 2024, Eq. 5.4] and the m < batch-size protocol of
+its Figs. 5.4/5.16) splits a batch of B examples into B/m chunks, gives each chunk
 its own ascent point from its own gradient, and averages the B/m SAM gradients
 for the single descent step.
 
-Design (see ../shared/notes/anchors.md, pitfalls 1, 9, 11):
+Design (pitfalls of the public implementations google-research/sam and davda54/sam):
 
 * weights are restored from a saved copy (``torch._foreach_copy_``), never by
   subtracting ε, so no floating-point drift accumulates;
@@ -29,7 +29,7 @@ Design (see ../shared/notes/anchors.md, pitfalls 1, 9, 11):
 * ``perturb_weight_decay`` chooses whether the L2 term enters the ascent
   direction (google-research/sam: yes, L2 is in the loss; davda54/sam: no);
 * after each step the optimizer exposes the plain gradient g, the SAM gradient
-  g′, their norms and their cosine (000 report Fig. 5.8) as tensors
+  g′, their norms and their cosine ([Murphy 2025, Fig. 5.8]) as tensors
   (no device synchronisation until read).
 
 This module is part of the core: no UI imports.
@@ -109,7 +109,7 @@ class SAM(torch.optim.Optimizer):
     # ------------------------------------------------------------------ steps
     @torch.no_grad()
     def first_step(self, zero_grad: bool = False) -> None:
-        """Save w, record g, and move to w + ε̂(w) (000 report Eq. 2.7-2.8)."""
+        """Save w, record g, and move to w + ε̂(w) ([Murphy 2025, Eq. 2.7-2.8])."""
         self._perturbed, self._backup, self.last_g = [], [], []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
@@ -297,7 +297,7 @@ def sam_step(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
         loss_fn: ``loss_fn(logits, y) -> mean loss`` (0-d).
         x: inputs ``[B, ...]``; y: targets ``[B]``.
         optimizer: :class:`SAM` or any torch optimizer.
-        m: m-SAM chunk size (001 thesis Eq. 5.4): the batch is split into
+        m: m-SAM chunk size ([Andriushchenko 2024, Eq. 5.4]): the batch is split into
             consecutive chunks of ``m`` examples (the last may be smaller), each
             chunk gets its own ascent point ε̂_c from its own gradient g_c and its
             own SAM gradient g′_c = ∇L_c(w + ε̂_c); the descent uses

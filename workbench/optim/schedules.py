@@ -6,7 +6,7 @@ so warm-up is smooth and milestones fall on epoch boundaries. Supported:
 * ``constant``;
 * ``multistep``: multiply by ``gamma`` at each milestone (epochs, or fractions of
   the total: e.g. ×0.2 at epochs 60/120/160, or ÷10 at 50 % and 75 % as in
-  000_a2438a0e2dba8132.txt §4.3.1 and 001_1a58a5a7ab3e6a24.txt L2911);
+  [Murphy 2025, §4.3.1] and [Andriushchenko 2024, §5.11]);
 * ``cosine``: half-cosine from 1 to ``min_lr_factor`` over the run;
 * linear warm-up from ``warmup_start_factor`` over ``warmup_epochs``, combined
   with any of the above (multiplicatively).

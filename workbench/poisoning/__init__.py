@@ -1,4 +1,4 @@
-"""Data poisoning: sharpness-aware poisons (000 report Ch. 3, 6) and, later, targeted attacks."""
+"""Data poisoning: sharpness-aware poisons ([Murphy 2025, Ch. 3 and 6]) and, later, targeted attacks."""
 from ..data.poison import Poison, apply_poison, load_poison, save_poison
 from .study import (NOISE_FILE, VARIANTS, PoisonComparison, PoisonStudyEvent, compare_poison, craft_records,
                     open_comparison, poison_probes, poison_search, ratio_figure, read_search, table41_grid,

@@ -1,6 +1,6 @@
 """Sharpness-aware data poisoning: craft S′ = S + Δ so that plain SGD on S′ follows SAM's gradient on S.
 
-Source: 000_a2438a0e2dba8132.txt, Ch. 3 (Eq. 3.1-3.6 and both pseudocode blocks of
+Source: [Murphy 2025, Ch. 3] (Eq. 3.1-3.6 and both pseudocode blocks of
 §3.2) and Ch. 6 (ensembles, §6.1; differentiable augmentations, §6.2, Eq. 6.1).
 
 Crafting trains a model with SAM. For every batch B, after SAM's gradient
@@ -19,7 +19,7 @@ Options (:class:`PoisonConfig`) follow the report: start epoch (Table 4.2),
 initial random noise (§5.3.2), global or per-tensor cosine, the BatchNorm
 mode (g′ and crafting in the same mode: ``train`` uses batch statistics
 without updating the running ones, ``eval`` uses the running ones — the
-reference code mixed them, see ../shared/notes/anchors.md §12), iterations,
+report's reference code awesomealex1/minf2 mixed them), iterations,
 ensembles of m models trained side by side (§6.1: the sum of the m cosine
 losses), differentiable flip+crop augmentation applied identically to B for
 g′ and to B + Δ for crafting (§6.2, Eq. 6.1).
@@ -59,7 +59,7 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 
 @dataclass
 class PoisonConfig:
-    """How poisons are crafted (000 report Ch. 3; defaults from §5.2 and the reference code).
+    """How poisons are crafted ([Murphy 2025, Ch. 3]; defaults from its §5.2 and the reference code).
 
     Attributes:
         lr: lr^P, the learning rate on Δ (Table 4.1; 0.01 in §5.2).
@@ -164,7 +164,7 @@ class PoisonConfig:
 
 # ------------------------------------------------------------------- pieces
 def cosine_loss(g: list[Tensor], g_ref: list[Tensor], mode: str = "global") -> Tensor:
-    """𝓑 = 1 − cos(g_ref, g) (000 report Eq. 3.6); differentiable in ``g``.
+    """𝓑 = 1 − cos(g_ref, g) ([Murphy 2025, Eq. 3.6]); differentiable in ``g``.
 
     Args:
         g, g_ref: per-parameter gradients (same shapes); ``g_ref`` is treated as a constant.
@@ -206,7 +206,7 @@ def project(delta: Tensor, x: Tensor, epsilon: float, norm: str = "linf", relati
 def matched_noise(poison: Poison, seed: int = 0) -> Poison:
     """Random Gaussian perturbations with the poison's per-example ℓ2 norms (so the same Frobenius norm).
 
-    The "SGD on S + random noise of the same magnitude" control (000 report §5.3.2, Fig. 5.3).
+    The "SGD on S + random noise of the same magnitude" control ([Murphy 2025, §5.3.2, Fig. 5.3]).
     """
     g = torch.Generator().manual_seed(int(seed))
     noise = torch.randn(poison.delta.shape, generator=g, dtype=torch.float64)
@@ -251,7 +251,7 @@ def _bn_mode(model: nn.Module, mode: str) -> Iterator[None]:
 # ------------------------------------------------------------------ events
 @dataclass(frozen=True)
 class CraftStep:
-    """Crafting on one batch: the cosine loss 𝓑 before each inner iteration (000 report Figs. 5.5-5.6).
+    """Crafting on one batch: the cosine loss 𝓑 before each inner iteration ([Murphy 2025, Figs. 5.5-5.6]).
 
     Attributes: run_id, step (optimizer step), epoch, losses (list, one per iteration),
     iterations (done), delta_change (max |ΔΔ| of the last iteration).

@@ -1,6 +1,6 @@
 """Sharpness-aware poisoning studies: the four-way comparison and the Table 4.1 search.
 
-Source: 000_a2438a0e2dba8132.txt Ch. 4 (§4.2: the poisoning hyperparameter search of
+Source: [Murphy 2025, Ch. 4] (§4.2: the poisoning hyperparameter search of
 Table 4.1 judged by the Fig. 4.1 ratios; Tables 4.3-4.4: test accuracy, mean ±
 standard error over 5 seeds) and Ch. 5 (the LeNet-5/MNIST analysis, Figs. 5.1-5.10).
 
@@ -371,7 +371,7 @@ class PoisonComparison:
     def curves_figure(self, seed: int = 0, *, variants: Sequence[str] | None = None,
                       metrics: Sequence[str] = ("loss",), splits: Sequence[str] = ("train", "val"),
                       theme: str = "screen", title: str | None = None):
-        """Train/validation loss curves of the variants for one seed (000 report Figs. 5.1, 5.3, 5.4).
+        """Train/validation loss curves of the variants for one seed ([Murphy 2025, Figs. 5.1, 5.3, 5.4]).
 
         ``variants`` (keys or labels; default all four): ``("sgd_clean", "sgd_poison")`` is Fig. 5.1,
         ``("sgd_noise", "sgd_poison")`` Fig. 5.3, ``("sgd_poison", "sam_clean")`` Fig. 5.4.
@@ -400,7 +400,7 @@ class PoisonComparison:
 
     def eigenvalues(self, seed: int = 0, k: int = 5, *, count: int | None = -1, split: str = "train",
                     variants: Sequence[str] = ("sgd_clean", "sgd_poison"), device: str = "auto") -> pd.DataFrame:
-        """Top-k Hessian eigenvalues of the baseline and poison minima (000 report Fig. 5.9, §5.3.5).
+        """Top-k Hessian eigenvalues of the baseline and poison minima ([Murphy 2025, Fig. 5.9, §5.3.5]).
 
         Computed with :func:`workbench.analysis.tasks.analyze` (``"hessian"``, Lanczos) on a
         fixed, seeded set of ``count`` examples of ``split`` of each run's own data: with
@@ -437,7 +437,7 @@ class PoisonComparison:
 
     def interpolation(self, seed: int = 0, *, count: int | None = -1, params: Mapping | None = None,
                       device: str = "auto"):
-        """1-D linear interpolation between the baseline and the poison minimum (000 report Fig. 5.10).
+        """1-D linear interpolation between the baseline and the poison minimum ([Murphy 2025, Fig. 5.10]).
 
         ``analyze("interpolate", baseline_run, other=poison_run)``: θ(α) = αθ₁ + (1−α)θ₂ with
         θ₁ = ``SGD on S`` at α = 1 and θ₂ = ``SGD on S′`` at α = 0, as in the report ("poison

@@ -1,7 +1,7 @@
 """Study results as tables: one row per trial, and mean ± standard error over seeds per configuration.
 
-The papers report means and standard errors over 5 seeds (000_a2438a0e2dba8132.txt
-Tables 4.3-4.4): ``summarize`` computes them with pandas (standard error =
+The papers report means and standard errors over 5 seeds ([Murphy 2025,
+Tables 4.3-4.4]): ``summarize`` computes them with pandas (standard error =
 sample standard deviation (ddof=1) / sqrt(n)), ``to_markdown`` and ``to_latex``
 lay them out as in those tables (one row per configuration, "mean ± s.e." cells,
 the best configuration of each group in bold).

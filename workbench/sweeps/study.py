@@ -18,8 +18,8 @@ Every (configuration, seed) pair is a *trial* that trains one ordinary run
 folder under ``<root>/<name>/runs/``. Trials have stable ids (a hash of the
 configuration and the seed), so a stopped study resumes without re-running
 finished trials. For ``search: optuna`` a configuration is an Optuna trial; its
-seeds run one after the other and the objective is their mean (000 report
-§4.2 and App. A.1 tune with Optuna and a median pruner).
+seeds run one after the other and the objective is their mean ([Murphy 2025,
+§4.2 and App. A.1] tune with Optuna and a median pruner).
 
 No UI imports.
 """

@@ -1,5 +1,5 @@
 """Targeted clean-label poisoning: threat setups, gradient matching, feature collision, Bullseye Polytope,
-victim training scenarios, trial studies and the effective-poison analysis of 002_e9d1628ad3dbd674.txt.
+victim training scenarios, trial studies and the effective-poison analysis of [Yang 2022].
 
 No UI imports.
 """

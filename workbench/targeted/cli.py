@@ -5,8 +5,8 @@ Registered by ``workbench.cli`` through :func:`add_commands` (heavy imports insi
 * ``workbench targeted craft OUT`` — pretrain the clean model, draw the setups, craft one poison
   per setup: ``OUT/setups.json`` and ``OUT/poisons/trial_XXX.pt`` (the study folder layout).
 * ``workbench targeted evaluate OUT`` — run (or resume) the whole study: crafting (skipped where
-  a poison exists), the clean run, the undefended victim and each ``--defense``; prints 002
-  Tables 1–2 (Markdown) and writes ``OUT/trials.jsonl``, ``OUT/table1.csv``, ``OUT/table2.csv``.
+  a poison exists), the clean run, the undefended victim and each ``--defense``; prints
+  [Yang 2022, Tables 1–2] (Markdown) and writes ``OUT/trials.jsonl``, ``OUT/table1.csv``, ``OUT/table2.csv``.
 """
 from __future__ import annotations
 

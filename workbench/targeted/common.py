@@ -1,7 +1,7 @@
 """Pieces shared by the targeted attacks: progress events, the attack surface, penultimate features.
 
-Every attack has one surface (the ART / Witches' Brew lesson, ../shared/notes/anchors.md
-§5, §16): ``attack.craft(model, setup, data, *, callback=None, stop=None) -> Poison``
+Every attack has one surface (the lesson of the Adversarial Robustness Toolbox and of the Witches' Brew
+code): ``attack.craft(model, setup, data, *, callback=None, stop=None) -> Poison``
 with Δ keyed by dataset index (:class:`workbench.data.poison.Poison`), in the model's
 normalised input space, inside the setup's ε-ball and the [0, 1] pixel box
 (:class:`~workbench.targeted.setup.PixelBox`). Crafting never changes the model: it runs
@@ -133,7 +133,7 @@ class DiffAugment:
     """Differentiable random translation (zero padding ``padding`` pixels, then crop) and optional flip.
 
     One draw per call of :meth:`draw`, applied identically to any batch of the same size
-    (Witches' Brew ``paugment``; 000 report §6.2, Eq. 6.1). ``padding=1`` suits 8x8 digits,
+    (Witches' Brew ``paugment``; [Murphy 2025, §6.2, Eq. 6.1]). ``padding=1`` suits 8x8 digits,
     4 suits 32x32 CIFAR. Shapes: ``[N, C, H, W] -> [N, C, H, W]``.
     """
 

@@ -1,4 +1,4 @@
-"""Effective poisons (002_e9d1628ad3dbd674.txt §3.2) and the gradient views of 002 Figs. 1b and 3a.
+"""Effective poisons ([Yang 2022, §3.2]) and the gradient views of [Yang 2022, Figs. 1b and 3a].
 
 *Effective poisons* are the poisons that make the attack succeed: trained with them the
 attack succeeds even if all other poisons are removed, and without them the remaining
@@ -15,7 +15,7 @@ smallest subset of poisons that is responsible for the success of the attack").
   succeeds alone and the poisons outside E do not (§3.2's two conditions). Every retrain
   is recorded.
 * :func:`poison_target_cosines` — the cheap proxy: ``cos(∇θ ℓ(x_i + Δ_i, y_i), ∇θ ℓ(x_t, y_adv))``
-  per poison at a given model (all parameters, or the last layer: 002 §3.1 — the alignment
+  per poison at a given model (all parameters, or the last layer: [Yang 2022, §3.1] — the alignment
   Eq. 3 asks for), and :func:`proxy_agreement` — how well it ranks the effective poisons
   (ROC AUC, precision at k = number of effective poisons).
 * :func:`gradient_pca_frame` (Fig. 1b: last-layer gradients of effective and ineffective
@@ -92,7 +92,7 @@ def find_effective_poisons(data, poison: Poison, setup: ThreatSetup, victim: Vic
                            model_cfg=None, max_retrains: int = 200, order: Sequence[int] | None = None,
                            callback: Callable[[dict], None] | None = None, stop: threading.Event | None = None,
                            device: str = "cpu") -> EffectiveResult:
-    """The smallest responsible subset of poisons by retraining with subsets (002 §3.2; slow).
+    """The smallest responsible subset of poisons by retraining with subsets ([Yang 2022, §3.2]; slow).
 
     Predicate: ``succeeds(S)`` = a victim trained (``victim`` config, fixed seed) on the data
     with only the poisons in ``S`` perturbed classifies the target as ``y_adv``. ddmin:
@@ -264,7 +264,7 @@ def _groups(idx: np.ndarray, effective: set, default: str) -> list[str]:
 def gradient_pca_frame(model: nn.Module, data, poison: Poison, setup: ThreatSetup, *,
                        effective: Sequence[int] | None = None, n_clean: int = 200, seed: int = 0,
                        kind: str = "weights") -> tuple[pd.DataFrame, np.ndarray]:
-    """002 Fig. 1b: last-layer gradients of poisons and clean examples on their first two PCs.
+    """[Yang 2022, Fig. 1b]: last-layer gradients of poisons and clean examples on their first two PCs.
 
     Points: the poisons (``effective poison`` / ``ineffective poison``, or ``poison`` when
     ``effective`` is ``None``), up to ``n_clean`` clean training examples of the target class
@@ -306,7 +306,7 @@ def gradient_pca_frame(model: nn.Module, data, poison: Poison, setup: ThreatSetu
 
 
 class CosineTracker:
-    """002 Fig. 3a: cosine similarity of effective / ineffective poisons to the target and to each other, per epoch.
+    """[Yang 2022, Fig. 3a]: cosine similarity of effective / ineffective poisons to the target and to each other, per epoch.
 
     Use as ``train_victim(..., on_epoch_end=tracker)``; afterwards :meth:`frame` gives one row
     per (epoch, series) with ``mean`` and ``se`` over poisons (or pairs). Series:

@@ -9,16 +9,16 @@ whose features sit among the poisons', is classified as the poisons' (clean) lab
   attacks on neural networks", NeurIPS 2018, Eq. 1 and Algorithm 1: for each base ``b``,
   ``p = argmin_x ‖f(x) − f(t)‖² + β ‖x − b‖²`` by forward–backward splitting
   (forward: ``x̂ = x − λ ∇x ‖f(x) − f(t)‖²``; backward, the proximal step of the
-  β-term: ``x = (x̂ + λβ b) / (1 + λβ)``). As in the poisoning benchmark (anchors §6) the
+  β-term: ``x = (x̂ + λβ b) / (1 + λβ)``). As in the poisoning benchmark [Schwarzschild 2021] the
   step size is multiplied by ``decay`` when the objective rises (the step is undone),
-  and the result is projected on the ℓ∞ ball ε and the [0, 1] box; 002 §4.1.2 keeps
+  and the result is projected on the ℓ∞ ball ε and the [0, 1] box; [Yang 2022, §4.1.2] keeps
   the β (ℓ2) term as a soft constraint next to the hard ℓ∞ one.
 * **Bullseye Polytope** — Aghakhani et al., EuroS&P 2021: the target should sit at the
   *centre* of the poisons' convex hull in feature space, i.e. minimise over Δ
   ``‖(1/k) Σ_i f(x_i + Δ_i) − f(x_t)‖² / ‖f(x_t)‖²`` (mean over an ensemble of feature
   extractors when several are given) with Adam (lr 0.04 on normalised inputs in the
   reference; here on the pixel scale) and projection on the ε-ball and the box after
-  every step. 002_e9d1628ad3dbd674.txt §2.1, §3.1 (the better the poisons surround the
+  every step. [Yang 2022, §2.1, §3.1] (the better the poisons surround the
   target, the more effective the attack).
 
 Δ is held on the [0, 1] pixel scale (projection in pixel space) and converted to the

@@ -1,14 +1,14 @@
-"""Gradient matching (Witches' Brew, Geiping et al. ICLR 2021) for targeted clean-label poisoning.
+"""Gradient matching (Witches' Brew, [Geiping 2021]) for targeted clean-label poisoning.
 
-Sources: 000_a2438a0e2dba8132.txt §2.5 — Eq. 2.9 (the bilevel problem), Eq. 2.10 (the
+Sources: [Murphy 2025, §2.5] — Eq. 2.9 (the bilevel problem), Eq. 2.10 (the
 poisons' summed gradient should match the adversarial target gradient for any θ) and
 Eq. 2.11 (the surrogate solved at the weights θ of a clean pretrained model)::
 
     𝓑(Δ, θ) = 1 − ⟨∇θ ℓ(x_t, y_adv), Σ_i ∇θ ℓ(x_i + Δ_i, y_i)⟩
                  / (‖∇θ ℓ(x_t, y_adv)‖ · ‖Σ_i ∇θ ℓ(x_i + Δ_i, y_i)‖)
 
-and 002_e9d1628ad3dbd674.txt Eq. 3 (the same alignment, §3.1). Procedure as in the
-paper and the API notes (../shared/notes/anchors.md §5; re-implemented, no code copied):
+and [Yang 2022, Eq. 3] (the same alignment, §3.1). Procedure as in [Geiping 2021]
+and its public code (re-implemented, no code copied):
 
 * the target gradient ``∇θ ℓ(x_t, y_adv)`` is computed once, over all parameters;
 * Δ is optimised by **signed Adam** (Adam on ``sign(∂𝓑/∂Δ)``) with a step decay
@@ -47,7 +47,7 @@ __all__ = ["GradientMatching", "alignment_loss", "target_gradient"]
 
 
 def alignment_loss(g: list[Tensor], g_target: list[Tensor]) -> Tensor:
-    """``1 − cos(g_target, g)`` over all parameters concatenated (000 report Eq. 2.11); differentiable in ``g``."""
+    """``1 − cos(g_target, g)`` over all parameters concatenated ([Murphy 2025, Eq. 2.11]); differentiable in ``g``."""
     dot = sum((a * b).sum() for a, b in zip(g, g_target))
     na = torch.sqrt(sum((a * a).sum() for a in g))
     nb = torch.sqrt(sum((b * b).sum() for b in g_target))

@@ -8,11 +8,11 @@ poisons keep their correct labels: clean-label) whose dataset indices are
 ``poison_indices``; ``budget`` is their number as a fraction of the training set and
 ``epsilon`` the ℓ∞ bound of each perturbation on the [0, 1] pixel scale (8/255, 16/255).
 
-Sources: 002_e9d1628ad3dbd674.txt §3 (Eq. 1: ``C = {δ : ‖δ‖∞ ≤ ε, δ_i = 0 ∀ i ∉ V_p}``;
-§4.1.1: 1 % of the training set, ε = 8/255), 000_a2438a0e2dba8132.txt §2.5 (Eq. 2.9);
-the setup fields follow the poisoning benchmark (Schwarzschild et al. 2020, "Just How
+Sources: [Yang 2022, §3] (Eq. 1: ``C = {δ : ‖δ‖∞ ≤ ε, δ_i = 0 ∀ i ∉ V_p}``;
+§4.1.1: 1 % of the training set, ε = 8/255), [Murphy 2025, §2.5] (Eq. 2.9);
+the setup fields follow the poisoning benchmark ([Schwarzschild 2021], "Just How
 Toxic is Data Poisoning?": ``target class``, ``target index``, ``base class``,
-``base indices``; ../shared/notes/anchors.md §6).
+``base indices``).
 
 Inputs are normalised per channel (``(x − mean_c) / std_c``, :mod:`workbench.data`), so
 the pixel-scale ε becomes ``ε / std_c`` per channel and the [0, 1] pixel box becomes
@@ -161,7 +161,7 @@ def make_setups(bundle, n: int, *, budget: float = 0.01, epsilon: float = 8 / 25
     Args:
         bundle: a :class:`~workbench.data.DataBundle`.
         n: number of trials.
-        budget: fraction of the training set perturbed (0.01 in 002 §4.1.1).
+        budget: fraction of the training set perturbed (0.01 in [Yang 2022, §4.1.1]).
         epsilon: ℓ∞ bound on the [0, 1] pixel scale.
 
     Raises:

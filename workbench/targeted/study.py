@@ -1,9 +1,9 @@
-"""Targeted-poisoning trials with and without a defense, and the tables of 002 (Tables 1–2).
+"""Targeted-poisoning trials with and without a defense, and the tables of [Yang 2022, Tables 1–2].
 
 :func:`run_trials` does, for a :class:`TrialStudy`:
 
 1. train the clean pretrained model (the attacker's crafting model; for ``transfer`` and
-   ``finetune`` also the victim's starting point — the white-box setting of 002 §4.1.2);
+   ``finetune`` also the victim's starting point — the white-box setting of [Yang 2022, §4.1.2]);
 2. draw ``trials`` seeded threat setups (:func:`~workbench.targeted.setup.make_setups`) and
    save them (``setups.json``, poisoning-benchmark fields included);
 3. per setup: craft the poison (saved as ``poisons/trial_XXX.pt``), train a clean victim
@@ -11,8 +11,8 @@
    victim per defense (``"none"`` = undefended) on the poisoned data; one JSON line per
    (trial, defense) in ``trials.jsonl`` (a re-run skips what is recorded: resumable).
 
-Attack success = the victim classifies the target as ``y_adv`` (002 §4). :func:`table1`
-gives 002 Table 1's layout (attack × scenario; undefended / defended attack success and
+Attack success = the victim classifies the target as ``y_adv`` ([Yang 2022, §4]). :func:`table1`
+gives [Yang 2022, Table 1]'s layout (attack × scenario; undefended / defended attack success and
 test accuracy), :func:`table2` Table 2's (one row per defense: attack success, test
 accuracy, time), both from the trial records (mean ± standard error over trials).
 
@@ -290,7 +290,7 @@ def _pct(m: float, s: float | None = None) -> str:
 
 
 def table1(df: pd.DataFrame, *, formatted: bool = True) -> pd.DataFrame:
-    """002 Table 1 layout: rows (attack, scenario); columns undefended / each defense × (att. succ., test acc.).
+    """[Yang 2022, Table 1] layout: rows (attack, scenario); columns undefended / each defense × (att. succ., test acc.).
 
     Values are means over trials (fractions; ``formatted`` renders percentages).
     """
@@ -320,7 +320,7 @@ def _hms(seconds: float) -> str:
 
 
 def table2(df: pd.DataFrame, *, formatted: bool = True) -> pd.DataFrame:
-    """002 Table 2 layout: one row per (epochs, defense): attack success, test accuracy (mean ± s.e.), time.
+    """[Yang 2022, Table 2] layout: one row per (epochs, defense): attack success, test accuracy (mean ± s.e.), time.
 
     ``Time`` is the mean victim training wall time per trial (defense included; crafting excluded),
     as h:mm:ss; ``Trials`` the number of trials.

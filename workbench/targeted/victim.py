@@ -1,6 +1,6 @@
 """Victim training for targeted poisoning: from scratch, transfer, fine-tune; with an optional defense.
 
-Scenarios (002_e9d1628ad3dbd674.txt §4.1.1–4.1.3; poisoning benchmark, anchors §6):
+Scenarios ([Yang 2022, §4.1.1–4.1.3]; the poisoning benchmark [Schwarzschild 2021]):
 
 * ``scratch``  — a freshly initialised network (seed ``VictimConfig.seed``) trained on
   the poisoned training set (the attacker crafted on a *different*, clean pretrained model);
@@ -16,7 +16,7 @@ of epochs completed so far); when it returns dataset indices the victim trains o
 them from then on — drops are permanent (Alg. 1: ``V = V \\ Z``), and the victim never
 sees a dropped example again.
 
-Attack success (002 §4, benchmark): the trained victim classifies the target ``x_t`` as
+Attack success ([Yang 2022, §4], benchmark): the trained victim classifies the target ``x_t`` as
 the adversarial label ``y_adv``. Test accuracy is measured on the clean test split without
 the target.
 
@@ -50,7 +50,7 @@ SCENARIOS = ("scratch", "transfer", "finetune")
 
 @dataclass
 class VictimConfig:
-    """How the victim trains (defaults: 002 §4.1's 40-epoch proxy pipeline, scaled to small data).
+    """How the victim trains (defaults: the 40-epoch proxy pipeline of [Yang 2022, §4.1], scaled to small data).
 
     Attributes:
         scenario: ``scratch``, ``transfer`` or ``finetune``.

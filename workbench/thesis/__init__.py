@@ -1,4 +1,4 @@
-"""Reproductions of the 001 thesis (Andriushchenko 2024, ``shared/seeds/001_1a58a5a7ab3e6a24.txt``).
+"""Reproductions of the PhD thesis [Andriushchenko 2024] (see ``docs/references.md``).
 
 Every reproduction is a function registered in :mod:`workbench.thesis.registry`
 that returns a :class:`~workbench.thesis.registry.Reproduction` (data,

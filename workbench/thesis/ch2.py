@@ -1,24 +1,24 @@
 """Chapter 2 of the thesis: fast adversarial training, gradient alignment and GradAlign.
 
-Source: ``001_1a58a5a7ab3e6a24.txt`` (Andriushchenko, PhD thesis, Ch. 2, L296-871;
-digest ``seed001-digest.md`` §4). Everything here is core code (torch / numpy /
+Source: [Andriushchenko 2024, Ch. 2] (PhD thesis; section, equation and figure numbers below refer to
+it). Everything here is core code (torch / numpy /
 pandas); figures are built by :mod:`workbench.viz.thesis_adv`.
 
 Attacks (inputs live in ``[0, 1]^d``, threat model ``‖δ‖_∞ ≤ ε``):
 
-* **FGSM** (Eq. 2.2, L339): ``δ = ε · sign(∇_x ℓ(x, y; θ))``, then ``x + δ`` is
+* **FGSM** (Eq. 2.2): ``δ = ε · sign(∇_x ℓ(x, y; θ))``, then ``x + δ`` is
   clipped to ``[0, 1]^d``. :func:`fgsm_delta` with ``random_start=False``
   (step ``α`` defaults to ε).
-* **FGSM-RS** (Eq. 2.3, L349, Wong et al.): ``η ~ U([−ε, ε]^d)``,
+* **FGSM-RS** (Eq. 2.3, Wong et al.): ``η ~ U([−ε, ε]^d)``,
   ``δ = Π_{[−ε, ε]^d}[η + α · sign(∇_x ℓ(x + η, y; θ))]`` with ``α = 1.25 ε``
-  (L472). :func:`fgsm_delta` with ``random_start=True``.
-* **PGD-k** (L608, L686-692): ``k`` signed-gradient steps of size α with
+  (§2.6). :func:`fgsm_delta` with ``random_start=True``.
+* **PGD-k** (§2.9, §2.11.1): ``k`` signed-gradient steps of size α with
   projection; during training **no random start**, α = ε/2 for k = 2 and
   α = 2ε/k for k ≥ 3 (PGD-10: 2ε/10). Evaluation: PGD-50-10 (50 steps, 10
-  random restarts, α = ε/4, L602-606) — :func:`pgd_delta`, :func:`robust_accuracy`.
+  random restarts, α = ε/4, §2.9) — :func:`pgd_delta`, :func:`robust_accuracy`.
 
-Gradient alignment (Eq. 2.5, L410): ``E_{(x,y), η ~ U([−ε, ε]^d)} cos(∇_x ℓ(x, y),
-∇_x ℓ(x + η, y))`` — :func:`gradient_alignment`. **GradAlign** (Eq. 2.7, L468):
+Gradient alignment (Eq. 2.5): ``E_{(x,y), η ~ U([−ε, ε]^d)} cos(∇_x ℓ(x, y),
+∇_x ℓ(x + η, y))`` — :func:`gradient_alignment`. **GradAlign** (Eq. 2.7):
 ``Ω = E[1 − cos(∇_x ℓ(x, y; θ), ∇_x ℓ(x + η, y; θ))]``, added as ``λ · Ω`` to the
 FGSM training loss and differentiated by double backward (``create_graph=True``)
 — :func:`grad_align_penalty`. The thesis is silent on which gradient carries the
@@ -27,8 +27,8 @@ graph; the public code (``tml-epfl/understanding-fast-adv-training``, train.py)
 through ``∇_x ℓ(x + η)``. Both are offered (``detach_clean``; default ``False``:
 the thesis' Eq. 2.7 differentiated exactly), and the choice is recorded.
 
-Lemma 1 (Eq. 2.4, L369; proof L505-530) and Lemma 2 (L445-447; proof and
-Fig. 2.9 L531-596) Monte-Carlo checks: :func:`lemma1_mc`, :func:`lemma2_mc`.
+Lemma 1 (Eq. 2.4; proof §2.8.1) and Lemma 2 (§2.5; proof and
+Fig. 2.9 §2.8.2) Monte-Carlo checks: :func:`lemma1_mc`, :func:`lemma2_mc`.
 
 Reproductions (each returns ``(data, figure, summary)``):
 
@@ -41,7 +41,7 @@ returns an :class:`~workbench.thesis.registry.Outcome`:
   single-layer CNN (k = 100 patches, m = 4 filters), its k, m → ∞ limit
   (Eq. 2.9), the Hoeffding bound and the final bound of Lemma 2, against ε.
 * :func:`repro_fast_at` — a scaled-down Fig. 2.11: a single-layer CNN with 4
-  filters (L628) trained with FGSM / FGSM-RS / PGD-k / FGSM + GradAlign AT on the
+  filters (§2.9) trained with FGSM / FGSM-RS / PGD-k / FGSM + GradAlign AT on the
   8×8 scikit-learn digits (CIFAR-10 is not available offline), tracking clean,
   FGSM and PGD accuracy and losses, gradient alignment, cos(δ_FGSM, δ_PGD) and
   per-filter weight norms during training.
@@ -71,20 +71,20 @@ __all__ = [
 #: Training methods of :func:`fast_adversarial_training`.
 METHODS = ("standard", "fgsm", "fgsm_rs", "pgd", "fgsm_gradalign")
 
-#: Table 2.2 (L620-624): GradAlign λ on CIFAR-10 for ε = 1/255 … 16/255.
+#: Table 2.2: GradAlign λ on CIFAR-10 for ε = 1/255 … 16/255.
 GRADALIGN_LAMBDA_CIFAR10 = dict(zip(range(1, 17), (0.03, 0.04, 0.05, 0.06, 0.08, 0.11, 0.15, 0.20, 0.27, 0.36,
                                                    0.47, 0.63, 0.84, 1.12, 1.50, 2.00)))
 
 
 # ------------------------------------------------------------------ model
 class SingleLayerCNN(nn.Module):
-    """The thesis' single-layer CNN (L628): ``m`` 3×3 conv filters (stride 1, padding 1), ReLU, then directly a
+    """The thesis' single-layer CNN (§2.9): ``m`` 3×3 conv filters (stride 1, padding 1), ReLU, then directly a
     fully connected layer (no pooling).
 
     Args:
         in_channels: input channels C; image_size: H = W; n_filters: m (thesis: 4); num_classes: K.
 
-    Shapes: input ``[N, C, H, W]`` in [0, 1] (no input normalisation, L608) → logits ``[N, K]``.
+    Shapes: input ``[N, C, H, W]`` in [0, 1] (no input normalisation, §2.9) → logits ``[N, K]``.
     """
 
     def __init__(self, in_channels: int = 1, image_size: int = 8, n_filters: int = 4, num_classes: int = 10):
@@ -138,7 +138,7 @@ def fgsm_delta(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, alpha: flo
     """FGSM (Eq. 2.2) or FGSM-RS (Eq. 2.3) perturbation ``δ`` (detached, same shape as ``x``).
 
     Args:
-        eps: ℓ∞ radius ε; alpha: step α (default ε for FGSM, 1.25 ε for FGSM-RS, L472).
+        eps: ℓ∞ radius ε; alpha: step α (default ε for FGSM, 1.25 ε for FGSM-RS, §2.6).
         random_start: start from ``η ~ U([−ε, ε]^d)`` (FGSM-RS).
         generator: CPU generator for η (seeded runs).
         clip: input domain; ``x + δ`` is clipped into it (``None``: no clipping, as in the lemmas).
@@ -154,7 +154,7 @@ def fgsm_delta(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, alpha: flo
 
 
 def default_alpha(eps: float, steps: int) -> float:
-    """PGD-k training step (L608, L686-692): ε/2 for k ≤ 2 (PGD-2), 2ε/k otherwise (PGD-10: 2ε/10)."""
+    """PGD-k training step (§2.9, §2.11.1): ε/2 for k ≤ 2 (PGD-2), 2ε/k otherwise (PGD-10: 2ε/10)."""
     return eps / 2 if steps <= 2 else 2 * eps / steps
 
 
@@ -188,7 +188,7 @@ def pgd_delta(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int 
 
 def robust_accuracy(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int = 50, restarts: int = 10,
                     alpha: float | None = None, seed: int = 0, batch_size: int = 512) -> float:
-    """Accuracy under PGD (default PGD-50-10 with α = ε/4 and random restarts, L602-606), in [0, 1].
+    """Accuracy under PGD (default PGD-50-10 with α = ε/4 and random restarts, §2.9), in [0, 1].
 
     An example counts as robust only if it is classified correctly after every restart (worst case over restarts).
     """
@@ -239,7 +239,7 @@ def cosine_per_example(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 
 def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, generator: torch.Generator | None = None,
                        samples: int = 1) -> float:
-    """Gradient alignment (Eq. 2.5, L410): mean over examples (and ``samples`` draws of η ~ U([−ε, ε]^d)) of
+    """Gradient alignment (Eq. 2.5): mean over examples (and ``samples`` draws of η ~ U([−ε, ε]^d)) of
     ``cos(∇_x ℓ(x, y), ∇_x ℓ(x + η, y))``; examples with a zero gradient are left out. Unclipped x + η, as in
     Eq. 2.5. Evaluated in eval mode; returns a float in [−1, 1] (NaN if every gradient is zero)."""
     eps = _check_eps(eps)
@@ -256,7 +256,7 @@ def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, ge
 
 def grad_align_penalty(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, generator: torch.Generator | None = None,
                        detach_clean: bool = False, clean_grad: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """GradAlign regulariser Ω (Eq. 2.7, L468) without λ: ``1 − mean_i cos(∇_x ℓ(x_i), ∇_x ℓ(x_i + η_i))``.
+    """GradAlign regulariser Ω (Eq. 2.7) without λ: ``1 − mean_i cos(∇_x ℓ(x_i), ∇_x ℓ(x_i + η_i))``.
 
     Both input gradients are built with ``create_graph=True``, so ``Ω.backward()`` differentiates through the
     cosine (double backward). ``detach_clean=True`` reproduces the public code, which detaches ``∇_x ℓ(x)``
@@ -280,7 +280,7 @@ def grad_align_penalty(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, ge
 
 # ------------------------------------------------------------------ training
 def cyclic_lr(t: float, lr_max: float) -> float:
-    """Cyclic schedule of the thesis' AT runs (L608; Smith): piecewise linear 0 → ``lr_max`` at 2/5 of training → 0.
+    """Cyclic schedule of the thesis' AT runs (§2.9; [Smith 2017]): piecewise linear 0 → ``lr_max`` at 2/5 of training → 0.
 
     ``t`` is the fraction of training done, in [0, 1].
     """
@@ -298,7 +298,7 @@ class FastATConfig:
         alpha: attack step α; ``None``: ε (FGSM), 1.25 ε (FGSM-RS), :func:`default_alpha` (PGD).
         pgd_steps: k for ``method="pgd"``.
         lam: GradAlign λ (``fgsm_gradalign``); detach_clean: public-code variant of the penalty.
-        epochs, batch_size: training length; optimizer: ``adam`` (single-layer CNN, L628: Adam lr 0.003) or ``sgd``
+        epochs, batch_size: training length; optimizer: ``adam`` (single-layer CNN, §2.9: Adam lr 0.003) or ``sgd``
             (momentum 0.9, weight decay 5e-4); lr_max: peak of the cyclic schedule.
         n_filters: m of :class:`SingleLayerCNN` (thesis: 4).
         eval_every: iterations between measurements; eval_count: test points used for them (thesis: 256);
@@ -404,13 +404,13 @@ def _measure(model, xe, ye, eps, gen, cfg) -> dict:
 def fast_adversarial_training(cfg: FastATConfig, data=None, *, model: nn.Module | None = None,
                               callback: Callable[[dict], None] | None = None,
                               should_stop: Callable[[], bool] | None = None) -> FastATResult:
-    """Adversarial training (Eq. 2.1, L335) with FGSM / FGSM-RS / PGD-k / FGSM + GradAlign, measured as it goes.
+    """Adversarial training (Eq. 2.1) with FGSM / FGSM-RS / PGD-k / FGSM + GradAlign, measured as it goes.
 
     Each iteration: the attack of ``cfg.method`` crafts δ in eval mode, then the model is trained on
     ``ℓ(x + δ, y)`` (+ ``λ Ω`` for GradAlign, Eq. 2.7, on the clean batch). The learning rate follows
     :func:`cyclic_lr` per iteration. Every ``eval_every`` iterations (and at the end) :func:`_measure` runs on a
     fixed set of ``eval_count`` test points: clean / FGSM / PGD accuracy and loss, gradient alignment
-    (Eq. 2.5), cos(δ_FGSM, δ_PGD) (L423), per-filter norms (Fig. 2.6).
+    (Eq. 2.5), cos(δ_FGSM, δ_PGD) (§2.5), per-filter norms (Fig. 2.6).
 
     Args:
         cfg: :class:`FastATConfig`.
@@ -510,7 +510,7 @@ def fast_adversarial_training(cfg: FastATConfig, data=None, *, model: nn.Module 
 
 # ------------------------------------------------------------------ Lemma 1 (Fig. 2.2)
 def lemma1_bound(alpha, eps: float, d: int = 1):
-    """Right-hand side of Eq. 2.4 (L369): ``√d · √(−α³/(6ε) + α²/2 + ε²/3)``, for α ∈ [0, 2ε] (array or scalar).
+    """Right-hand side of Eq. 2.4: ``√d · √(−α³/(6ε) + α²/2 + ε²/3)``, for α ∈ [0, 2ε] (array or scalar).
 
     Raises ``ValueError`` for α outside [0, 2ε] or ε <= 0.
     """
@@ -527,7 +527,7 @@ def lemma1_mc(alpha, eps: float, d: int, *, samples: int = 1000, seed: int = 0) 
     η ~ U([−ε, ε]^d) per α (thesis Fig. 2.2: 1,000).
 
     The gradient signs ``sign(∇_x ℓ(x + η))`` are drawn as independent fair signs (the proof shows the value
-    does not depend on them); no clipping to [0, 1] (footnote 3, L375).
+    does not depend on them); no clipping to [0, 1] (footnote 3, §2.4).
 
     Returns:
         dict of arrays over ``alpha``: ``mean_norm``, ``std_norm``, ``rms_norm``, ``bound``; and ``fgsm_norm`` = √d ε.
@@ -548,12 +548,12 @@ def lemma1_mc(alpha, eps: float, d: int, *, samples: int = 1000, seed: int = 0) 
 # ------------------------------------------------------------------ Lemma 2 (Fig. 2.9)
 def lemma2_mc(eps_grid: Sequence[float], *, p: int = 27, k: int = 100, m: int = 4, samples: int = 1000,
               seed: int = 0) -> pd.DataFrame:
-    """The four quantities of Fig. 2.9 (L583-596) for a single-layer CNN at initialisation, per ε.
+    """The four quantities of Fig. 2.9 (§2.8.2) for a single-layer CNN at initialisation, per ε.
 
-    Setting (Lemma 2, L445): patches ``z ~ U([0, 1]^p)``, filters ``w ~ N(0, σ_w² I_p)``, outgoing weights
+    Setting (Lemma 2, §2.5): patches ``z ~ U([0, 1]^p)``, filters ``w ~ N(0, σ_w² I_p)``, outgoing weights
     ``u ~ N(0, σ_u²)``, biases 0, ``η ~ U([−ε, ε]^p)`` per patch. With non-overlapping patches the input
     gradient of ``f(x) = Σ_r Σ_j u_rj relu(⟨w_r, z_j⟩)`` has block j equal to ``Σ_r u_rj 1[⟨w_r, z_j⟩ ≥ 0] w_r``
-    (L440); the loss' derivative is a common scalar factor that cancels in the cosine.
+    (§2.5); the loss' derivative is a common scalar factor that cancels in the cosine.
 
     Columns: ``eps``; ``cos_finite_mean`` / ``cos_finite_std`` (cosine for ``k`` patches and ``m`` filters over
     ``samples`` random draws); ``cos_limit`` (Eq. 2.9, the k, m → ∞ limit, expectations by MC); ``bound_hoeffding``
@@ -599,11 +599,11 @@ def lemma2_mc(eps_grid: Sequence[float], *, p: int = 27, k: int = 100, m: int = 
 # ------------------------------------------------------------------ reproductions (registered)
 def repro_lemma1(*, eps: float = 8 / 255, d: int = 3072, points: int = 41, samples: int = 1000, seed: int = 0,
                  progress: Callable[[float, str], None] | None = None) -> Outcome:
-    """Fig. 2.2 (L388): ``E‖δ_FGSM-RS‖₂/√d`` (Monte Carlo, ``samples`` draws of η) and the Lemma-1 bound vs
+    """Fig. 2.2: ``E‖δ_FGSM-RS‖₂/√d`` (Monte Carlo, ``samples`` draws of η) and the Lemma-1 bound vs
     α/ε ∈ [0, 2]. Defaults ε = 8/255, d = 3072 (CIFAR-10).
 
-    Criterion (digest §8 item 11): the MC mean lies below the bound (within 3 standard errors) everywhere, the
-    bound stays below FGSM's √d ε, and at α = 1.25 ε the bound is ≈ 7/255 · √d (L383).
+    Criterion (faithful reproduction): the MC mean lies below the bound (within 3 standard errors) everywhere, the
+    bound stays below FGSM's √d ε, and at α = 1.25 ε the bound is ≈ 7/255 · √d (§2.4).
     Data: dict ``table`` (DataFrame over α/ε), ``eps``, ``d``.
     """
     ratios = np.linspace(0, 2, points)
@@ -627,15 +627,15 @@ def repro_lemma1(*, eps: float = 8 / 255, d: int = 3072, points: int = 41, sampl
     return Outcome(data={"table": df, "eps": eps, "d": d}, measured=measured,
                    verdict=below and le_fgsm and abs(at125 - 7) < 0.5, metrics=metrics,
                    settings={"eps": eps, "d": d, "samples": samples, "seed": seed},
-                   notes=["Gradient signs sign(grad at x+eta) are drawn as fair coins: the proof (L505-530) shows "
-                          "the expectation does not depend on them; clipping to [0,1] is ignored (footnote 3, L375)."])
+                   notes=["Gradient signs sign(grad at x+eta) are drawn as fair coins: the proof (§2.8.1) shows "
+                          "the expectation does not depend on them; clipping to [0,1] is ignored (footnote 3, §2.4)."])
 
 
 def repro_lemma2(*, eps_max: float = 0.1, points: int = 21, p: int = 27, k: int = 100, m: int = 4,
                  samples: int = 1000, seed: int = 0, progress: Callable[[float, str], None] | None = None) -> Outcome:
-    """Fig. 2.9 (L583): the Lemma-2 quantities vs ε ∈ (0, ``eps_max``] (p = 27, k = 100, m = 4, 1,000 MC samples).
+    """Fig. 2.9: the Lemma-2 quantities vs ε ∈ (0, ``eps_max``] (p = 27, k = 100, m = 4, 1,000 MC samples).
 
-    Criterion (digest §8 item 11; L591): the finite-(k, m) alignment and its limit are ≥ 0.7 for ε ≤ 0.1, and the
+    Criterion (faithful reproduction; §2.8.2): the finite-(k, m) alignment and its limit are ≥ 0.7 for ε ≤ 0.1, and the
     bounds are ordered final ≤ Hoeffding ≤ limit (MC tolerance 0.02). Data: dict ``table``.
     """
     grid = np.linspace(0, eps_max, points)[1:]
@@ -658,7 +658,7 @@ def repro_lemma2(*, eps_max: float = 0.1, points: int = 21, p: int = 27, k: int 
                    verdict=ordered and metrics["min_cos_finite"] >= 0.7 and metrics["min_cos_limit"] >= 0.7,
                    metrics=metrics, settings={"eps_max": eps_max, "p": p, "k": k, "m": m, "samples": samples,
                                               "seed": seed},
-                   notes=["The thesis says all four quantities lie in [0.7, 1] for eps <= 0.1 (L591); the final "
+                   notes=["The thesis says all four quantities lie in [0.7, 1] for eps <= 0.1 (§2.8.2); the final "
                           "(Cauchy-Schwarz) bound is measured here to drop towards its 0.5 floor near eps = 0.1 — "
                           "the alignment itself and its limit stay above 0.7.",
                           "Patches are non-overlapping (independent z_j, as in the proof); sigma_w = sigma_u = 1 "
@@ -671,10 +671,10 @@ def repro_fast_at(*, methods: Sequence[str] = ("fgsm", "fgsm_rs", "fgsm_gradalig
                   final_pgd_restarts: int = 10, detach_clean: bool = False,
                   progress: Callable[[float, str], None] | None = None,
                   callback: Callable[[str, dict], None] | None = None) -> Outcome:
-    """Scaled-down Fig. 2.11 (L656): single-layer CNN (4 filters, L628) adversarially trained on the 8×8 digits.
+    """Scaled-down Fig. 2.11: single-layer CNN (4 filters, §2.9) adversarially trained on the 8×8 digits.
 
     Thesis claim: FGSM AT shows catastrophic overfitting — PGD accuracy collapses while FGSM accuracy rises and
-    gradient alignment falls (0.12 after CO for the 4-filter CNN, L451); FGSM + GradAlign (Eq. 2.7) keeps the
+    gradient alignment falls (0.12 after CO for the 4-filter CNN, §2.5); FGSM + GradAlign (Eq. 2.7) keeps the
     alignment high and does not collapse. Setting here (CIFAR-10 is not available offline): 1,348 / 449 digits,
     ε on the [0, 1] scale (default 0.25; 8×8 digits need a larger radius than CIFAR-10's 10/255), Adam with the
     cyclic schedule peaking at ``lr_max`` (thesis: 0.003; 0.01 here), 30 epochs, batch 64, λ = ``lam``.
@@ -738,7 +738,7 @@ def repro_fast_at(*, methods: Sequence[str] = ("fgsm", "fgsm_rs", "fgsm_gradalig
 register("fig2.2", repro_lemma1, chapter=2, title="Lemma 1: FGSM-RS perturbation norm",
          claim="FGSM-RS shrinks the expected l2 norm of the perturbation: E||delta||_2 <= sqrt(d) sqrt(-a^3/(6eps) + "
                "a^2/2 + eps^2/3) <= sqrt(d) eps, ~ (7/255) sqrt(d) for a = 1.25 eps at eps = 8/255 (Lemma 1, "
-               "Eq. 2.4, L369-383; Fig. 2.2).",
+               "Eq. 2.4, §2.4; Fig. 2.2).",
          params=[Param("eps", 8 / 255, help="l_inf radius (pixel scale)"),
                  Param("d", 3072, test=3072, help="input dimension (CIFAR-10: 3072)"),
                  Param("points", 41, test=21, help="alpha/eps grid points in [0, 2]"),
@@ -747,8 +747,8 @@ register("fig2.2", repro_lemma1, chapter=2, title="Lemma 1: FGSM-RS perturbation
          figure="workbench.viz.thesis_adv:lemma1_figure")
 register("fig2.9", repro_lemma2, chapter=2, title="Lemma 2: gradient alignment at initialisation",
          claim="At initialisation a single-layer CNN has high gradient alignment: >= max{1 - sqrt(2) "
-               "E[exp(-<w/|w|,z>^2/eps^2)]^(1/2), 0.5}; all quantities in [0.7, 1] for eps <= 0.1 (Lemma 2, L445; "
-               "Fig. 2.9, L583-596).",
+               "E[exp(-<w/|w|,z>^2/eps^2)]^(1/2), 0.5}; all quantities in [0.7, 1] for eps <= 0.1 (Lemma 2, §2.5; "
+               "Fig. 2.9, §2.8.2).",
          params=[Param("eps_max", 0.1), Param("points", 21, test=11), Param("p", 27, help="patch size 3x3x3"),
                  Param("k", 100, help="patches"), Param("m", 4, help="filters"),
                  Param("samples", 1000, test=400, help="Monte-Carlo samples (thesis: 1000)"), Param("seed", 0)],
@@ -756,7 +756,7 @@ register("fig2.9", repro_lemma2, chapter=2, title="Lemma 2: gradient alignment a
 register("fig2.11", repro_fast_at, chapter=2, title="Fast AT on digits: FGSM vs GradAlign (scaled-down Fig. 2.11)",
          claim="FGSM AT of a 4-filter single-layer CNN overfits catastrophically (PGD accuracy -> ~0 while FGSM "
                "accuracy rises) together with a collapse of gradient alignment; FGSM + GradAlign avoids it "
-               "(Fig. 2.11, L656; L451; Eq. 2.7).",
+               "(Fig. 2.11; §2.5; Eq. 2.7).",
          params=[Param("methods", ["fgsm", "fgsm_rs", "fgsm_gradalign", "pgd"], test=["fgsm", "fgsm_gradalign"],
                        help=f"any of {METHODS}"),
                  Param("eps", 0.25, help="l_inf radius on the [0,1] scale"),

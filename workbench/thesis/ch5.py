@@ -1,17 +1,19 @@
-"""Chapter 5 reproductions — "Towards understanding sharpness-aware minimization" (001 thesis, L2109-2991).
+"""Chapter 5 reproductions — "Towards understanding sharpness-aware minimization" [Andriushchenko 2024, Ch. 5].
+
+Section, equation and figure numbers below refer to that thesis.
 
 Registered in :mod:`workbench.thesis.registry` (figures: :mod:`workbench.viz.thesis_sam`):
 
-* ``fig5.6`` — Figs. 5.6 + 5.14: ERM vs n-SAM vs 1-SAM on diagonal linear nets, ρ grid (L2263, L2564);
-* ``fig5.15`` — Fig. 5.15: GD→1-SAM and 1-SAM→GD switching and linear interpolation (L2568-2577);
-* ``fig5.13`` — Fig. 5.13: stochastic vs full-batch ERM / n-SAM / 1-SAM (L2559);
-* ``fig5.7`` — Fig. 5.7: 1-D ReLU interpolants of GD vs SAM over seeds (L2280-2292);
+* ``fig5.6`` — Figs. 5.6 + 5.14: ERM vs n-SAM vs 1-SAM on diagonal linear nets, ρ grid (§5.5.2, §5.9.3);
+* ``fig5.15`` — Fig. 5.15: GD→1-SAM and 1-SAM→GD switching and linear interpolation (§5.9.3);
+* ``fig5.13`` — Fig. 5.13: stochastic vs full-batch ERM / n-SAM / 1-SAM (§5.9.3);
+* ``fig5.7`` — Fig. 5.7: 1-D ReLU interpolants of GD vs SAM over seeds (§5.5.3);
 * ``fig5.16`` — scaled-down Figs. 5.1/5.16: ERM vs random perturbation vs n-SAM vs m-SAM on digits with the
-  60 % uniform label noise of Fig. 5.12 (L2150, L2936, L2366), trained with the workbench Trainer
+  60 % uniform label noise of Fig. 5.12 (§5.4, §5.6.2, §5.12.1), trained with the workbench Trainer
   (:func:`digits_sam_variants`, noise by :func:`with_label_noise`).
 
 Each compute function returns a :class:`~workbench.thesis.registry.Outcome` whose ``verdict`` checks the
-faithful-reproduction criterion of seed001-digest §8 (items 1, 2, 3, 9, 14).
+faithful-reproduction criterion stated in its docstring (what the thesis figure shows, at this scale).
 """
 from __future__ import annotations
 
@@ -61,7 +63,7 @@ def diag_sam_vs_erm(*, d: int = 30, n: int = 20, kappa: int = 3, seed: int = 0, 
     both SAM variants take k ascent steps of size ρ/k (multi-step inner maximisation, Fig. 5.4's question);
     ``normalize`` uses ρ·g/‖g‖ ascents (the thesis' diagonal-net runs are unnormalised).
 
-    Faithful (seed001-digest §8 item 1): 1-SAM's final test loss at ``rho_curves`` is at least 10× below
+    Faithful: 1-SAM's final test loss at ``rho_curves`` is at least 10× below
     ERM's and below n-SAM's at the same ρ and at n-SAM's best ρ of the grid.
 
     Returns:
@@ -102,8 +104,8 @@ def diag_sam_vs_erm(*, d: int = 30, n: int = 20, kappa: int = 3, seed: int = 0, 
                  "erm_l1": float(erm.l1), "onesam_l1": float(one.l1), "beta_star_l1": l1_star},
         settings={"lr": lr_factor / d, "alpha_thesis": init_scale / 2},
         notes=[_PARAM_NOTE, _ONE_SAM_NOTE,
-               "The thesis does not state gamma and rho of Fig. 5.6 (digest §9); gamma = 10/d follows the digest's "
-               "sanity run, the code notebooks use 5/d-15/d."])
+               "The thesis does not state gamma and rho of Fig. 5.6; gamma = 10/d is our choice (a quick check), "
+               "the public code notebooks use 5/d-15/d."])
 
 
 # ----------------------------------------------------------------------------- Fig 5.15
@@ -116,7 +118,7 @@ def diag_switching(*, d: int = 30, n: int = 20, kappa: int = 3, seed: int = 0, i
     1-SAM→GD. The interpolation evaluates the train and test loss at
     (u, v) = (1 − a)·w_{GD→1-SAM} + a·w_GD for a ∈ [−1, 2] (public code grid).
 
-    Faithful (§8 item 2): the GD→1-SAM test loss drops after the switch (final ≤ ½ the value at the switch and
+    Faithful: the GD→1-SAM test loss drops after the switch (final ≤ ½ the value at the switch and
     ≤ ½ GD's final), 1-SAM→GD keeps a low test loss (final ≤ 1.5× its value at the switch, ≤ ½ GD's final),
     and the interpolation shows no barrier on a ∈ [0, 1]: max train loss on the segment minus the larger
     endpoint ≤ 10⁻³ × the loss at the (common) initialisation.
@@ -176,7 +178,7 @@ def diag_switching(*, d: int = 30, n: int = 20, kappa: int = 3, seed: int = 0, i
                             "interp_max_train": path_max, "interp_end_train": float(ends), "barrier": barrier,
                             "init_train_loss": init_loss},
                    notes=[_PARAM_NOTE, _ONE_SAM_NOTE,
-                          "The thesis uses rho_(GD->1-SAM) = 10 (L2568); on this workbench's data draw (seed 0) rho = 10 "
+                          "The thesis uses rho_(GD->1-SAM) = 10 (§5.9.3); on this workbench's data draw (seed 0) rho = 10 "
                           "diverges at gamma = 1/d, rho = 5 is the default (rho is a parameter)."])
 
 
@@ -186,11 +188,11 @@ def diag_stochastic(*, d: int = 30, n: int = 20, kappa: int = 3, seeds: Sequence
                     n_steps: int = 20000, batch_size: int = 1, progress=None) -> Outcome:
     """Fig. 5.13: full-batch GD / n-SAM / 1-SAM vs SGD / stochastic n-SAM (Eq. 5.21) / 1-SAM SGD.
 
-    Thesis setting (L2559): d = 30, n = 20, κ = 3, α = 0.01 (u₀ = 0.02), γ = ρ = 1/d. The stochastic
+    Thesis setting (Fig. 5.13): d = 30, n = 20, κ = 3, α = 0.01 (u₀ = 0.02), γ = ρ = 1/d. The stochastic
     variants draw ``batch_size`` examples per step (stochastic n-SAM: the ascent uses a second, independent
     batch; 1-SAM SGD: per-example ascent on the descent batch).
 
-    Faithful (§8 item 3): for each method the stochastic variant's final test loss (mean over seeds) is
+    Faithful: for each method the stochastic variant's final test loss (mean over seeds) is
     below the full-batch one, and 1-SAM SGD has the lowest test loss of all six.
 
     Returns:
@@ -238,7 +240,7 @@ def relu1d_interpolants(*, width: int = 100, n_seeds: int = 5, rho: float = 0.3,
 
     Measures: number of kinks in [min x, max x] (:func:`~workbench.thesis.sam_toy.count_kinks`), the total
     variation of h' there (Σ |a_j w_j| over kinks inside), and the seed-to-seed standard deviation of h on a
-    grid. Faithful (§8 item 9, "simpler and consistent across seeds"): SAM's mean total variation of h' (its
+    grid. Faithful ("simpler and consistent across seeds"): SAM's mean total variation of h' (its
     slope changes, a kink count weighted by kink size) and its seed-to-seed spread are both below GD's; the
     plain kink count is reported too (it ignores how large the kinks are).
 
@@ -294,7 +296,7 @@ def relu1d_interpolants(*, width: int = 100, n_seeds: int = 5, rho: float = 0.3,
 register("fig5.6", diag_sam_vs_erm, chapter=5, title="Figs 5.6/5.14: 1-SAM vs n-SAM vs ERM (diagonal nets)",
          claim=("On sparse regression with diagonal linear nets, 1-SAM reaches a much lower test loss than ERM and "
                 "n-SAM (n-SAM ~ ERM) even at n-SAM's best rho; 1-SAM trains more slowly and its ||beta||_1 "
-                "approaches ||beta*||_1 (Figs. 5.6, 5.14, L2263, L2564; Thm 5.5.1)."),
+                "approaches ||beta*||_1 (Figs. 5.6, 5.14; Thm 5.5.1)."),
          params=[Param("d", 30, help="dimension"), Param("n", 20, help="training points"),
                  Param("kappa", 3, help="sparsity of beta*"), Param("seed", 0),
                  Param("init_scale", 0.1, help="u0 (thesis alpha = u0/2)"),
@@ -310,7 +312,7 @@ register("fig5.6", diag_sam_vs_erm, chapter=5, title="Figs 5.6/5.14: 1-SAM vs n-
 register("fig5.15", diag_switching, chapter=5, title="Fig 5.15: GD <-> 1-SAM switching, interpolation",
          claim=("Switching from GD to 1-SAM (large rho) late in training quickly escapes the GD solution to a lower "
                 "test loss; switching 1-SAM -> GD keeps the low test loss; GD and GD->1-SAM solutions are linearly "
-                "connected (Fig. 5.15, L2568-2577)."),
+                "connected (Fig. 5.15, §5.9.3)."),
          params=[Param("d", 30), Param("n", 20), Param("kappa", 3), Param("seed", 0),
                  Param("init_scale", 0.1, help="u0 (alpha = 0.05)"), Param("lr_factor", 1.0, help="gamma = lr_factor/d"),
                  Param("n_steps", 20000, test=6000), Param("switch_at", 10000, test=3000),
@@ -320,7 +322,7 @@ register("fig5.15", diag_switching, chapter=5, title="Fig 5.15: GD <-> 1-SAM swi
 
 register("fig5.13", diag_stochastic, chapter=5, title="Fig 5.13: stochastic vs full-batch SAM (diagonal nets)",
          claim=("Stochastic variants (SGD, stochastic n-SAM, 1-SAM SGD) reach lower test loss than their full-batch "
-                "versions, and 1-SAM SGD is the best (Fig. 5.13, L2559)."),
+                "versions, and 1-SAM SGD is the best (Fig. 5.13)."),
          params=[Param("d", 30), Param("n", 20), Param("kappa", 3), Param("seeds", [0, 1, 2], test=[0]),
                  Param("init_scale", 0.02, help="u0 (alpha = 0.01)"), Param("lr_factor", 1.0), Param("rho_factor", 1.0),
                  Param("n_steps", 20000, test=12000), Param("batch_size", 1)],
@@ -328,7 +330,7 @@ register("fig5.13", diag_stochastic, chapter=5, title="Fig 5.13: stochastic vs f
 
 register("fig5.7", relu1d_interpolants, chapter=5, title="Fig 5.7: 1-D ReLU interpolants, GD vs SAM",
          claim=("On the 12-point 1-D regression task, SAM (rho = 0.3) learns simpler interpolants with fewer kinks "
-                "that are consistent across 5 random inits, GD does not (Fig. 5.7, L2280-2292)."),
+                "that are consistent across 5 random inits, GD does not (Fig. 5.7, §5.5.3)."),
          params=[Param("width", 100), Param("n_seeds", 5, test=3), Param("rho", 0.3), Param("lr", 2e-4),
                  Param("n_steps", 200000, test=20000), Param("stop_loss", 1e-5)],
          figure=f"{_VIZ}:fig_relu1d")
@@ -362,8 +364,8 @@ def _perturbed_step(trainer, x, y, delta_fn):
 
 
 class RandomPerturbationStepper:
-    """Random-perturbation baseline of Fig. 5.1 (L2176): the gradient is taken at w + δ with δ uniform on the
-    ℓ2 sphere of radius ρ (same radius as normalised SAM; the thesis gives no σ — seed001-digest §9),
+    """Random-perturbation baseline of Fig. 5.1 (§5.4): the gradient is taken at w + δ with δ uniform on the
+    ℓ2 sphere of radius ρ (same radius as normalised SAM; the thesis gives no σ),
     then the base optimizer steps from w (restored from a saved copy). A :class:`workbench.training.Stepper`."""
 
     name = "random_perturbation"
@@ -396,7 +398,7 @@ class RandomPerturbationStepper:
 
 
 class NSAMStepper(RandomPerturbationStepper):
-    """Stochastic n-SAM (Eq. 5.21, L2749; how "n-SAM" of Fig. 5.1 is run, L2915): the ascent direction is the
+    """Stochastic n-SAM (Eq. 5.21; how "n-SAM" of Fig. 5.1 is run, §5.11): the ascent direction is the
     normalised gradient of a *different*, independently drawn training batch J (same size), δ = ρ g_J/‖g_J‖;
     the descent gradient is that of the current batch at w + δ."""
 
@@ -447,7 +449,7 @@ def with_label_noise(bundle, fraction: float, seed):
 
     Exactly ``int(fraction * n_train)`` training examples, drawn with ``numpy.random.default_rng(seed)``, get a label
     drawn uniformly from the *other* classes (the public understanding-sam code, ``noise_type='sym'``; the thesis
-    says "changed to random labels", L2368). The labels are fixed for the whole run.
+    says "changed to random labels", §5.6.2). The labels are fixed for the whole run.
 
     Returns:
         ``(noisy_bundle, clean_y int64 [n_train], noisy bool [n_train])``: the copied bundle (same ``x`` and
@@ -491,20 +493,20 @@ def digits_sam_variants(*, ms: Sequence[int] = (2, 4, 8, 16, 32, 128), seeds: Se
 
     An MLP (one hidden layer of ``hidden`` ReLUs, no normalisation layers) on sklearn digits (8x8, 10 classes;
     the workbench's pooled split: 1,258 train / 359 test; ``max_train`` subsamples the training split), SGD
-    (momentum 0.9, ℓ2 5e-4, the thesis' deep-net defaults L2911; constant ``lr``), batch ``batch_size``,
+    (momentum 0.9, ℓ2 5e-4, the thesis' deep-net defaults §5.11; constant ``lr``), batch ``batch_size``,
     ``epochs`` epochs, each method over ``seeds``, trained by the workbench :class:`~workbench.training.Trainer`
     (m-SAM = ``optim.name="sam"`` with ``m``; random perturbation and n-SAM via the
     :class:`RandomPerturbationStepper` / :class:`NSAMStepper` hooks). m = ``batch_size`` is standard SAM.
     A fraction ``label_noise`` of the training labels is changed to a random other class, fixed for the whole
     run (:func:`with_label_noise`; one draw per training seed, seeded by ``(noise_seed, seed)`` and shared by all
-    methods of that seed; test labels stay clean): the uniform label noise of Fig. 5.12 (L2366-2368).
+    methods of that seed; test labels stay clean): the uniform label noise of Fig. 5.12 (§5.6.2).
 
     Measured per run: final test error (clean test labels); training error on the clean examples and on the
     noisy examples against their noisy labels (Fig. 5.12's "training error on noisy samples"); the same three
     after every epoch (``curves``) and the lowest test error over epochs (an oracle early stop). Means, std and
-    95 % percentile-bootstrap CIs over seeds (L2919).
+    95 % percentile-bootstrap CIs over seeds (§5.11).
 
-    Faithful (digest §8 item 14; Fig. 5.1 L2150/L2174, Fig. 5.16 L2936): the lowest-m SAM has the lowest mean
+    Faithful (Fig. 5.1/§5.4, Fig. 5.16): the lowest-m SAM has the lowest mean
     final test error, below ERM, random perturbation and n-SAM by more than a quarter of one test example; its
     gain over each of those three is resolved (95 % bootstrap CI of the seed-paired difference below 0, which
     needs >= 2 seeds); and the mean m-SAM test error does not increase as m gets smaller.
@@ -601,9 +603,9 @@ def digits_sam_variants(*, ms: Sequence[int] = (2, 4, 8, 16, 32, 128), seeds: Se
                "noisy_train_err_low": float(fin.loc[low, "train_error_noisy"]),
                "noisy_train_err_erm": float(fin.loc["ERM", "train_error_noisy"])}
     notes = [f"Scaled down: a one-hidden-layer MLP on sklearn digits, {epochs} epochs at a constant lr, no data "
-             "augmentation — not ResNet-18/34 on CIFAR-10/100 for 200 epochs with a piecewise lr (L2911). m < batch "
-             "is chunked inside one batch, the thesis' protocol for Fig. 5.16 (L2229, L2915).",
-             "The default trains with 60% uniform label noise (the Fig. 5.12 setting, L2366-2368), not the clean "
+             "augmentation — not ResNet-18/34 on CIFAR-10/100 for 200 epochs with a piecewise lr (§5.11). m < batch "
+             "is chunked inside one batch, the thesis' protocol for Fig. 5.16 (§5.5.1, §5.11).",
+             "The default trains with 60% uniform label noise (the Fig. 5.12 setting, §5.6.2), not the clean "
              "labels of Fig. 5.1: on clean digits (label_noise=0, rho 0.1, seeds 0-4, 30 epochs) 2-SAM gets 2.28% "
              "vs ERM 2.67% test error — lower on every seed, but by 1-2 of 359 test examples, too small to assert "
              "at a reduced size. With noise, ERM fits the flipped labels within the budget and low-m SAM resists "
@@ -611,14 +613,14 @@ def digits_sam_variants(*, ms: Sequence[int] = (2, 4, 8, 16, 32, 128), seeds: Se
              "Part of the final-epoch gap is SAM fitting the noise later (Fig. 5.12: every method fits it "
              "eventually; after 100 epochs all have < 5% training error on the noisy labels and the gap shrinks). "
              "The best-epoch (oracle early-stopped) test error is reported beside it; its gap is smaller.",
-             "rho 0.1 for every SAM variant and the random baseline (the thesis' typical optimum, L2913). Too large "
+             "rho 0.1 for every SAM variant and the random baseline (the thesis' typical optimum, §5.11). Too large "
              "a rho for small m fails to train (rho 0.2: 4-SAM stays far above ERM while 16-SAM is best).",
              "Random perturbation: delta uniform on the sphere of radius rho (sigma is not given in the thesis, "
-             "digest §9). n-SAM: normalised ascent on an independent batch of the same size (Eq. 5.21, L2749).",
+             "digest §9). n-SAM: normalised ascent on an independent batch of the same size (Eq. 5.21).",
              "Label noise as the public understanding-sam code (noise_type 'sym'): exactly int(p n) training labels "
              "changed to a uniformly drawn other class; the thesis says 'changed to random labels'.",
              "With few seeds the percentile-bootstrap CI of a paired difference is below 0 exactly when every "
-             "seed's difference is negative. Error bars in the figure: bootstrap of the mean (as seaborn, L2919)."]
+             "seed's difference is negative. Error bars in the figure: bootstrap of the mean (as seaborn, §5.11)."]
     return Outcome(data={"runs": runs, "curves": curves, "label_noise": float(label_noise)}, measured=measured,
                    verdict=verdict, metrics=metrics, notes=notes)
 
@@ -626,9 +628,9 @@ def digits_sam_variants(*, ms: Sequence[int] = (2, 4, 8, 16, 32, 128), seeds: Se
 register("fig5.16", digits_sam_variants, chapter=5,
          title="Figs 5.1/5.16 (scaled down, 60% label noise): ERM vs random vs n-SAM vs m-SAM on digits",
          claim=("Only low-m worst-case SAM improves generalization substantially; random perturbations and n-SAM "
-                "barely help, and test error decreases monotonically as m gets smaller (Fig. 5.1 L2150, "
-                "Fig. 5.16 L2936). With 60% label noise SAM is better along training and fits the noisy labels "
-                "later (Fig. 5.12, L2366)."),
+                "barely help, and test error decreases monotonically as m gets smaller (Fig. 5.1, "
+                "Fig. 5.16). With 60% label noise SAM is better along training and fits the noisy labels "
+                "later (Fig. 5.12)."),
          params=[Param("ms", [2, 4, 8, 16, 32, 128], test=[4, 16, 128],
                        help="m of m-SAM (m = batch size: standard SAM)"),
                  Param("seeds", [0, 1, 2, 3, 4], test=[0, 1, 2]),

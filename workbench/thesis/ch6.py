@@ -1,26 +1,26 @@
 """Chapter 6 of the thesis: SGD with large step sizes learns sparse features.
 
-Source: ``001_1a58a5a7ab3e6a24.txt`` Ch. 6 (L2992-3591; digest ``seed001-digest.md`` §2, §8 items 4-8). The
+Source: [Andriushchenko 2024, Ch. 6] (section, equation and figure numbers below refer to it). The
 thesis gives no numeric step sizes for its toy experiments; every η, decay factor and warm-up factor below is
-from the public code ``tml-epfl/sgd-sparse-features`` (digest §2.1, §2.3, §9) and is a parameter.
+from the public code ``tml-epfl/sgd-sparse-features`` and is a parameter.
 
 Algorithms
 ----------
-* Regression loss (Eq. 6.1, L3045) ``L(θ) = (1/2n) Σ (h_θ(x_i) − y_i)²``; SGD with batch 1 (Eq. 6.2, L3049)
+* Regression loss (Eq. 6.1) ``L(θ) = (1/2n) Σ (h_θ(x_i) − y_i)²``; SGD with batch 1 (Eq. 6.2)
   ``θ ← θ − η (h_θ(x_i) − y_i) ∇_θ h_θ(x_i)``; full-batch GD ``θ ← θ − η ∇L``.
 * Step-size schedules as pure functions of the iteration (:func:`piecewise_constant`, :func:`linear_warmup`,
-  :func:`exponential_warmup`): large η then ``η / decay`` after a fraction p ∈ {10, 30, 50}% (L3159); the public
+  :func:`exponential_warmup`): large η then ``η / decay`` after a fraction p ∈ {10, 30, 50}% (§6.4.1); the public
   code's linear warm-up ``η_t = η + (F − 1) η (t/T)^e`` for ``t ≤ pT`` followed by ``÷ decay``; the deep-net
-  exponential warm-up ``η₀ · 1.05^{100 t/T}`` for ``t/T < p`` then ``/10`` until 0.9T, then ``/100`` (L3196).
-* SGD ≡ GD with label noise (Prop. 6.3.1, L3057-3065): :func:`label_noise_targets` gives
+  exponential warm-up ``η₀ · 1.05^{100 t/T}`` for ``t/T < p`` then ``/10`` until 0.9T, then ``/100`` (§6.4.3).
+* SGD ≡ GD with label noise (Prop. 6.3.1): :func:`label_noise_targets` gives
   ``y^t = y + ξ_t``, ``[ξ_t]_i = (h(x_i) − y_i)(1 − n 1{i = i_t})`` so that a full-batch step on ``y^t`` is exactly
   the SGD step on example ``i_t``.
-* SDE model (Eq. 6.8, L3097) and its discretisation (Eq. 6.58, L3511):
+* SDE model (Eq. 6.8) and its discretisation (Eq. 6.58):
   ``θ_{t+1} = θ_t − γ_t ∇L(θ_t) + √γ_t √(η_t δ_t) φ_θt(X)ᵀ Z_t``, Z_t ~ N(0, I_n), γ_t = η_t / k (thesis k = 10),
   run k× longer than SGD, η_t = η^SGD_{⌊t/k⌋}, δ_t = c · L(θ^SGD_{⌊t/k⌋}); gradient flow = the same recursion
-  without noise (L3520). For diagonal nets φ rows are ``[x ⊙ v, x ⊙ u]`` so the noise is
-  ``(v ⊙ XᵀZ, u ⊙ XᵀZ)`` (Eq. 6.9, L3109).
-* Loss-stabilisation toy (Prop. 6.3.2, Eq. 6.5, L3073-3087): y = x θ*², ``F(θ) = ¼ E(y − xθ²)²``,
+  without noise (§6.8). For diagonal nets φ rows are ``[x ⊙ v, x ⊙ u]`` so the noise is
+  ``(v ⊙ XᵀZ, u ⊙ XᵀZ)`` (Eq. 6.9).
+* Loss-stabilisation toy (Prop. 6.3.2, Eq. 6.5, §6.3.2): y = x θ*², ``F(θ) = ¼ E(y − xθ²)²``,
   ``θ ← θ + η θ x (y − x θ²)``.
 
 Models: diagonal linear nets (:class:`workbench.models.toy.DiagonalLinearNet`, parametrization ``"uv"``, data
@@ -68,7 +68,7 @@ def _check_T(T: int) -> int:
 
 def piecewise_constant(T: int, eta: float, decay_at: float | None = None, decay: float = 1.0) -> np.ndarray:
     """η_t for t = 0..T−1: ``eta`` up to iteration ``⌊decay_at·T⌋`` (inclusive, as the public code), ``eta/decay``
-    after (thesis L3159). ``decay_at=None``: constant.
+    after (thesis §6.4.1). ``decay_at=None``: constant.
 
     Raises ``ValueError`` for ``decay_at`` outside [0, 1] or ``decay <= 0``."""
     T = _check_T(T)
@@ -101,7 +101,7 @@ def linear_warmup(T: int, eta: float, warmup_until: float, factor: float, *, exp
 
 
 def exponential_warmup(T: int, eta0: float, p: float) -> np.ndarray:
-    """Deep-net schedule (L3196; public code ``get_lr_schedule``): ``η₀ · 1.05^{100 t/T}`` for ``t/T < p``, then
+    """Deep-net schedule (§6.4.3; public code ``get_lr_schedule``): ``η₀ · 1.05^{100 t/T}`` for ``t/T < p``, then
     ``η₀ · 1.05^{100 p} / 10`` until 0.9 T, then ``/ 100``."""
     T = _check_T(T)
     if not 0 < p < 0.9:
@@ -113,7 +113,7 @@ def exponential_warmup(T: int, eta0: float, p: float) -> np.ndarray:
 
 # ------------------------------------------------------------------ SGD = label-noise GD (Prop. 6.3.1)
 def label_noise_targets(pred: np.ndarray, y: np.ndarray, i_t: int) -> np.ndarray:
-    """Targets ``y^t = y + ξ_t`` of Prop. 6.3.1 (L3057-3065), ``[ξ_t]_i = (h(x_i) − y_i)(1 − n·1{i = i_t})``.
+    """Targets ``y^t = y + ξ_t`` of Prop. 6.3.1, ``[ξ_t]_i = (h(x_i) − y_i)(1 − n·1{i = i_t})``.
 
     A full-batch GD step with step η on ``(1/2n) Σ (h(x_i) − y^t_i)²`` equals the SGD step on example ``i_t``:
     the residuals become ``h − y^t = n (h(x_{i_t}) − y_{i_t}) e_{i_t}``. ``E ξ = 0`` and
@@ -147,7 +147,7 @@ def _checkpoints(T: int, count: int) -> np.ndarray:
 def train_diag_net(X: np.ndarray, y: np.ndarray, etas: np.ndarray, *, method: str = "sgd", u0: float = 0.1,
                    seed: int = 0, checkpoints: int = 200, names: Sequence[str] | None = None,
                    record_loss: bool = False, progress: Progress = None) -> DiagRun:
-    """Train S diagonal nets β = u ⊙ v (init u = u0·1, v = 0, L3159) with SGD (batch 1, Eq. 6.2) or full-batch GD
+    """Train S diagonal nets β = u ⊙ v (init u = u0·1, v = 0, §6.4.1) with SGD (batch 1, Eq. 6.2) or full-batch GD
     on ``L = (1/2n)‖X(u⊙v) − y‖²`` (Eq. 6.1), one step-size sequence per run.
 
     Args:
@@ -207,7 +207,7 @@ def train_diag_net(X: np.ndarray, y: np.ndarray, etas: np.ndarray, *, method: st
 def diag_sde(X: np.ndarray, y: np.ndarray, eta_sgd: np.ndarray, delta_sgd: np.ndarray, *, substeps: int = 10,
              noise: bool = True, u0: float = 0.1, seed: int = 0, checkpoints: int = 200,
              progress: Progress = None) -> DiagRun:
-    """Discretised SDE (Eq. 6.58, L3511) — or, with ``noise=False``, gradient flow (L3520) — for diagonal nets.
+    """Discretised SDE (Eq. 6.58) — or, with ``noise=False``, gradient flow (§6.8) — for diagonal nets.
 
     ``θ_{t+1} = θ_t − γ_t ∇L(θ_t) + √γ_t √(η_t δ_t) φ_θt(X)ᵀ Z_t`` with γ_t = η_t / ``substeps``, run ``substeps``×
     longer than the SGD it models; η_t = η^SGD_{⌊t/substeps⌋} and δ_t = δ^SGD_{⌊t/substeps⌋} (the caller passes
@@ -304,7 +304,7 @@ def repro_diag_nets(*, n: int = 80, d: int = 200, r: int = 20, T: int = 100_000,
                     include_gd: bool = True, progress: Progress = None) -> Outcome:
     """Figs. 6.2 (SGD), 6.11 (full-batch GD control) and 6.3 (GD vs SGD trajectories) on diagonal linear nets.
 
-    Setting (L3159): n = 80, d = 200, β* 20-sparse (|N(0,1)| normalised, :func:`sparse_regression`), x ~ N(0, I),
+    Setting (§6.4.1): n = 80, d = 200, β* 20-sparse (|N(0,1)| normalised, :func:`sparse_regression`), x ~ N(0, I),
     u₀ = 0.1, v₀ = 0, T = 10⁵ SGD iterations (batch 1); small η constant vs large η decayed at 10/30/50 % by
     4.8/3.4/1.5 (public-code decays). Step sizes: the public code's 0.25 / 0.282 sit at SGD's edge of stability and
     diverge on most data draws here; the defaults are 0.85× those values (0.2125 / 0.2397) with data seed 3.
@@ -312,7 +312,7 @@ def repro_diag_nets(*, n: int = 80, d: int = 200, r: int = 20, T: int = 100_000,
     stabilises around 10^-2) decayed at 10/30/50 % by ``gd_decay`` — GD step sizes chosen here, the thesis gives
     none.
 
-    Criterion (digest §8 item 4): (a) plateau: train loss of the large-η SGD runs stays within
+    Criterion (faithful reproduction): (a) plateau: train loss of the large-η SGD runs stays within
     [10^-2.5, 10^-0.5] during the large-step phase; (b) rank φ(X) and ‖u⊙v‖₀ fall *during* the plateau (value just
     before the decay < value at 5 % of training, for the 30 % and 50 % runs); (c) final test loss ordered
     small-η > 10 % > 30 % > 50 %; (d) GD: at its decay point the large-η GD run's ‖β‖₀ is ≥ 90 % of d (no
@@ -372,7 +372,7 @@ def repro_diag_nets(*, n: int = 80, d: int = 200, r: int = 20, T: int = 100_000,
                     gd_eta_small=gd_eta_small, gd_eta_large=gd_eta_large, gd_decay=gd_decay, u0=u0, seed=seed,
                     rank_threshold=rank_threshold, l0_threshold=l0_threshold, seconds=time.perf_counter() - t0)
     notes = ["Decay factors and the thresholds (rank 1e-15, l0 1e-50) are from the public code; the thesis gives "
-             "none (digest §9). The public code's SGD step sizes (0.25 / 0.282) diverged on every data draw tried "
+             "none. The public code's SGD step sizes (0.25 / 0.282) diverged on every data draw tried "
              "here (SGD with batch 1 at its edge of stability); 0.85x those values are used, with data seed 3. A run "
              "that diverges shows NaN losses and rank -1 and fails the verdict.",
              "Rank of phi(X) on 2d fresh inputs (|theta| = 2d), singular values normalised by the largest.",
@@ -441,7 +441,7 @@ def _diag_verdict(df, names, T, d, include_gd):
 # ------------------------------------------------------------------ Prop. 6.3.2 loss-stabilisation toy
 def quadratic_toy(*, eta: float = 1.05, theta_star: float = 1.0, theta0: float = 0.5, x_min: float = 1.0,
                   x_max: float = 1.05, T: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """SGD on the 1-D quadratic parametrisation of Prop. 6.3.2 (Eq. 6.5, L3073): y = x θ*²,
+    """SGD on the 1-D quadratic parametrisation of Prop. 6.3.2 (Eq. 6.5): y = x θ*²,
     ``θ_{t+1} = θ_t + η θ_t x_t (y_t − x_t θ_t²)`` with x_t ~ U[x_min, x_max] (seeded).
 
     Returns a DataFrame with ``iteration``, ``theta``, ``loss`` = F(θ) = ¼ E_x[x²] (θ*² − θ²)² (exact expectation).
@@ -461,7 +461,7 @@ def quadratic_toy(*, eta: float = 1.05, theta_star: float = 1.0, theta0: float =
 
 def repro_quadratic_toy(*, eta: float = 1.05, theta0: float = 0.5, x_min: float = 1.0, x_max: float = 1.05,
                         T: int = 2000, burn_in: int = 200, seed: int = 0, progress: Progress = None) -> Outcome:
-    """Prop. 6.3.2 / 6.7.1 (L3073-3087, L3293-3297): loss stabilisation of SGD on y = xθ*², θ* = 1.
+    """Prop. 6.3.2 / 6.7.1 (§6.3.2, §6.7): loss stabilisation of SGD on y = xθ*², θ* = 1.
 
     For ``η ∈ ((θ* x_min)^-2, 1.25 (θ* x_max)^-2)`` and θ₀ ∈ (0, θ*) the thesis proves that, after some time,
     F(θ_t) ∈ (ε_o² θ*², 0.17 θ*²) with ε_o = min{(η (θ* x_min)² − 1)/3, 0.02}, and the iterates alternate between
@@ -496,7 +496,7 @@ def repro_quadratic_toy(*, eta: float = 1.05, theta0: float = 0.5, x_min: float 
                                                  "F_high": 0.17}},
                    measured=measured, verdict=verdict, metrics=m,
                    settings=dict(eta=eta, theta0=theta0, x_min=x_min, x_max=x_max, T=T, seed=seed),
-                   notes=["x ~ U[1, 1.05], eta = 1.05 and theta0 = 0.5 follow the digest's sanity run; the thesis "
+                   notes=["x ~ U[1, 1.05], eta = 1.05 and theta0 = 0.5 are our choice (a quick check); the thesis "
                           "states the proposition for any distribution supported in [x_min, x_max]."])
 
 
@@ -524,7 +524,7 @@ def relu1d_train(etas: np.ndarray, *, width: int = 100, seed: int = 0, checkpoin
                  snapshots: int = 8, grid: int = 200, tau: float = 0.95, normalize_rows: bool = False,
                  rank_threshold: float = RANK_THRESHOLD_RELU, names: Sequence[str] | None = None,
                  init_seeds: Sequence[int] | None = None, progress: Progress = None) -> dict:
-    """SGD (batch 1) on the 12-point 1-D regression set with a 1-hidden-layer ReLU net (Fig. 6.4, L3188).
+    """SGD (batch 1) on the 12-point 1-D regression set with a 1-hidden-layer ReLU net (Fig. 6.4, §6.4.2).
 
     Loss per example ``(h(x_i) − y_i)²`` (public code: ``mean((ŷ − y)²)`` over the batch, no ½); each run s uses
     the step sizes ``etas[s]`` and the initialisation (:class:`~workbench.models.toy.ReLU1D`, Blanc et al.) of seed
@@ -597,11 +597,11 @@ def repro_relu1d(*, T: int = 31_623, eta: float = 2e-4, fractions: Sequence[floa
                  warmup_per_fraction: float = 400.0, decays: Sequence[float] = (2.5, 3.0), width: int = 100,
                  seed: int = 0, checkpoints: int = 100, tau: float = 0.999, normalize_rows: bool = True,
                  rank_threshold: float = RANK_THRESHOLD_RELU, progress: Progress = None) -> Outcome:
-    """Figs. 6.4 / 6.12 / 6.13 (L3168-3190, L3556-3561): 1-D regression, 100 ReLUs, SGD batch 1 with a long linear
+    """Figs. 6.4 / 6.12 / 6.13 (§6.4.2, §6.9): 1-D regression, 100 ReLUs, SGD batch 1 with a long linear
     warm-up ``η_t = η + (F − 1) η t/T`` up to p·T (F = ``warmup_per_fraction``·p) then ÷ decay; p = 2 % vs 50 %.
 
     Public-code settings: η = 2e-4, F = 400·p (Fig. 6.4) or 500·p (Fig. 6.12), decay 2.5 / 3.0, T = 10^4.5.
-    Criterion (digest §8 item 6, Fig. 6.4): the 50 % run ends with fewer kinks, lower rank and lower FSC than the
+    Criterion (faithful reproduction, Fig. 6.4): the 50 % run ends with fewer kinks, lower rank and lower FSC than the
     2 % run, and its rank/FSC fall during its warm-up plateau (value just before the decay < value at 10 %); the
     50 % run's warm-up loss stays high (median log10 > −1.5; thesis ≈ 10^-0.5). For Fig. 6.12 pass
     ``warmup_per_fraction=500``: the 50 % run should stay stuck at a high loss (reported as ``final_loss_50``).
@@ -825,11 +825,11 @@ def repro_teacher_student(*, T: int = 10_000, eta_small: float = 0.011, eta: flo
                           student_scale: float = 0.8, seed: int = 5, checkpoints: int = 100, tau: float = 0.99,
                           normalize_rows: bool = True, rank_threshold: float = RANK_THRESHOLD_RELU,
                           progress: Progress = None) -> Outcome:
-    """Fig. 6.5 (L3173, L3192): three-layer ReLU teacher (2-2 hidden) and student (10-10), n = 50, SGD batch 1.
+    """Fig. 6.5 (§6.4.2): three-layer ReLU teacher (2-2 hidden) and student (10-10), n = 50, SGD batch 1.
 
     Runs: medium constant η (``eta_small``) and large η with warm-up ``η_t = η + (F − 1) η (t/T)^e`` decayed at
     10/30/50 % (public code: η = 0.04, F = 6, e = 0.5, decays 3.5/2.5/5.0, small η = 0.011, T = 10⁴, d = 5, inputs
-    on the unit sphere, student init ×0.8, seed 5). Criterion (digest §8 item 7): final test loss ordered
+    on the unit sphere, student init ×0.8, seed 5). Criterion (faithful reproduction): final test loss ordered
     small > 10 % > 30 % > 50 %, the 50 % run ends with a lower FSC than the small-η run on *both* layers, and at the
     end of its large-step phase its FSC on both layers is below its initial value and below the small-η run's at
     the same iteration. Data: dict ``metrics``, ``decay_at``.
@@ -864,14 +864,14 @@ def repro_sde(*, n: int = 80, d: int = 200, r: int = 20, T: int = 100_000, eta_l
               decay_at: float = 0.5, decay: float = 1.5, c: float | None = None, substeps: int = 10, u0: float = 0.1,
               seed: int = 3, checkpoints: int = 100, rank_threshold: float = RANK_THRESHOLD_DIAG,
               l0_threshold: float = L0_THRESHOLD_DIAG, progress: Progress = None) -> Outcome:
-    """Fig. 6.9 (L3505-3525) for diagonal nets: SGD (large η decayed at ``decay_at``; the Fig. 6.2 setting) vs the
+    """Fig. 6.9 (§6.8) for diagonal nets: SGD (large η decayed at ``decay_at``; the Fig. 6.2 setting) vs the
     discretised SDE (Eq. 6.58) with γ_t = η_t/k, k = ``substeps`` (thesis 10), η_t = η^SGD_{⌊t/k⌋},
     δ_t = c · L(θ^SGD_{⌊t/k⌋}), vs gradient flow (the same recursion without noise).
 
     ``c=None`` uses c = 2/n [derived]: over one SGD step the SDE injects noise with covariance η² δ φᵀφ, while the
     batch-1 SGD noise has covariance ≈ η² (1/n) Σ_i r_i² ∇h_i ∇h_iᵀ ≈ η² (2L/n) φᵀφ — equal for δ = 2L/n.
 
-    Criterion (digest §8 item 8): the SDE sparsifies like SGD — its rank and ‖u⊙v‖₀ at the decay point are at least
+    Criterion (faithful reproduction): the SDE sparsifies like SGD — its rank and ‖u⊙v‖₀ at the decay point are at least
     half-way from d to SGD's values (rank_SDE ≤ d − ½ (d − rank_SGD), same for ℓ0) — while gradient flow does not
     (its rank and ℓ0 stay ≥ 0.95 d), and the SDE's final test loss is below gradient flow's.
     Data: dict ``metrics`` (runs SGD / SDE / gradient flow), ``decay_at``, ``T``.
@@ -915,7 +915,7 @@ def repro_sde(*, n: int = 80, d: int = 200, r: int = 20, T: int = 100_000, eta_l
                    settings=dict(n=n, d=d, r=r, T=T, eta_large=eta_large, decay_at=decay_at, decay=decay, c=c,
                                  substeps=substeps, u0=u0, seed=seed, rank_threshold=rank_threshold,
                                  l0_threshold=l0_threshold),
-                   notes=[f"c = {c:.4g}: the thesis tunes c per setting to match SGD's dynamics (L3513) and does not "
+                   notes=[f"c = {c:.4g}: the thesis tunes c per setting to match SGD's dynamics (§6.8) and does not "
                           "report it; the default 2/n matches the covariance of batch-1 SGD noise [derived].", f"k = {substeps} SDE steps per SGD step (thesis: 10).",
                           "delta_t uses SGD's instantaneous full training loss, as written in the thesis (no "
                           "smoothing)."])
@@ -981,7 +981,7 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
                     student_width: int = 20, student_scales: Sequence[float] = (0.5, 0.0), seed: int = 0,
                     checkpoints: int = 100, tau: float = 0.99, normalize_rows: bool = True,
                     rank_threshold: float = RANK_THRESHOLD_RELU, progress: Progress = None) -> Outcome:
-    """Figs. 6.10 and 6.14 (L3526-3535, L3568): two-layer ReLU nets without biases in the teacher–student setup of
+    """Figs. 6.10 and 6.14 (§6.9): two-layer ReLU nets without biases in the teacher–student setup of
     Chizat et al. (d = 2, teacher: 3 unit-norm neurons with ±1 output weights; student: 20 neurons), SGD batch 1 with
     a small constant η vs a large η decayed at 10/30/50 % (public code: η 0.13 vs 0.455, decays 2/4/5,
     T = 10^4.15, n = 15, student init scales (0.5, 0.0)).
@@ -990,7 +990,7 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
     other draws. ``eta_large=None`` (default) takes ``stable_fraction`` × the largest non-diverging step of the
     50 % schedule on this draw (:func:`largest_stable_step`).
 
-    Criterion (digest §8 item 7: "FSC decreases; neurons cluster on teacher directions only for large η"; thesis:
+    Criterion (faithful reproduction: "FSC decreases; neurons cluster on teacher directions only for large η"; thesis:
     "for a small step size the neurons stay close to their initialization, for a large step size there is a clear
     clustering along the teacher directions"): the 50 % run ends with a lower FSC than the small-η run; the small-η
     neurons barely turn (median angle moved < ⅓ of the 50 % run's); and the 50 % run's neurons end closer to the
@@ -1078,7 +1078,7 @@ def repro_relu1d_overregularized(*, factors: Sequence[float] = (400.0, 500.0, 60
                                  width: int = 100, seed: int = 0, checkpoints: int = 30, tau: float = 0.999,
                                  normalize_rows: bool = True, rank_threshold: float = RANK_THRESHOLD_RELU,
                                  stuck_level: float = 10 ** -1.5, progress: Progress = None) -> Outcome:
-    """Fig. 6.12 (L3556): the 50 % schedule of Fig. 6.4 with a larger warm-up factor (F = 500·p instead of 400·p)
+    """Fig. 6.12: the 50 % schedule of Fig. 6.4 with a larger warm-up factor (F = 500·p instead of 400·p)
     over-regularises — the run "fails to fit all the training points and gets stuck at a too high value of the
     training loss (≈ 10^-0.5)".
 
@@ -1143,7 +1143,7 @@ def repro_relu1d_overregularized(*, factors: Sequence[float] = (400.0, 500.0, 60
 _DIAG_CLAIM = ("Large-step SGD on diagonal linear nets: the train loss stabilises (~10^-1.5) while rank phi(X) and "
                "||u*v||_0 fall during the plateau; final test loss ordered small eta > decay at 10% > 30% > 50%; "
                "full-batch GD with a large step also stabilises but does not sparsify nor generalise "
-               "(Figs. 6.2, 6.11, 6.3; L3135-3184, L3551).")
+               "(Figs. 6.2, 6.11, 6.3; §6.4.1, §6.9).")
 register("fig6.2", repro_diag_nets, chapter=6, title="Diagonal nets: large-step SGD vs GD (Figs. 6.2, 6.3, 6.11)",
          claim=_DIAG_CLAIM,
          params=[Param("T", 100_000, help="SGD iterations (GD runs T/10 steps)"),
@@ -1157,13 +1157,13 @@ register("fig6.2", repro_diag_nets, chapter=6, title="Diagonal nets: large-step 
 register("prop6.3.2", repro_quadratic_toy, chapter=6, title="Loss stabilisation toy (Prop. 6.3.2)",
          claim="For eta in ((theta* x_min)^-2, 1.25 (theta* x_max)^-2) SGD on y = x theta*^2 stabilises: F(theta_t) in "
                "(eps_o^2, 0.17) theta*^2 and iterates alternate in (0.65, 1-eps_o) theta* / (1+eps_o, 1.162) theta* "
-               "(Prop. 6.3.2, L3073-3087).",
+               "(Prop. 6.3.2, §6.3.2).",
          params=[Param("eta", 1.05), Param("theta0", 0.5), Param("T", 2000, test=1000), Param("seed", 0)],
          figure="workbench.viz.thesis_sparse:quadratic_toy_figure")
 register("fig6.4", repro_relu1d, chapter=6, title="1-D ReLU regression: warm-up decayed at 2% vs 50% (Figs. 6.4, 6.13)",
          claim="Two-layer ReLU net on 12 points: with a long warm-up (50%) the loss stabilises (~10^-0.5), the "
                "predictor becomes simpler (few kinks) and rank phi(X) and the feature sparsity coefficient fall "
-               "(Fig. 6.4, L3168-3190; Fig. 6.13: first simplified, then fitted).",
+               "(Fig. 6.4, §6.4.2; Fig. 6.13: first simplified, then fitted).",
          params=[Param("T", 31_623), Param("eta", 2e-4), Param("warmup_per_fraction", 400.0, help="F = this x p"),
                  Param("seed", 0), Param("checkpoints", 100, test=40),
                  Param("tau", 0.999, help="FSC correlation threshold (thesis 0.95; 1-D code 0.999)"),
@@ -1172,7 +1172,7 @@ register("fig6.4", repro_relu1d, chapter=6, title="1-D ReLU regression: warm-up 
 register("fig6.12", repro_relu1d_overregularized, chapter=6,
          title="1-D ReLU regression: over-regularisation by a larger warm-up (Fig. 6.12)",
          claim="With a larger warm-up factor (500x vs 400x) the 50% run over-regularises: it cannot fit all training "
-               "points and stays at a high loss (~10^-0.5) (Fig. 6.12, L3556). Measured over several inits: the "
+               "points and stays at a high loss (~10^-0.5) (Fig. 6.12). Measured over several inits: the "
                "fraction of stuck runs grows with the warm-up factor.",
          params=[Param("factors", [400.0, 500.0, 600.0], help="warm-up factors F/p to compare (increasing)"),
                  Param("seeds", list(range(8)), test=[0, 1], help="initialisations (Blanc et al.) to run"),
@@ -1182,21 +1182,21 @@ register("fig6.12", repro_relu1d_overregularized, chapter=6,
 register("fig6.5", repro_teacher_student, chapter=6, title="Three-layer teacher-student ReLU nets (Fig. 6.5)",
          claim="Three-layer ReLU student (10-10) of a 2-2 teacher, n = 50: large steps with warm-up stabilise the "
                "loss, lower the Jacobian rank and the feature sparsity coefficient on both hidden layers, and give a "
-               "lower test loss for longer schedules at the same final train loss (Fig. 6.5, L3173, L3192).",
+               "lower test loss for longer schedules at the same final train loss (Fig. 6.5, §6.4.2).",
          params=[Param("T", 10_000), Param("eta_small", 0.011), Param("eta", 0.04), Param("seed", 5),
                  Param("checkpoints", 100, test=30), Param("tau", 0.99, help="FSC threshold (toy code 0.99; thesis 0.95)")],
          figure="workbench.viz.thesis_sparse:teacher_student_figure")
 register("fig6.10", repro_two_layer, chapter=6, title="Two-layer teacher-student, d = 2: neuron clustering (Figs. 6.10, 6.14)",
          claim="Two-layer ReLU nets (Chizat et al. setup): with a small step the neurons stay near their "
                "initialisation (lazy); only with a large step do they cluster on the teacher directions, giving "
-               "sparser features (Figs. 6.10, 6.14, L3526-3535, L3568).",
+               "sparser features (Figs. 6.10, 6.14; §6.9).",
          params=[Param("T", 14_125), Param("eta_small", 0.13),
                  Param("eta_large", None, help="large step; None = stable_fraction x the largest stable step"),
                  Param("stable_fraction", 0.95), Param("seed", 0), Param("checkpoints", 100, test=30)],
          figure="workbench.viz.thesis_sparse:neurons_figure")
 register("fig6.9", repro_sde, chapter=6, title="SGD vs SDE discretisation vs gradient flow (Fig. 6.9)",
          claim="The discretised SDE (Eq. 6.58) reproduces SGD's rank and sparsity decrease; gradient flow (no noise) "
-               "shows no rank minimisation or sparsity (Fig. 6.9, L3505-3525).",
+               "shows no rank minimisation or sparsity (Fig. 6.9, §6.8).",
          params=[Param("T", 100_000), Param("substeps", 10, test=2, help="SDE steps per SGD step (thesis 10)"),
                  Param("c", 0.025, help="delta_t = c L(theta_SGD); default 2/n matches the SGD noise covariance"),
                  Param("seed", 3), Param("checkpoints", 100, test=30)],

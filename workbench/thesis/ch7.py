@@ -1,15 +1,17 @@
 """Chapter 7 reproductions — "A modern look at the relationship between sharpness and generalization"
-(001 thesis, L3592-4565).
+[Andriushchenko 2024, Ch. 7].
+
+Section, equation and figure numbers below refer to that thesis.
 
 Registered in :mod:`workbench.thesis.registry` (figures: :mod:`workbench.viz.thesis_sam`):
 
-* ``fig7.1`` — Fig. 7.1: adaptive sharpness of a linear classifier falls with the weight scale (L3690);
-* ``fig7.7`` — Fig. 7.7: test loss vs ‖β‖₁, tr ∇²L, tr ∇̃²L, λ_max ∇̃²L for many diagonal nets, Kendall τ (L3785-3808);
+* ``fig7.1`` — Fig. 7.1: adaptive sharpness of a linear classifier falls with the weight scale (§7.4.2);
+* ``fig7.7`` — Fig. 7.7: test loss vs ‖β‖₁, tr ∇²L, tr ∇̃²L, λ_max ∇̃²L for many diagonal nets, Kendall τ (§7.6.2);
 * ``ch7.mini`` — a mini Ch. 7 study on digits: small MLPs at different learning rates and batch sizes,
   adaptive worst-case ℓ∞ sharpness (APGD, :func:`workbench.analysis.sharpness.sharpness`) vs test error and vs
-  learning rate, with Kendall τ (§8 item 13).
+  learning rate, with Kendall τ (§7.6.1).
 
-Library functions: :func:`kendall_tau` (Eq. 7.4), :func:`diag_hessian` (L3787-3806 with the rebalanced
+Library functions: :func:`kendall_tau` (Eq. 7.4), :func:`diag_hessian` (§7.6.2 with the rebalanced
 adaptive scaling), :func:`linear_adaptive_sharpness` (closed-form adaptive 1-sharpness of a linear model).
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ _VIZ = "workbench.viz.thesis_sam"
 
 # ----------------------------------------------------------------------------- Kendall tau
 def kendall_tau(t: Sequence[float] | np.ndarray, s: Sequence[float] | np.ndarray) -> float:
-    """Kendall rank correlation τ(t, s) = 2/(M(M−1)) Σ_{i<j} sign(t_i − t_j)·sign(s_i − s_j) (Eq. 7.4, L3675).
+    """Kendall rank correlation τ(t, s) = 2/(M(M−1)) Σ_{i<j} sign(t_i − t_j)·sign(s_i − s_j) (Eq. 7.4).
 
     Ties contribute 0 (this is τ_a; it equals ``scipy.stats.kendalltau``'s τ_b when there are no ties).
 
@@ -57,7 +59,7 @@ def kendall_tau(t: Sequence[float] | np.ndarray, s: Sequence[float] | np.ndarray
 
 # ----------------------------------------------------------------------------- diagonal nets
 def diag_hessian(u: Tensor, v: Tensor, x: Tensor, y: Tensor) -> Tensor:
-    """Hessian of L(u, v) = (1/2n)‖X(u⊙v) − y‖² w.r.t. (u, v), per model (L3787-3806, /2n normalisation).
+    """Hessian of L(u, v) = (1/2n)‖X(u⊙v) − y‖² w.r.t. (u, v), per model (§7.6.2, /2n normalisation).
 
     ∇²L = (1/n)[[V G V, V G U + diag(Xᵀr)], [U G V + diag(Xᵀr), U G U]], G = XᵀX, r = X(u⊙v) − y.
 
@@ -88,7 +90,7 @@ def diag_sharpness_measures(u: Tensor, v: Tensor, x: Tensor, y: Tensor) -> pd.Da
     * ``trace_adaptive``, ``lmax_adaptive`` of the adaptive Hessian ∇̃²L = D_c ∇²L D_c with the scaling
       c_u = √(|u|/|v|), c_v = √(|v|/|u|) that makes it invariant to (u, v) → (a u, v / a): this equals ∇²L
       evaluated at the rebalanced weights |ũ| = |ṽ| = √|β| (public code ``dln_hessian(normalized=True)``;
-      the thesis' formula at L3806 swaps u and v — seed001-digest §3.3 caution). At a global minimum with
+      the thesis' formula in §7.6.2 swaps u and v). At a global minimum with
       XᵀX/n = I, ½ tr ∇̃²L = ‖β‖₁ and λ_max ∇̃²L = 2‖β‖_∞;
     * ``trace_adaptive_w``: tr(∇²L ⊙ |w||w|ᵀ), the elementwise-adaptive c = |w| of Eq. 7.2 (→ Σ(u²v² + v²u²)).
 
@@ -124,13 +126,13 @@ def diag_nets_sharpness(*, n_nets: int = 200, d: int = 200, n: int = 100, kappa:
                         stop_loss: float = 1e-5, max_steps: int = 30000, progress=None) -> Outcome:
     """Fig. 7.7: sharpness measures of many diagonal linear nets vs their test loss, with Kendall τ.
 
-    ``n_nets`` nets on one sparse-regression problem (d = 200, 90 % sparse β*: κ = 20, L3808; n is not stated
+    ``n_nets`` nets on one sparse-regression problem (d = 200, 90 % sparse β*: κ = 20, §7.6.2; n is not stated
     in the thesis — default 100) trained by full-batch GD on (1/2n)‖X(u⊙v) − y‖² with a log-uniform step size in
     ``lr_range`` and a random init u₀ = α·U[0.5, 1.5]^d, v₀ = 0, α log-uniform in ``alpha_range``, until the
     train loss is below ``stop_loss`` (nets that do not get there within ``max_steps`` are left out, as the
     thesis keeps only nets trained to 1e-5).
 
-    Faithful (§8 item 10): τ(test loss, tr ∇̃²L) is high (thesis ≈ 0.8) and above τ(test loss, tr ∇²L);
+    Faithful: τ(test loss, tr ∇̃²L) is high (thesis ≈ 0.8) and above τ(test loss, tr ∇²L);
     ½ tr ∇̃²L ≈ ‖β‖₁; λ_max ∇̃²L ranks differently from the trace.
 
     Returns:
@@ -172,7 +174,7 @@ def diag_nets_sharpness(*, n_nets: int = 200, d: int = 200, n: int = 100, kappa:
                    notes=["Loss (1/2n)||X beta - y||^2 instead of Eq. 7.6's ||X beta - y||^2: every measure is scaled "
                           "by the same constant, so the rankings and tau are unchanged.",
                           "n, the learning-rate range and the init distribution of Fig. 7.7 are not given in the "
-                          "thesis (digest §9); they are parameters here."])
+                          "thesis; they are parameters here."])
 
 
 # ----------------------------------------------------------------------------- Fig 7.1
@@ -194,7 +196,7 @@ def linear_adaptive_sharpness(w: Tensor, x: Tensor, y: Tensor, rho: float) -> Te
     """Adaptive worst-case ℓ2 1-sharpness (m = 1, c = |w|) of a linear classifier with logistic loss, closed form.
 
     For ℓ(z) = log(1 + e^{−z}) decreasing, max_{‖δ/|w|‖₂ ≤ ρ} ℓ(y⟨w+δ, x⟩) = ℓ(y⟨w, x⟩ − ρ‖w ⊙ x‖₂)
-    (L2188-2201 with the adaptive ellipsoid), averaged over examples:
+    (§5.4 with the adaptive ellipsoid), averaged over examples:
     S = (1/n) Σ_i ℓ(y_i⟨w, x_i⟩ − ρ‖w ⊙ x_i‖₂) − ℓ(y_i⟨w, x_i⟩).
 
     Args:
@@ -222,7 +224,7 @@ def scale_sensitivity(*, n: int = 50, d: int = 100, std: float = 0.025, seed: in
     With ``check_pga`` the closed form is compared with the workbench's PGD estimate
     (:func:`workbench.analysis.sharpness.sharpness`, m = 1, adaptive ℓ2, 100 steps) at a = 1.
 
-    Faithful (§8 item 10): the adaptive sharpness falls with the scale (a = 2^10 vs a = 1: lower by orders of
+    Faithful: the adaptive sharpness falls with the scale (a = 2^10 vs a = 1: lower by orders of
     magnitude) although the classifier (its decision function's sign) is the same — hence logit normalisation.
 
     Returns:
@@ -287,7 +289,7 @@ def mini_study(*, lrs: Sequence[float] = (0.03, 0.1, 0.3, 1.0), batch_sizes: Seq
     :func:`workbench.analysis.sharpness.sharpness`) and the test error; Kendall τ between sharpness and test
     error (overall and within each batch size), and between sharpness and learning rate (Fig. 7.6 analogue).
 
-    Faithful (§8 item 13): sharpness strongly anti-correlated with the learning rate; its correlation with
+    Faithful: sharpness strongly anti-correlated with the learning rate; its correlation with
     test error weak or inconsistent across subgroups. The verdict checks τ(sharpness, lr) ≤ −0.3 and
     |τ(sharpness, test error)| < |τ(sharpness, lr)|.
 
@@ -360,7 +362,7 @@ def mini_study(*, lrs: Sequence[float] = (0.03, 0.1, 0.3, 1.0), batch_sizes: Seq
 register("fig7.1", scale_sensitivity, chapter=7, title="Fig 7.1: scale sensitivity of adaptive sharpness",
          claim=("Even adaptive (reparametrization-invariant) sharpness of a linear model at zero training error "
                 "decreases as the weights are scaled up (cross-entropy is not scale invariant), so sharpness must be "
-                "compared with logit normalization (Fig. 7.1, L3690-3698)."),
+                "compared with logit normalization (Fig. 7.1, §7.4.2)."),
          params=[Param("n", 50), Param("d", 100), Param("std", 0.025), Param("seed", 0), Param("lr", 5.0),
                  Param("n_steps", 100), Param("rhos", [0.1, 0.25, 0.5]), Param("n_scales", 41, test=21),
                  Param("check_pga", True)],
@@ -369,7 +371,7 @@ register("fig7.1", scale_sensitivity, chapter=7, title="Fig 7.1: scale sensitivi
 register("fig7.7", diag_nets_sharpness, chapter=7, title="Fig 7.7: sharpness measures on many diagonal nets",
          claim=("Over 200 diagonal linear nets (d = 200, 90% sparse), 1/2 tr of the adaptive Hessian ~ ||beta||_1 "
                 "and correlates best with test loss (Kendall tau ~ 0.8), better than the non-adaptive trace; "
-                "lambda_max of the adaptive Hessian can reverse the trend (Fig. 7.7, L3785-3808)."),
+                "lambda_max of the adaptive Hessian can reverse the trend (Fig. 7.7, §7.6.2)."),
          params=[Param("n_nets", 200, test=40), Param("d", 200, test=100), Param("n", 100, test=50),
                  Param("kappa", 20, test=10), Param("seed", 0), Param("lr_range", [0.005, 0.1]),
                  Param("alpha_range", [0.01, 1.0]), Param("stop_loss", 1e-5),
@@ -378,7 +380,7 @@ register("fig7.7", diag_nets_sharpness, chapter=7, title="Fig 7.7: sharpness mea
 
 register("ch7.mini", mini_study, chapter=7, title="Mini Ch. 7 study: sharpness vs test error and LR (digits)",
          claim=("Sharpness (adaptive worst-case l-inf, APGD) is mostly determined by the learning rate (higher LR -> "
-                "lower sharpness) and does not correlate consistently with test error (Figs. 7.5-7.6, L3758-3771)."),
+                "lower sharpness) and does not correlate consistently with test error (Figs. 7.5-7.6)."),
          params=[Param("lrs", [0.03, 0.1, 0.3, 1.0], test=[0.05, 0.2, 0.8]),
                  Param("batch_sizes", [16, 64, 256], test=[32, 128]), Param("seeds", [0, 1], test=[0]),
                  Param("epochs", 100, test=40), Param("hidden", 128, test=64), Param("rho", 0.01),

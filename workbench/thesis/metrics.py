@@ -1,15 +1,15 @@
 """Chapter-6 metrics: rank of the feature Jacobian φ_θ(X), ‖β‖₀ / ‖β‖₁ of diagonal nets, feature sparsity.
 
-Source: ``001_1a58a5a7ab3e6a24.txt`` Ch. 6, L3155 (digest ``seed001-digest.md`` §2.2).
+Source: [Andriushchenko 2024, §6.4] and its public code ``tml-epfl/sgd-sparse-features``.
 
-* **Rank of φ_θ(X)** (L3155): "a fixed threshold on the singular values of φ_θ(X) normalized by the largest
+* **Rank of φ_θ(X)** (§6.4): "a fixed threshold on the singular values of φ_θ(X) normalized by the largest
   singular value", computed on as many *fresh* inputs as the model has parameters |θ| (so that rank deficiency is
   not caused by n ≪ |θ|): ``rank = #{i : σ_i / σ_1 > threshold}``. The thesis gives no threshold; the public code
   (``tml-epfl/sgd-sparse-features``) uses 1e-4 for ReLU nets and 1e-15 in the diagonal-net notebook — the
-  threshold is a parameter everywhere and is reported with the result (digest §9).
+  threshold is a parameter everywhere and is reported with the result.
 * **‖β‖₀** of a diagonal net β = u ⊙ v: ``#{i : |β_i| > threshold}`` (public code: 1e-50 — coordinates off the
   support decay geometrically, never to exactly 0); ‖β‖₁ = Σ|β_i|.
-* **Feature sparsity coefficient** (L3155): reuses
+* **Feature sparsity coefficient** (§6.4): reuses
   :func:`workbench.analysis.features.sparsity_of_activation_matrix` (greedy merge of units whose Pearson
   correlation is ≥ τ, FSC = fraction of (example, kept unit) entries that are non-zero). Thesis τ = 0.95 vs toy-code
   τ = 0.99 / 0.999, thesis "at least" vs code "|corr| > τ", and the toy code's per-example ℓ2 normalisation of the
@@ -43,7 +43,7 @@ def _np(a) -> np.ndarray:
 
 
 def singular_value_rank(J, threshold: float = RANK_THRESHOLD_RELU) -> int:
-    """Number of singular values of the matrix ``J`` with ``σ_i / σ_1 > threshold`` (thesis L3155).
+    """Number of singular values of the matrix ``J`` with ``σ_i / σ_1 > threshold`` (thesis §6.4).
 
     Args:
         J: ``[rows, cols]`` array or tensor (e.g. φ_θ(X), rows = inputs, cols = parameters).
@@ -103,7 +103,7 @@ def l1_norm(beta) -> np.ndarray:
 def fsc(phi, tau: float = 0.95, *, normalize_rows: bool = False, absolute: bool = False) -> dict:
     """Feature sparsity coefficient of one layer's post-ReLU activations ``phi [N examples, k units]``.
 
-    Wraps :func:`workbench.analysis.features.sparsity_of_activation_matrix` (thesis L3155). With
+    Wraps :func:`workbench.analysis.features.sparsity_of_activation_matrix` (thesis §6.4). With
     ``normalize_rows=True`` each example's activation vector is first divided by its ℓ2 norm (zero rows stay
     zero), as the public toy-net code does (``FCNet.features(normalize=True)``); this changes Pearson correlations
     but not which entries are non-zero.
@@ -136,7 +136,7 @@ def functional_jacobian(f: Callable[[dict, Tensor], Tensor], params: dict[str, T
 
 
 def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI of the mean over seeds (the thesis' error bars: seaborn's default, L2919).
+    """Mean and percentile-bootstrap CI of the mean over seeds (the thesis' error bars: seaborn's default, §5.11).
 
     Args:
         values: ``[n]`` per-seed values (e.g. test errors, or seed-paired differences).

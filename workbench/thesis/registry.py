@@ -12,7 +12,7 @@ here by name::
         return Outcome(data=df, measured="...", verdict=True, metrics={...})
 
     register("fig6.2", my_compute,
-             claim="Loss stabilises while rank and l0 fall (Fig. 6.2, L3135).",
+             claim="Loss stabilises while rank and l0 fall (Fig. 6.2).",
              params=[Param("n_steps", 100000, test=2000, help="SGD iterations"),
                      Param("seed", 0)],
              figure="workbench.viz.thesis_sgd:fig_6_2",   # "module:function" (imported lazily) or a callable
@@ -71,11 +71,11 @@ class Outcome:
     Attributes:
         data: the measured data (``pandas.DataFrame`` or a dict of DataFrames/arrays) for the figure builder.
         measured: one-paragraph human summary of the measured outcome with numbers.
-        verdict: True if the thesis' faithful-reproduction criterion (seed001-digest §8) holds, False if not,
+        verdict: True if the thesis' faithful-reproduction criterion (what the thesis figure shows, at this scale) holds, False if not,
             None where no criterion applies.
         metrics: the key numbers (floats), used by tests and the CLI.
         settings: the settings actually used (for the record).
-        notes: ambiguities / code-only defaults surfaced to the user (seed001-digest §9).
+        notes: ambiguities / code-only defaults surfaced to the user.
     """
 
     data: Any

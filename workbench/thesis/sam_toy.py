@@ -1,5 +1,6 @@
 """ERM, n-SAM, 1-SAM, stochastic n-SAM, random perturbations and multi-step ascent on toy models
-(Ch. 5 of the 001 thesis, ``shared/seeds/001_1a58a5a7ab3e6a24.txt``, L2109-2991).
+([Andriushchenko 2024, Ch. 5]; section, equation and figure numbers below refer to
+that thesis).
 
 Everything is vectorised over a batch of ``S`` models (one per ρ, seed, or method),
 with closed-form gradients — 10⁴ full-batch steps of 10 diagonal nets take about a
@@ -8,20 +9,20 @@ second on a CPU.
 Diagonal linear nets (:func:`train_diag`) use β = u ⊙ v and the loss of the
 Ch. 5 public code, L(u, v) = (1/2n)‖X(u⊙v) − y‖² (``"half_mean"`` in
 :mod:`workbench.models.toy`); r = X(u⊙v) − y, g = Xᵀr/n, ∇_u L = g ⊙ v,
-∇_v L = g ⊙ u. One step of each method (seed001-digest §1.2, thesis Eq. 5.7-5.8
-L2382-2386, Eq. 5.21 L2749):
+∇_v L = g ⊙ u. One step of each method (the public code
+``tml-epfl/understanding-sam``; thesis Eq. 5.7-5.8, Eq. 5.21):
 
 * ``"erm"``: w ← w − γ∇L_I(w) on the batch I (full batch: GD);
 * ``"nsam"``: shared ascent w' = w + ρ∇L_I(w), then w ← w − γ∇L_I(w') (Eq. 5.8, n-SAM);
 * ``"nsam_stoch"``: ascent on a *different* batch J: w' = w + ρ∇L_J(w),
-  w ← w − γ∇L_I(w') (Eq. 5.21, how "n-SAM" is run in practice, L2915);
+  w ← w − γ∇L_I(w') (Eq. 5.21, how "n-SAM" is run in practice, §5.11);
 * ``"1sam"``: per-example ascent w'_k = w + ρ·c·∇ℓ_k(w) for every k ∈ I, then
   w ← w − γ(1/|I|)Σ_k ∇ℓ_k(w'_k) (Eq. 5.8, 1-SAM), with ℓ_k = ½r_k² and
   ``one_sam_factor`` c = 2 by default — the public code's ascent 2ρ r_k x_k ⊙ v,
-  i.e. the gradient of the *un-halved* r_k² (seed001-digest §1.2 D). This keeps
-  the thesis' ρ values (ρ_{1-SAM} = 0.175, ρ_{GD→1-SAM} = 10, L2568) meaningful;
+  i.e. the gradient of the *un-halved* r_k² (``diagonal_linear_nets`` of that code). This keeps
+  the thesis' ρ values (ρ_{1-SAM} = 0.175, ρ_{GD→1-SAM} = 10, §5.9.3) meaningful;
 * ``"random"``: w' = w + δ, δ uniform on the sphere of radius ρ‖∇L_I(w)‖ (the
-  same length as SAM's ascent step; the thesis does not give σ, §9), w ← w − γ∇L_I(w').
+  same length as SAM's ascent step; the thesis does not give σ), w ← w − γ∇L_I(w').
 
 Options shared by all SAM variants: ``normalize`` (ascent ρ·g/‖g‖ instead of ρ·g),
 ``ascent_steps`` k (k steps of size ρ/k each, re-evaluating the gradient: the
@@ -31,7 +32,7 @@ the decreasing-ρ variant of Fig. 5.21), and a switch: from iteration
 
 1-D ReLU nets (:func:`train_relu1d`): full-batch GD / SAM on ½Σ(h(x_i) − y_i)²,
 SAM with a normalised ascent ρ∇L/‖∇L‖ (per model), as in
-``understanding-sam/one_layer_relu_nets/1d_nn.ipynb``; with n = 12, 1-SAM ≈ n-SAM (L2292).
+``understanding-sam/one_layer_relu_nets/1d_nn.ipynb``; with n = 12, 1-SAM ≈ n-SAM (§5.5.3).
 
 Part of the core: no UI imports.
 """
@@ -173,12 +174,12 @@ def diag_step(method: str, u: Tensor, v: Tensor, xb: Tensor, yb: Tensor, lr: Ten
 
 
 def q_potential(z: Tensor) -> Tensor:
-    """q(z) = 2 − √(4 + z²) + z·arcsinh(z/2) (Eq. 5.12, L2410)."""
+    """q(z) = 2 − √(4 + z²) + z·arcsinh(z/2) (Eq. 5.12)."""
     return 2 - torch.sqrt(4 + z * z) + z * torch.asinh(z / 2)
 
 
 def implicit_bias_potential(beta: Tensor, alpha: Tensor | float) -> Tensor:
-    """φ_α(β) = Σ_i α_i² q(β_i/α_i²) (Eq. 5.12, L2410; Woodworth et al.), per row of ``beta [..., d]``.
+    """φ_α(β) = Σ_i α_i² q(β_i/α_i²) (Eq. 5.12; Woodworth et al.), per row of ``beta [..., d]``.
 
     α is the thesis' scale (w₊ = w₋ = α; α = u₀/2 for the ``"uv"`` init). Small α: ≈ ℓ1-like,
     large α: ≈ ℓ2-like (Fig. 5.5).
@@ -188,7 +189,7 @@ def implicit_bias_potential(beta: Tensor, alpha: Tensor | float) -> Tensor:
 
 
 def l0_norm(beta: Tensor, threshold: float = 1e-50) -> Tensor:
-    """‖β‖₀ = #{i : |β_i| > threshold} per row (public code threshold 1e-50, seed001-digest §2.2)."""
+    """‖β‖₀ = #{i : |β_i| > threshold} per row (public code threshold 1e-50)."""
     return (beta.abs() > threshold).sum(-1)
 
 

@@ -1,4 +1,4 @@
-"""BilevelPanel: the Fig. 1 illustration and the Fig. 2 study of 004_2d4a37ef731f788d.txt, live.
+"""BilevelPanel: the Fig. 1 illustration and the Fig. 2 study of [Carnerero-Cano 2021], live.
 
 Thin wiring over :mod:`workbench.bilevel` and :mod:`workbench.viz.bilevel`:
 

@@ -1,7 +1,7 @@
 """PoisonPanel: craft a sharpness-aware poison S′ = S + Δ from a notebook and watch it form.
 
-Thin wiring over :func:`workbench.poisoning.craft_poison` (000_a2438a0e2dba8132.txt
-Ch. 3): the widgets build a SAM :class:`~workbench.config.RunConfig` and a
+Thin wiring over :func:`workbench.poisoning.craft_poison` ([Murphy 2025,
+Ch. 3]): the widgets build a SAM :class:`~workbench.config.RunConfig` and a
 :class:`~workbench.poisoning.PoisonConfig` (invalid settings go to the status
 line), the crafting run trains on a background thread, and its events are only
 buffered by :meth:`PoisonPanel._on_event`. A refresher thread redraws, at most

@@ -5,7 +5,7 @@ Three tabs, filled from trainer events while runs train:
 * λ_max vs epoch (``top_eigenvalue`` probe records);
 * feature sparsity coefficient per layer vs epoch (``feature_sparsity`` probe records);
 * histogram of cos(g, g′) between the SGD gradient and the SAM gradient of each
-  step (000_a2438a0e2dba8132.txt Figs. 5.5-5.8), one histogram per epoch, chosen
+  step ([Murphy 2025, Figs. 5.5-5.8]), one histogram per epoch, chosen
   with a slider.
 
 The data is buffered on the training thread and redrawn by the panel's

@@ -6,8 +6,8 @@ line), :func:`~workbench.sweeps.run_study` runs it on a background thread and
 reports :class:`~workbench.sweeps.SweepEvent` objects to :meth:`SweepPanel._on_event`,
 which only records them under a lock. A separate thread redraws at most every
 ``interval`` seconds: progress, the trials table (newest first), the mean ±
-standard error table per configuration (000_a2438a0e2dba8132.txt Tables
-4.3-4.4 report mean ± s.e. over 5 seeds) and the best-so-far figure. When the
+standard error table per configuration ([Murphy 2025, Tables
+4.3-4.4] report mean ± s.e. over 5 seeds) and the best-so-far figure. When the
 study ends the metric-vs-hyperparameter figure with standard-error bars is
 drawn too. Launching the same study again resumes it: finished trials are
 skipped.

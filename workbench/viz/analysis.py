@@ -7,13 +7,13 @@ figure. Builders are pure: the same data gives the same figure.
 * :func:`eigenvalues_figure`   top-k Hessian eigenvalues per run (and live Ritz values)
 * :func:`density_figure`       eigenvalue spectral density, log-scale density axis
 * :func:`interpolation_figure` 1-D linear interpolation: loss and accuracy, train and test
-  (000_a2438a0e2dba8132.txt Eq. 2.5, Figs. 2.2 and 5.10)
+  ([Murphy 2025, Eq. 2.5, Figs. 2.2 and 5.10])
 * :func:`slice_figure`         1-D slices along directions around a minimum
 * :func:`plane_figure`         2-D plane as contour or surface
 * :func:`cosine_histogram_figure` gradient-cosine histograms, several runs overlaid,
-  an epoch slider (000 report Figs. 5.5-5.8)
-* :func:`sparsity_figure`      feature sparsity coefficient per layer vs epoch (001 thesis Ch. 6)
-* :func:`pca_figure`           2-D PCA scatter coloured by class or any label (002 paper Fig. 1b)
+  an epoch slider ([Murphy 2025, Figs. 5.5-5.8])
+* :func:`sparsity_figure`      feature sparsity coefficient per layer vs epoch ([Andriushchenko 2024, Ch. 6])
+* :func:`pca_figure`           2-D PCA scatter coloured by class or any label ([Yang 2022, Fig. 1b])
 * :func:`sharpness_figure`     sharpness vs rho
 """
 from __future__ import annotations
@@ -82,7 +82,7 @@ def density_figure(runs: Mapping[str, tuple], *, theme: str = "screen", title: s
 def interpolation_figure(alphas, loss: Mapping[str, Sequence[float]], acc: Mapping[str, Sequence[float]] | None = None,
                          *, labels: tuple[str, str] = ("θ₁", "θ₂"), log_y: bool = False, theme: str = "screen",
                          title: str | None = None, n_total: int | None = None) -> go.Figure:
-    """1-D linear interpolation θ(α) = αθ₁ + (1−α)θ₂ (000 report Eq. 2.5): loss (and accuracy) vs α.
+    """1-D linear interpolation θ(α) = αθ₁ + (1−α)θ₂ ([Murphy 2025, Eq. 2.5]): loss (and accuracy) vs α.
 
     Args:
         alphas: the α grid (points computed so far when drawn live).

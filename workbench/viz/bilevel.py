@@ -1,4 +1,4 @@
-"""Figure builders for the bilevel poisoning study (004_2d4a37ef731f788d.txt Fig. 1–3).
+"""Figure builders for the bilevel poisoning study ([Carnerero-Cano 2021, Figs. 1–3]).
 
 Pure builders: plain data in (an :class:`~workbench.bilevel.Illustration`, its maps,
 DataFrames of study records, weight lists), a ``plotly.graph_objects.Figure`` out,

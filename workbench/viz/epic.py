@@ -1,4 +1,4 @@
-"""Figures of the EPIC defense (002_e9d1628ad3dbd674.txt Figs. 2, 3b, 3c, 4–5).
+"""Figures of the EPIC defense ([Yang 2022, Figs. 2, 3b, 3c, 4–5]).
 
 Pure builders: data (DataFrames from :mod:`workbench.defenses.analysis`) in,
 ``plotly.graph_objects.Figure`` out, styled by :mod:`workbench.viz.theme`.
@@ -43,7 +43,7 @@ def _frame(data, required: Sequence[str], what: str) -> pd.DataFrame:
 
 def cluster_size_figure(df, *, epochs: Sequence[int] | None = None, theme: str = "screen",
                         title: str | None = None) -> go.Figure:
-    """Fraction of clean vs poison examples in gradient clusters of each size (002 Figs. 4–5).
+    """Fraction of clean vs poison examples in gradient clusters of each size ([Yang 2022, Figs. 4–5]).
 
     Args:
         df: :func:`workbench.defenses.analysis.cluster_size_fractions` output.
@@ -86,7 +86,7 @@ def cluster_size_figure(df, *, epochs: Sequence[int] | None = None, theme: str =
 
 
 def cumulative_drops_figure(df, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Cumulative fraction of poisons and clean examples dropped, and the test error (002 Fig. 3b).
+    """Cumulative fraction of poisons and clean examples dropped, and the test error ([Yang 2022, Fig. 3b]).
 
     Args:
         df: :func:`workbench.defenses.analysis.cumulative_drops` output (``epoch``,
@@ -124,7 +124,7 @@ def cumulative_drops_figure(df, *, theme: str = "screen", title: str | None = No
 
 def gradient_difference_figure(records, *, theme: str = "screen", title: str | None = None,
                                relative: bool = False) -> go.Figure:
-    """Gradient error of the examples EPIC keeps vs random subsets of the same size (002 Fig. 3c).
+    """Gradient error of the examples EPIC keeps vs random subsets of the same size ([Yang 2022, Fig. 3c]).
 
     Args:
         records: :class:`~workbench.defenses.analysis.GradientDifferenceProbe` records (dicts or a
@@ -158,7 +158,7 @@ def gradient_difference_figure(records, *, theme: str = "screen", title: str | N
 def drop_rates_figure(df, *, theme: str = "screen", title: str | None = None,
                       target_label: str = "fraction of poisons dropped",
                       colors: Mapping[str, str] | None = None) -> go.Figure:
-    """Fraction of (effective) poisons dropped vs fraction of all examples dropped (002 Fig. 2).
+    """Fraction of (effective) poisons dropped vs fraction of all examples dropped ([Yang 2022, Fig. 2]).
 
     Args:
         df: :func:`workbench.defenses.analysis.drop_rates` output (``defense, frac_all,

@@ -1,4 +1,4 @@
-"""Figure builders for sharpness-aware data poisoning (000_a2438a0e2dba8132.txt Ch. 5).
+"""Figure builders for sharpness-aware data poisoning ([Murphy 2025, Ch. 5]).
 
 Pure builders: plain data (lists of records, arrays, DataFrames) in, a
 ``plotly.graph_objects.Figure`` out, themed ``screen`` or ``paper`` with
@@ -94,7 +94,7 @@ def craft_loss_points(records: Sequence[Mapping]) -> dict[str, np.ndarray]:
 
 def craft_loss_figure(records: list[dict], *, zoom: tuple[int, int] | None = None, theme: str = "screen",
                       title: str | None = None) -> go.Figure:
-    """Cosine loss 𝓑 before every inner crafting iteration (000 report Figs. 5.5 and 5.6).
+    """Cosine loss 𝓑 before every inner crafting iteration ([Murphy 2025, Figs. 5.5 and 5.6]).
 
     Args:
         records: the crafting run's ``craft`` records in order (``{"epoch", "step",
@@ -161,7 +161,7 @@ def craft_loss_figure(records: list[dict], *, zoom: tuple[int, int] | None = Non
 # ------------------------------------------------------------------- ‖Δ‖ per epoch
 def delta_norm_figure(epochs: list[int], norms: list[float], *, theme: str = "screen",
                       title: str | None = None) -> go.Figure:
-    """Frobenius norm of all perturbations, ‖Δ‖_F, after every epoch (000 report Fig. 5.2).
+    """Frobenius norm of all perturbations, ‖Δ‖_F, after every epoch ([Murphy 2025, Fig. 5.2]).
 
     Args:
         epochs: epoch numbers (the ``epoch`` of the ``poison`` probe records).
@@ -186,7 +186,7 @@ def delta_norm_figure(epochs: list[int], norms: list[float], *, theme: str = "sc
 
 # ------------------------------------------------------------------------- drift
 def drift_figure(probe_records: list[dict], *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """How the crafting objective drifts as the poisons keep changing (000 report Fig. 5.7).
+    """How the crafting objective drifts as the poisons keep changing ([Murphy 2025, Fig. 5.7]).
 
     Args:
         probe_records: the crafting run's per-epoch ``poison`` probe records (dicts, or the
@@ -333,7 +333,7 @@ def image_grid_figure(x, delta, *, n: int = 8, labels=None, theme: str = "screen
 
 # ---------------------------------------------------------------- SAM cosine
 def sam_cosine_figure(steps_df_or_records, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """1 − cos(g, g′) on clean data while training with SAM, per step and per epoch (000 report Fig. 5.8).
+    """1 − cos(g, g′) on clean data while training with SAM, per step and per epoch ([Murphy 2025, Fig. 5.8]).
 
     g is the plain gradient and g′ SAM's gradient at the perturbed weights, both on the
     clean batch; every SAM step record carries ``cosine`` = cos(g, g′).

@@ -7,10 +7,10 @@ and ``summarize`` (one row per configuration: ``<metric>_mean``, ``<metric>_se``
 paper figure draw the same thing.
 
 * :func:`metric_vs_param_figure`     mean ± standard error over seeds vs a hyperparameter, one line per
-  group (000_a2438a0e2dba8132.txt Tables 4.3-4.4 report mean ± s.e. over 5 seeds)
+  group ([Murphy 2025, Tables 4.3-4.4] report mean ± s.e. over 5 seeds)
 * :func:`parallel_coordinates_figure` every trial as a line through its hyperparameters, coloured by a metric
 * :func:`ratio_histogram_figure`     ratios of a metric to a matched baseline trial, one histogram per
-  hyperparameter value (the general form of 000 report Fig. 4.1: poison / SAM validation accuracy
+  hyperparameter value (the general form of [Murphy 2025, Fig. 4.1]: poison / SAM validation accuracy
   per value of each poisoning hyperparameter)
 * :func:`best_so_far_figure`         objective per finished trial and the running best
 * :func:`matched_ratios`             the ratios behind :func:`ratio_histogram_figure`, as a table
@@ -249,7 +249,7 @@ def ratio_histogram_figure(table: pd.DataFrame, *, param: str, metric: str, base
                            theme: str = "screen", title: str | None = None) -> go.Figure:
     """Histograms of metric ratios to a matched baseline, one per value of ``param`` (overlaid).
 
-    The general form of 000_a2438a0e2dba8132.txt Fig. 4.1 (ratios of a poison run's
+    The general form of [Murphy 2025, Fig. 4.1] (ratios of a poison run's
     validation accuracy to that of the SAM run it was made from, one histogram per
     value of each poisoning hyperparameter; > 1: the poison run is better). Here
     every trial is divided by the baseline trial with the same ``match_on`` values

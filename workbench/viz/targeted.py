@@ -1,13 +1,13 @@
-"""Figures of targeted poisoning (002_e9d1628ad3dbd674.txt): gradient PCA, cosines over epochs, histograms.
+"""Figures of targeted poisoning ([Yang 2022]): gradient PCA, cosines over epochs, histograms.
 
 Builders take plain data (DataFrames from :mod:`workbench.targeted`) and return
 ``plotly.graph_objects.Figure`` objects themed with :mod:`workbench.viz.theme`:
 
-* :func:`gradient_pca_figure` — 002 Fig. 1b: last-layer gradients of effective (red) and
+* :func:`gradient_pca_figure` — [Yang 2022, Fig. 1b]: last-layer gradients of effective (red) and
   ineffective (purple) poisons and clean examples of the target (blue) and poison (green)
   class on their first two principal components (frame of
   :func:`workbench.targeted.effective.gradient_pca_frame`);
-* :func:`cosine_over_epochs_figure` — 002 Fig. 3a: cosine similarity of effective /
+* :func:`cosine_over_epochs_figure` — [Yang 2022, Fig. 3a]: cosine similarity of effective /
   ineffective poisons to the target and to each other per epoch (frame of
   :class:`workbench.targeted.effective.CosineTracker`), mean ± s.e.;
 * :func:`cosine_histogram_figure` — histograms of poison→target gradient cosines (crafted
@@ -31,7 +31,7 @@ from .theme import apply_theme, color_for
 __all__ = ["GROUP_COLORS", "gradient_pca_figure", "cosine_over_epochs_figure", "cosine_histogram_figure",
            "proxy_agreement_figure", "craft_loss_figure", "adv_prob_figure", "trials_figure", "poison_images_figure"]
 
-#: 002 Fig. 1 colours: effective red, ineffective purple, target class blue, poison class green.
+#: The colours of [Yang 2022, Fig. 1]: effective red, ineffective purple, target class blue, poison class green.
 GROUP_COLORS = {"effective poison": "#D55E00", "ineffective poison": "#CC79A7", "poison": "#CC79A7",
                 "clean target class": "#0072B2", "clean poison class": "#009E73", "target": "#000000",
                 "clean bases": "#009E73"}
@@ -40,7 +40,7 @@ _ORDER = ["clean target class", "clean poison class", "ineffective poison", "poi
 
 def gradient_pca_figure(frame: pd.DataFrame, explained: Sequence[float] | None = None, *, title: str | None = None,
                         theme: str = "screen") -> go.Figure:
-    """002 Fig. 1b from a frame with columns ``pc1, pc2, group`` (and optionally ``index``).
+    """[Yang 2022, Fig. 1b] from a frame with columns ``pc1, pc2, group`` (and optionally ``index``).
 
     Raises:
         ValueError: a required column is missing.
@@ -61,7 +61,7 @@ def gradient_pca_figure(frame: pd.DataFrame, explained: Sequence[float] | None =
                                  text=text, hovertemplate="%{text}<br>PC1 %{x:.3g}<br>PC2 %{y:.3g}<extra>" + g
                                  + "</extra>"))
     ev = list(explained) if explained is not None else None
-    fig.update_layout(title=title or "Last-layer gradients, first two principal components (002 Fig. 1b)",
+    fig.update_layout(title=title or "Last-layer gradients, first two principal components (Yang 2022, Fig. 1b)",
                       xaxis_title="PC1" + (f" ({100 * ev[0]:.0f}% var.)" if ev else ""),
                       yaxis_title="PC2" + (f" ({100 * ev[1]:.0f}% var.)" if ev and len(ev) > 1 else ""))
     return apply_theme(fig, theme)
@@ -69,7 +69,7 @@ def gradient_pca_figure(frame: pd.DataFrame, explained: Sequence[float] | None =
 
 def cosine_over_epochs_figure(frame: pd.DataFrame, *, warmup: int | None = None, title: str | None = None,
                               theme: str = "screen") -> go.Figure:
-    """002 Fig. 3a: ``mean`` ± ``se`` per ``series`` over ``epoch`` (frame of ``CosineTracker.frame()``).
+    """[Yang 2022, Fig. 3a]: ``mean`` ± ``se`` per ``series`` over ``epoch`` (frame of ``CosineTracker.frame()``).
 
     ``warmup`` draws a vertical line at the end of EPIC's warm-up.
     """
@@ -87,7 +87,7 @@ def cosine_over_epochs_figure(frame: pd.DataFrame, *, warmup: int | None = None,
                                  line=dict(color=color, dash=dash)))
     if warmup is not None:
         fig.add_vline(x=warmup, line=dict(color="#888", dash="dot"), annotation_text="warm-up ends")
-    fig.update_layout(title=title or "Gradient cosine of poisons to the target and to each other (002 Fig. 3a)",
+    fig.update_layout(title=title or "Gradient cosine of poisons to the target and to each other (Yang 2022, Fig. 3a)",
                       xaxis_title="epoch", yaxis_title="cosine similarity")
     return apply_theme(fig, theme)
 
@@ -122,7 +122,7 @@ def proxy_agreement_figure(cosines: pd.DataFrame, effective: Sequence[int], *, a
     sub = ""
     if agreement:
         sub = f" — ROC AUC {agreement.get('auc', float('nan')):.2f}, precision@k {agreement.get('precision_at_k', float('nan')):.2f}"
-    fig.update_layout(title="Cheap proxy (poison→target cosine) vs retraining (002 §3.2)" + sub,
+    fig.update_layout(title="Cheap proxy (poison→target cosine) vs retraining (Yang 2022, §3.2)" + sub,
                       yaxis_title="poison→target gradient cosine", showlegend=False)
     return apply_theme(fig, theme)
 

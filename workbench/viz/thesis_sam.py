@@ -1,5 +1,5 @@
 """Figure builders for the Ch. 5 (understanding SAM) and Ch. 7 (sharpness vs generalization) reproductions of
-the 001 thesis (:mod:`workbench.thesis.ch5`, :mod:`workbench.thesis.ch7`).
+[Andriushchenko 2024] (:mod:`workbench.thesis.ch5`, :mod:`workbench.thesis.ch7`).
 
 Pure builders: a reproduction's ``data`` in, a ``plotly.graph_objects.Figure`` out (``theme`` ``screen`` or
 ``paper``). Registered by name in :mod:`workbench.thesis.registry`:

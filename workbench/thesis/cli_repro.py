@@ -1,4 +1,4 @@
-"""CLI for the thesis reproductions: ``workbench thesis repro --figure NAME``.
+"""The ``workbench thesis`` command group and its ``repro`` subcommand: ``workbench thesis repro --figure NAME``.
 
 ``add_commands(subparsers)`` adds (or reuses) the top-level ``thesis`` command and its ``repro`` subcommand,
 which runs **any** reproduction of :mod:`workbench.thesis.registry` (Ch. 5/7 here, and those other modules
@@ -22,15 +22,19 @@ __all__ = ["add_commands", "thesis_subparsers", "cmd_repro", "parse_set"]
 
 
 def thesis_subparsers(subparsers) -> argparse._SubParsersAction:
-    """The sub-subparsers of the top-level ``thesis`` command (created on first use, then shared)."""
+    """The sub-subparsers of the top-level ``thesis`` command (created on first use, then shared).
+
+    A later call, from another module that adds ``thesis`` subcommands, finds the same ``thesis`` parser in
+    ``subparsers.choices`` and its subparsers action among that parser's actions, so every module adds to one
+    ``thesis`` command (argparse allows one subparsers action per parser).
+    """
     parser = subparsers.choices.get("thesis")
     if parser is None:
-        parser = subparsers.add_parser("thesis", help="reproductions of the 001 thesis (Andriushchenko 2024)")
-    sub = getattr(parser, "_thesis_sub", None)
-    if sub is None:
-        sub = parser.add_subparsers(dest="thesis_command", required=True)
-        parser._thesis_sub = sub
-    return sub
+        parser = subparsers.add_parser("thesis", help="reproductions of Andriushchenko's PhD thesis (2024)")
+    existing = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if existing:
+        return existing[0]
+    return parser.add_subparsers(dest="thesis_command", required=True)
 
 
 def add_commands(subparsers) -> None:

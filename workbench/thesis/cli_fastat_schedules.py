@@ -1,7 +1,7 @@
-"""CLI for thesis Chapters 2 and 6 beyond ``workbench thesis repro`` (which runs every registered reproduction).
+"""``workbench thesis fastat`` and ``workbench thesis schedules``: the thesis commands beyond ``thesis repro``.
 
 ``add_commands(subparsers)`` adds two subcommands to the shared top-level ``thesis`` command
-(:func:`workbench.thesis.cli_ch5_ch7.thesis_subparsers`)::
+(:func:`workbench.thesis.cli_repro.thesis_subparsers`)::
 
     workbench thesis fastat --method fgsm_gradalign --eps 0.25 --epochs 30 --lam 1.0 --out runs/fastat
     workbench thesis schedules --T 100000 --kind piecewise --eta 0.24 --decay-at 0.5 --decay 1.5 --out runs/schedules
@@ -22,7 +22,7 @@ __all__ = ["add_commands", "cmd_fastat", "cmd_schedules"]
 def add_commands(subparsers) -> None:
     """Register ``thesis fastat`` and ``thesis schedules`` on the top-level ``subparsers`` of ``workbench``."""
     from .ch2 import METHODS
-    from .cli_ch5_ch7 import thesis_subparsers
+    from .cli_repro import thesis_subparsers
 
     sub = thesis_subparsers(subparsers)
     f = sub.add_parser("fastat", help="fast adversarial training of the single-layer CNN on digits (thesis Ch. 2)")
