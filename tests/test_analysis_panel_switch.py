@@ -1,4 +1,4 @@
-"""Issue 14: switching analyses on the AnalysisPanel's one live FigureWidget.
+"""Switching analyses on the AnalysisPanel's one live FigureWidget.
 
 After analysis A, analysis B must draw on a clean layout: the widget holds exactly
 what the pure builder (:func:`workbench.viz.result_figure`) makes for B, none of A's

@@ -147,7 +147,7 @@ def test_cosine_to_a_target_example_and_plane_views(two_runs):
     assert result_figure("plane", [plane], metric="acc").data[0].type == "contour"
 
 
-# ------------------------------------------------------- non-finite weights / poisons, corrupt caches (issue 15)
+# ------------------------------------------------------- non-finite weights / poisons, corrupt caches
 def _copy_run(src, dst_root):
     import shutil
 

@@ -1,4 +1,4 @@
-"""A corpus of bad inputs (issue 15): each is refused with one line ``error: ...`` naming the field or file,
+"""A corpus of bad inputs: each is refused with one line ``error: ...`` naming the field or file,
 exit status 2, no traceback, and nothing written.
 
 Config files, ``--set`` overrides, command-line mistakes, broken run folders and checkpoints, study files and a

@@ -1,4 +1,4 @@
-"""Bilevel poisoning of L2-regularised logistic regression (004_2d4a37ef731f788d.txt).
+"""Bilevel poisoning of L2-regularised logistic regression [Carnerero-Cano 2021].
 
 Oracles: central finite differences of the unrolled objective (secml's gradient-check
 pattern), the implicit-function hypergradient at the Newton optimum, scikit-learn's

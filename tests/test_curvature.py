@@ -156,7 +156,7 @@ def test_operator_works_under_no_grad_and_rebuilds_after_parameter_change(mlp):
 
 @pytest.mark.parametrize("engine", [{}, {"batch_size": 10}, {"method": "func"}])
 def test_operator_sees_writes_through_data_and_replaced_parameters(mlp, bn_net, engine):
-    """Issue 15: ``p.data.mul_`` bypasses autograd's version counters and a replaced parameter is another
+    """``p.data.mul_`` bypasses autograd's version counters and a replaced parameter is another
     tensor: either way the next product is the Hessian of the model as it is now (dense oracle, 1e-10)."""
     model, ex, _, _ = mlp
     model = copy.deepcopy(model)
@@ -463,7 +463,7 @@ def test_pyhessian_trace_within_statistical_error(mlp):
 
 
 def test_pyhessian_density_fails_on_current_torch(mlp):
-    """PyHessian 0.1 calls the removed torch.eig (issue #17); when this starts failing, the peer got fixed."""
+    """PyHessian 0.1 calls the removed torch.eig (https://github.com/amirgholami/PyHessian/issues/17); when this starts failing, the peer got fixed."""
     model, ex, _, _ = mlp
     with pytest.raises(RuntimeError, match="torch.eig|removed"):
         cv.pyhessian_density(model, ex, steps=10)

@@ -1,4 +1,4 @@
-"""EPIC (002 Alg. 1), its facility-location medoids, the loss/confidence baselines and the trainer hook."""
+"""EPIC ([Yang 2022, Alg. 1]), its facility-location medoids, the loss/confidence baselines and the trainer hook."""
 from __future__ import annotations
 
 import dataclasses

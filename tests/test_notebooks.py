@@ -8,6 +8,7 @@ import pytest
 from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"   # MNIST / Fashion-MNIST test files, where the checkout has them
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 
 
@@ -18,6 +19,8 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setenv("WORKBENCH_COUNT", "256")
     monkeypatch.setenv("WORKBENCH_SEEDS", "2")
+    if path.name.startswith("05") and SHARED_DATA.is_dir():   # its MNIST / Fashion-MNIST part reads them
+        monkeypatch.setenv("WORKBENCH_DATA", str(SHARED_DATA))
     nb = nbformat.read(path, as_version=4)
     NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}}).execute()
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.output_type == "error"]

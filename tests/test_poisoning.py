@@ -1,6 +1,6 @@
 """Tests of sharpness-aware data poisoning (workbench.poisoning, workbench.data.poison).
 
-Source: 000_a2438a0e2dba8132.txt Ch. 3 (Eq. 3.6 and the two pseudocode blocks of §3.2)
+Source: [Murphy 2025, Ch. 3] (Eq. 3.6 and the two pseudocode blocks of §3.2)
 and Ch. 6 (§6.1 ensembles, §6.2 augmentation, Eq. 6.1).
 
 The crafting step itself is checked on tiny smooth models (float64, finite differences);

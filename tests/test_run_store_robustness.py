@@ -1,4 +1,4 @@
-"""Issue 15: the run store and the studies survive corrupt files, failed resumes, concurrent trainers,
+"""The run store and the studies survive corrupt files, failed resumes, concurrent trainers,
 torn log lines and killed sweeps."""
 from __future__ import annotations
 

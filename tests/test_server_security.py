@@ -1,4 +1,4 @@
-"""Servers and names (issue 15): app mode needs the token on every route and refuses foreign ``Host`` headers,
+"""Servers and names: app mode needs the token on every route and refuses foreign ``Host`` headers,
 ``workbench app`` stops its server when it is stopped or killed and writes only under ``--runs``, study names
 are one plain folder name.
 

@@ -175,7 +175,7 @@ def test_quadratic_oracle_linf(regression):
 
 def test_linear_classifier_one_sharpness_closed_form():
     """Linear model, decreasing margin loss, m = 1: S_i = l(margin_i - rho ||c x_i||_q) - l(margin_i)
-    with q = 2 (l2) or 1 (linf), c = 1 (standard) or |w| (adaptive) (thesis 001 Ch. 5 / Ch. 7)."""
+    with q = 2 (l2) or 1 (linf), c = 1 (standard) or |w| (adaptive) ([Andriushchenko 2024, Ch. 5 / Ch. 7])."""
     gen = torch.Generator().manual_seed(1)
     d, n = 6, 8
     x = torch.randn(n, d, generator=gen, dtype=torch.float64)

@@ -116,7 +116,7 @@ def test_parallel_coordinates_dimensions():
         parallel_coordinates_figure(t, ["optim.momentum"], "test_acc")
 
 
-# ------------------------------------------------------------ ratios (000 report Fig. 4.1)
+# ------------------------------------------------------------ ratios ([Murphy 2025, Fig. 4.1])
 def test_ratio_values_equal_hand_computed_ratios():
     t = _trials()
     fig = ratio_histogram_figure(t, param="optim.lr", metric="test_acc", baseline={"optim.name": "sgd"},

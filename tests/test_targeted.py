@@ -307,7 +307,7 @@ def test_effective_poisons_by_retraining_and_the_proxy(data, base):
     rows = []
     r = find_effective_poisons(data, p, s, cfg, pretrained=base, max_retrains=80, callback=rows.append)
     assert r.full_success and r.effective and r.minimal, r.log
-    # 002 §3.2: the effective poisons alone succeed, the other poisons alone do not
+    # [Yang 2022, §3.2]: the effective poisons alone succeed, the other poisons alone do not
     assert r.effective_only_success is True and r.complement_success is False
     assert rows == r.log.to_dict("records")
     assert sorted(r.effective + r.ineffective) == sorted(s.poison_indices)

@@ -131,7 +131,7 @@ def test_cyclic_lr():
 
 def test_lemma1_bound_closed_form_and_monte_carlo():
     eps, d = 8 / 255, 3072
-    # range [sqrt(d) eps / sqrt(3), sqrt(d) eps] (L377) and ~7/255 sqrt(d) at alpha = 1.25 eps (L383)
+    # range [sqrt(d) eps / sqrt(3), sqrt(d) eps] and ~7/255 sqrt(d) at alpha = 1.25 eps (thesis §2.4)
     assert lemma1_bound(0.0, eps, d) == pytest.approx(math.sqrt(d) * eps / math.sqrt(3))
     assert lemma1_bound(2 * eps, eps, d) == pytest.approx(math.sqrt(d) * eps)
     assert lemma1_bound(1.25 * eps, eps, 1) * 255 == pytest.approx(7.1, abs=0.05)
@@ -149,7 +149,7 @@ def test_lemma2_monte_carlo_bounds_below_alignment():
     df = lemma2_mc([0.01, 0.03, 0.1], samples=300, seed=0)
     assert (df["bound_final"] <= df["bound_hoeffding"] + 0.02).all()
     assert (df["bound_hoeffding"] <= df["cos_limit"] + 0.02).all()
-    assert (df["cos_finite_mean"] >= 0.7).all() and (df["cos_limit"] >= 0.7).all()   # L591: in [0.7, 1] for eps <= 0.1
+    assert (df["cos_finite_mean"] >= 0.7).all() and (df["cos_limit"] >= 0.7).all()   # §2.8.2: in [0.7, 1] for eps <= 0.1
     assert df["bound_final"].iloc[0] > df["bound_final"].iloc[-1]                    # the bound loosens with eps
 
 

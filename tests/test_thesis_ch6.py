@@ -1,5 +1,5 @@
 """Thesis Ch. 6 (large-step SGD learns sparse features): schedules, SGD = label-noise GD, Jacobians and ranks,
-the SDE recursion, and the reproductions' faithful-reproduction criteria (digest §8) at reduced size."""
+the SDE recursion, and the reproductions' faithful-reproduction criteria at reduced size."""
 from __future__ import annotations
 
 import numpy as np
@@ -141,7 +141,7 @@ def test_sde_noise_has_the_covariance_of_eq_6_58():
     assert np.allclose(dv.mean(0), 0, atol=0.05 * np.sqrt(np.diag(theory)).max())
 
 
-# ------------------------------------------------------------------ reproductions (digest §8 criteria)
+# ------------------------------------------------------------------ reproductions (faithful-reproduction criteria)
 def test_fig6_2_large_step_sgd_sparsifies_and_gd_does_not():
     rep = registry.run("fig6.2", size="test", figure=True)
     m = rep.metrics

@@ -1,4 +1,4 @@
-"""Toy models and synthetic data of the 001 thesis (workbench.models.toy, workbench.data.synthetic)."""
+"""Toy models and synthetic data of [Andriushchenko 2024] (workbench.models.toy, workbench.data.synthetic)."""
 from __future__ import annotations
 
 import pytest
