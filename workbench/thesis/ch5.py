@@ -615,8 +615,8 @@ def digits_sam_variants(*, ms: Sequence[int] = (2, 4, 8, 16, 32, 128), seeds: Se
              "The best-epoch (oracle early-stopped) test error is reported beside it; its gap is smaller.",
              "rho 0.1 for every SAM variant and the random baseline (the thesis' typical optimum, §5.11). Too large "
              "a rho for small m fails to train (rho 0.2: 4-SAM stays far above ERM while 16-SAM is best).",
-             "Random perturbation: delta uniform on the sphere of radius rho (sigma is not given in the thesis, "
-             "digest §9). n-SAM: normalised ascent on an independent batch of the same size (Eq. 5.21).",
+             "Random perturbation: delta uniform on the sphere of radius rho (sigma is not given in the "
+             "thesis). n-SAM: normalised ascent on an independent batch of the same size (Eq. 5.21).",
              "Label noise as the public understanding-sam code (noise_type 'sym'): exactly int(p n) training labels "
              "changed to a uniformly drawn other class; the thesis says 'changed to random labels'.",
              "With few seeds the percentile-bootstrap CI of a paired difference is below 0 exactly when every "
