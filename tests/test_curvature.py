@@ -463,7 +463,10 @@ def test_pyhessian_trace_within_statistical_error(mlp):
 
 
 def test_pyhessian_density_fails_on_current_torch(mlp):
-    """PyHessian 0.1 calls the removed torch.eig (https://github.com/amirgholami/PyHessian/issues/17); when this starts failing, the peer got fixed."""
+    """PyHessian 0.1 calls the removed torch.eig; when this starts failing, the peer got fixed.
+
+    https://github.com/amirgholami/PyHessian/issues/17
+    """
     model, ex, _, _ = mlp
     with pytest.raises(RuntimeError, match="torch.eig|removed"):
         cv.pyhessian_density(model, ex, steps=10)

@@ -149,7 +149,8 @@ def test_lemma2_monte_carlo_bounds_below_alignment():
     df = lemma2_mc([0.01, 0.03, 0.1], samples=300, seed=0)
     assert (df["bound_final"] <= df["bound_hoeffding"] + 0.02).all()
     assert (df["bound_hoeffding"] <= df["cos_limit"] + 0.02).all()
-    assert (df["cos_finite_mean"] >= 0.7).all() and (df["cos_limit"] >= 0.7).all()   # §2.8.2: in [0.7, 1] for eps <= 0.1
+    # thesis §2.8.2: in [0.7, 1] for eps <= 0.1
+    assert (df["cos_finite_mean"] >= 0.7).all() and (df["cos_limit"] >= 0.7).all()
     assert df["bound_final"].iloc[0] > df["bound_final"].iloc[-1]                    # the bound loosens with eps
 
 

@@ -142,7 +142,8 @@ def cmd_table(args) -> int:
 
 def add_commands(subparsers) -> None:
     """Add ``bilevel`` (with ``illustrate``, ``study``, ``figures``, ``table``) to an argparse subparsers object."""
-    p = subparsers.add_parser("bilevel", help="optimal poisoning of L2-regularised LR (minimax bilevel, Carnerero-Cano 2021)")
+    p = subparsers.add_parser("bilevel",
+                              help="optimal poisoning of L2-regularised LR (minimax bilevel; Carnerero-Cano 2021)")
     sub = p.add_subparsers(dest="bilevel_command", required=True)
     fmts = dict(nargs="*", default=["html", "png"], help="figure formats (html, png, svg, pdf)")
 

@@ -107,7 +107,7 @@ class ScoreFilter(SelectionDefense):
 
 
 class DropHighestLoss(ScoreFilter):
-    """Drop the highest-loss examples each round (baseline of [Yang 2022, Fig. 2]; ``threshold``: loss in nats)."""
+    """Drop the highest-loss examples each round ([Yang 2022, Fig. 2]; ``threshold``: loss in nats)."""
 
     name = "drop_highest_loss"
 
@@ -116,7 +116,7 @@ class DropHighestLoss(ScoreFilter):
 
 
 class DropLowestConfidence(ScoreFilter):
-    """Drop the lowest-confidence examples each round (baseline of [Yang 2022, Fig. 2]; ``threshold``: confidence in [0, 1])."""
+    """Drop the lowest-confidence examples each round ([Yang 2022, Fig. 2]; ``threshold``: confidence in [0, 1])."""
 
     name = "drop_lowest_confidence"
 

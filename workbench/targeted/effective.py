@@ -306,7 +306,7 @@ def gradient_pca_frame(model: nn.Module, data, poison: Poison, setup: ThreatSetu
 
 
 class CosineTracker:
-    """[Yang 2022, Fig. 3a]: cosine similarity of effective / ineffective poisons to the target and to each other, per epoch.
+    """[Yang 2022, Fig. 3a]: cosine of effective / ineffective poisons to the target and to each other, per epoch.
 
     Use as ``train_victim(..., on_epoch_end=tracker)``; afterwards :meth:`frame` gives one row
     per (epoch, series) with ``mean`` and ``se`` over poisons (or pairs). Series:

@@ -290,7 +290,7 @@ def _pct(m: float, s: float | None = None) -> str:
 
 
 def table1(df: pd.DataFrame, *, formatted: bool = True) -> pd.DataFrame:
-    """[Yang 2022, Table 1] layout: rows (attack, scenario); columns undefended / each defense × (att. succ., test acc.).
+    """[Yang 2022, Table 1] layout: rows (attack, scenario); columns undefended / each defense × (success, test acc.).
 
     Values are means over trials (fractions; ``formatted`` renders percentages).
     """

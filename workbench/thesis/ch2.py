@@ -280,7 +280,7 @@ def grad_align_penalty(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, ge
 
 # ------------------------------------------------------------------ training
 def cyclic_lr(t: float, lr_max: float) -> float:
-    """Cyclic schedule of the thesis' AT runs (§2.9; [Smith 2017]): piecewise linear 0 → ``lr_max`` at 2/5 of training → 0.
+    """Cyclic schedule of the thesis' AT runs (§2.9; [Smith 2017]): linear 0 → ``lr_max`` at 2/5 of training → 0.
 
     ``t`` is the fraction of training done, in [0, 1].
     """

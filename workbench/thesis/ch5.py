@@ -178,8 +178,8 @@ def diag_switching(*, d: int = 30, n: int = 20, kappa: int = 3, seed: int = 0, i
                             "interp_max_train": path_max, "interp_end_train": float(ends), "barrier": barrier,
                             "init_train_loss": init_loss},
                    notes=[_PARAM_NOTE, _ONE_SAM_NOTE,
-                          "The thesis uses rho_(GD->1-SAM) = 10 (§5.9.3); on this workbench's data draw (seed 0) rho = 10 "
-                          "diverges at gamma = 1/d, rho = 5 is the default (rho is a parameter)."])
+                          "The thesis uses rho_(GD->1-SAM) = 10 (§5.9.3); on this workbench's data draw (seed 0) "
+                          "rho = 10 diverges at gamma = 1/d, rho = 5 is the default (rho is a parameter)."])
 
 
 # ----------------------------------------------------------------------------- Fig 5.13
