@@ -25,7 +25,8 @@ SKIP_NAMES = {"plotly.min.js"}
 #: (what it is, pattern) — each is a development reference a user cannot follow.
 FORBIDDEN = [
     ("hashed development file name", re.compile(r"\b\d{3}_[0-9a-f]{16}\b")),
-    ("development folder", re.compile(r"(?<![\w.-])shared/")),
+    # ../shared/... or a bare shared/...; a user's own path such as /mnt/shared/ray is fine
+    ("development folder", re.compile(r"(?:\.\./|(?<![\w./-]))shared/")),
     ("development digest", re.compile(r"(?<![.\w])digest\b(?!\()", re.I)),
     ("line-number reference", re.compile(r"\bL\d{3,5}\b|\blines? \d+(?:-\d+)? of\b", re.I)),
     ("absolute development path", re.compile(r"/work/")),
