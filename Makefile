@@ -1,4 +1,4 @@
-# Sharpness & Poisoning Workbench: make lab | make app | make test | make demo
+# Sharpness & Poisoning Workbench: make lab | make app | make test | make test-fast | make lint | make demo
 # Each target creates .venv when missing and (re)installs the project when pyproject.toml changed,
 # so all of them work on a fresh clone and again on a machine where .venv already exists.
 
@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 
 APP_PORT ?= 8866
 
-.PHONY: lab test demo install bench clean-runs app
+.PHONY: lab test test-fast lint demo install bench clean-runs app
 
 $(STAMP): pyproject.toml
 	@if [ ! -x "$(BIN)/python" ] || ! "$(BIN)/python" -c "import sys" >/dev/null 2>&1; then \
@@ -27,6 +27,13 @@ lab: $(STAMP)
 
 test: $(STAMP)
 	"$(BIN)/python" -m pytest $(PYTEST_ARGS)
+
+# the fast tier: everything not marked slow or browser (under 3 minutes on 2 cores)
+test-fast: $(STAMP)
+	"$(BIN)/python" -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	"$(BIN)/ruff" check workbench tests benchmarks
 
 app: $(STAMP)
 	"$(BIN)/workbench" app --port $(APP_PORT)
