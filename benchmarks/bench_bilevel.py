@@ -39,8 +39,14 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import torch  # noqa: E402
 
-from workbench.bilevel import (BilevelProblem, gaussian_2d, implicit_hypergradient, poison_maps,  # noqa: E402
-                               reverse_hypergradient, train_gd)
+from workbench.bilevel import (  # noqa: E402
+    BilevelProblem,
+    gaussian_2d,
+    implicit_hypergradient,
+    poison_maps,
+    reverse_hypergradient,
+    train_gd,
+)
 
 
 def timed(fn, repeats):

@@ -39,8 +39,8 @@ import copy  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from workbench.analysis.common import ExampleSet  # noqa: E402
 from workbench.analysis import curvature as cv  # noqa: E402
+from workbench.analysis.common import ExampleSet  # noqa: E402
 from workbench.presets import quickstart_config  # noqa: E402
 from workbench.training import Trainer  # noqa: E402
 

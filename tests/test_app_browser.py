@@ -13,7 +13,6 @@ import urllib.parse
 from pathlib import Path
 
 import pytest
-
 from browser_util import CHROMIUM, CHROMIUM_ARGS
 from browser_util import wait_for as _wait
 

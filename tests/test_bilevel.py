@@ -14,9 +14,24 @@ import pandas as pd
 import pytest
 import torch
 
-from workbench.bilevel import (AttackConfig, BilevelProblem, central_difference, gaussian_2d, grad_vjp,
-                               implicit_hypergradient, init_poison, poison_maps, project_box, reverse_hypergradient,
-                               run_attack, solve_inner, train_gd, train_gd_batched, train_loss, unrolled_objective)
+from workbench.bilevel import (
+    AttackConfig,
+    BilevelProblem,
+    central_difference,
+    gaussian_2d,
+    grad_vjp,
+    implicit_hypergradient,
+    init_poison,
+    poison_maps,
+    project_box,
+    reverse_hypergradient,
+    run_attack,
+    solve_inner,
+    train_gd,
+    train_gd_batched,
+    train_loss,
+    unrolled_objective,
+)
 from workbench.bilevel.illustration import IllustrationSettings, PoisonMaps, argmin_lambda, illustrate
 from workbench.bilevel.model import train_grad
 
@@ -247,8 +262,10 @@ def test_illustration_small_grid_shows_regularisation_dampens_the_attack():
     # the regularised model is less affected: smaller worst-case validation error over the map
     assert ill.maps.error[1].max() < ill.maps.error[0].max()
     assert ill.lam_map.shape == (8, 8) and set(np.unique(ill.lam_map)) <= {-8.0, -4.0, 0.0, 4.0}
+    import pathlib
+    import tempfile
+
     from workbench.bilevel import load_illustration, save_illustration
-    import tempfile, pathlib
     with tempfile.TemporaryDirectory() as d:
         p = save_illustration(ill, pathlib.Path(d) / "ill.json")
         back = load_illustration(p)
@@ -306,8 +323,14 @@ def test_study_settings_validation():
 
 # ------------------------------------------------------------------ figures and CLI
 def test_figures_build_from_data():
-    from workbench.viz.bilevel import (boundary_xy, error_vs_fraction_figure, illustration_figure,
-                                       lambda_norm_figure, poison_map_figure, weight_histogram_figure)
+    from workbench.viz.bilevel import (
+        boundary_xy,
+        error_vs_fraction_figure,
+        illustration_figure,
+        lambda_norm_figure,
+        poison_map_figure,
+        weight_histogram_figure,
+    )
 
     ill = illustrate(0, IllustrationSettings(grid=5, attack_steps=3, inner_steps=30, lam_grid=(-8.0, 4.0, 3)))
     fig = illustration_figure(ill)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from browser_util import (
     CHROMIUM,
     CHROMIUM_ARGS,

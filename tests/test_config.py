@@ -5,8 +5,17 @@ from pathlib import Path
 
 import pytest
 
-from workbench.config import (DATASET_CHOICES, MODEL_CHOICES, OPTIMIZER_CHOICES, DataConfig, ModelConfig,
-                              OptimConfig, RunConfig, ScheduleConfig, TrainConfig)
+from workbench.config import (
+    DATASET_CHOICES,
+    MODEL_CHOICES,
+    OPTIMIZER_CHOICES,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    RunConfig,
+    ScheduleConfig,
+    TrainConfig,
+)
 from workbench.presets import quickstart_config
 
 REPO = Path(__file__).resolve().parents[1]

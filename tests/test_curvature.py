@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_unchanged, snapshot
 from torch import nn
 from torch.func import functional_call
 
-from workbench.analysis.common import ExampleSet, load_result, preserved_state, save_result
 from workbench.analysis import curvature as cv
-from helpers import assert_unchanged, snapshot
+from workbench.analysis.common import ExampleSet, load_result, preserved_state, save_result
 
 pytestmark = [
     pytest.mark.filterwarnings("ignore:Using backward\\(\\) with create_graph=True:UserWarning"),  # PyHessian's

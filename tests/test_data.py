@@ -252,8 +252,9 @@ def test_missing_dataset_offline_message(tmp_path, monkeypatch):
     assert "t10k-images-idx3-ubyte" in msg
 
     # download=True while offline: torchvision's error is reported, still a FileNotFoundError
-    import torchvision.datasets as tvd
     from urllib.error import URLError
+
+    import torchvision.datasets as tvd
 
     def offline(*args, **kwargs):
         raise RuntimeError("Error downloading train-images-idx3-ubyte.gz", URLError("no network"))

@@ -4,16 +4,21 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_unchanged, snapshot
 from torch import nn
 
 from workbench.analysis import ExampleSet, load_result, save_result
-from workbench.analysis.features import (FeatureSparsityProbe, FeatureSparsityResult, collect_activations,
-                                         feature_rank, feature_sparsity, relu_layers,
-                                         sparsity_of_activation_matrix)
-from workbench.analysis.projections import (ProjectionResult, feature_pca, gradient_pca, groups_from_indices,
-                                            pca)
+from workbench.analysis.features import (
+    FeatureSparsityProbe,
+    FeatureSparsityResult,
+    collect_activations,
+    feature_rank,
+    feature_sparsity,
+    relu_layers,
+    sparsity_of_activation_matrix,
+)
+from workbench.analysis.projections import ProjectionResult, feature_pca, gradient_pca, groups_from_indices, pca
 from workbench.models import DenseNet, LeNet5, ResNet18, WideResNet
-from helpers import assert_unchanged, snapshot
 
 # 6 examples x 5 units: u0 and u1 = 2*u0 perfectly correlated, u2 dead, u3/u4 distinct.
 HAND = np.array([

@@ -5,15 +5,26 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_unchanged, snapshot
 from torch import nn
 
 from workbench.analysis import ExampleSet, load_result, save_result
-from workbench.analysis.gradients import (CosineHistory, GradientCosineResult, HistogramResult, SamCosineTracker,
-                                          _triu_pairs, class_mean_cosines, cosine_histogram, cosine_to_reference,
-                                          find_last_linear, gradient_cosines, last_layer_gradients,
-                                          pairwise_within_class_cosines, per_example_gradients,
-                                          sam_cosines_from_steps)
-from helpers import assert_unchanged, snapshot
+from workbench.analysis.gradients import (
+    CosineHistory,
+    GradientCosineResult,
+    HistogramResult,
+    SamCosineTracker,
+    _triu_pairs,
+    class_mean_cosines,
+    cosine_histogram,
+    cosine_to_reference,
+    find_last_linear,
+    gradient_cosines,
+    last_layer_gradients,
+    pairwise_within_class_cosines,
+    per_example_gradients,
+    sam_cosines_from_steps,
+)
 
 
 class Tiny(nn.Module):

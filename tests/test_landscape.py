@@ -6,15 +6,28 @@ import copy
 import numpy as np
 import pytest
 import torch
+from helpers import assert_unchanged, snapshot
 from torch import nn
 
 from workbench.analysis.common import ExampleSet, load_result, save_result
-from workbench.analysis.landscape import (Direction, InterpolationResult, PlaneResult, SliceResult, cache_key,
-                                          eigenvector_direction, interpolate, interpolated_model,
-                                          model_fingerprint, perturbed_model, plane_2d, random_direction,
-                                          recompute_bn_stats, slice_1d, target_direction)
+from workbench.analysis.landscape import (
+    Direction,
+    InterpolationResult,
+    PlaneResult,
+    SliceResult,
+    cache_key,
+    eigenvector_direction,
+    interpolate,
+    interpolated_model,
+    model_fingerprint,
+    perturbed_model,
+    plane_2d,
+    random_direction,
+    recompute_bn_stats,
+    slice_1d,
+    target_direction,
+)
 from workbench.training.evaluate import evaluate
-from helpers import assert_unchanged, snapshot
 
 
 # ------------------------------------------------------------------ fixtures

@@ -10,8 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.config import MODEL_CHOICES, ModelConfig
-from workbench.models import (MODEL_REGISTRY, MLP, DenseNet, LeNet5, LogisticRegression, ResNet18,
-                              WideResNet, build_model, count_parameters)
+from workbench.models import (
+    MLP,
+    MODEL_REGISTRY,
+    DenseNet,
+    LeNet5,
+    LogisticRegression,
+    ResNet18,
+    WideResNet,
+    build_model,
+    count_parameters,
+)
 
 IMAGE_SHAPES = [(1, 8, 8), (1, 28, 28), (3, 32, 32)]
 

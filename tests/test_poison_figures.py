@@ -7,8 +7,14 @@ import plotly.graph_objects as go
 import pytest
 import torch
 
-from workbench.viz.poisoning import (craft_loss_figure, craft_loss_points, delta_norm_figure, drift_figure,
-                                     image_grid_figure, sam_cosine_figure)
+from workbench.viz.poisoning import (
+    craft_loss_figure,
+    craft_loss_points,
+    delta_norm_figure,
+    drift_figure,
+    image_grid_figure,
+    sam_cosine_figure,
+)
 
 
 def _craft(n_steps=12, per_epoch=4, iters=5):

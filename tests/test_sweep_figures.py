@@ -8,8 +8,13 @@ import pandas as pd
 import pytest
 
 from workbench.sweeps import summarize
-from workbench.viz.sweeps import (best_so_far_figure, matched_ratios, metric_vs_param_figure,
-                                  parallel_coordinates_figure, ratio_histogram_figure)
+from workbench.viz.sweeps import (
+    best_so_far_figure,
+    matched_ratios,
+    metric_vs_param_figure,
+    parallel_coordinates_figure,
+    ratio_histogram_figure,
+)
 from workbench.viz.theme import PAPER_WIDTHS_IN
 
 

@@ -9,8 +9,7 @@ import pytest
 
 from workbench.presets import quickstart_config
 from workbench.runs import list_runs, load_run
-from workbench.sweeps import (StudyConfig, read_trials, run_study, summarize, to_latex, to_markdown,
-                              trials_table)
+from workbench.sweeps import StudyConfig, read_trials, run_study, summarize, to_latex, to_markdown, trials_table
 
 
 def small_study(tmp_path, **kw) -> StudyConfig:

@@ -10,14 +10,13 @@ import time
 import pandas as pd
 import pytest
 import torch
+from conftest import SHARED_DATA
 
 from workbench.config import RunConfig
 from workbench.presets import quickstart_config
 from workbench.runs import CheckpointError, Run, list_runs, load_checkpoint, load_run
 from workbench.runs.store import atomic_torch_save
 from workbench.training import EpochEnd, RunEnded, StepEnd, Trainer, resolve_device
-
-from conftest import SHARED_DATA
 
 
 def cfg_for(root, **ov) -> RunConfig:

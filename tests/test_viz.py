@@ -7,8 +7,15 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 
-from workbench.viz import (CurveData, ExportError, apply_theme, curve_series, export_figure, static_export_available,
-                           training_curves)
+from workbench.viz import (
+    CurveData,
+    ExportError,
+    apply_theme,
+    curve_series,
+    export_figure,
+    static_export_available,
+    training_curves,
+)
 
 
 def fake_run(name, n=5, offset=0.0):

@@ -290,7 +290,7 @@ def _as_matrix(G) -> Tensor:
 
 
 def _cos_rows(A: Tensor, b: Tensor) -> Tensor:
-    """cos between each row of A and b (or each row of b when 2-D); NaN where a norm is 0."""
+    """Cos between each row of A and b (or each row of b when 2-D); NaN where a norm is 0."""
     if b.dim() == 1:
         dots = A @ b
         norms = A.norm(dim=1) * b.norm()
@@ -503,7 +503,8 @@ def gradients_of_kind(model: nn.Module, examples, kind: str, *, params=None, bat
 def gradient_cosines(model: nn.Module, examples: ExampleSet, *, kind: str = "logits",
                      reference: str = "class_mean", params=None, batch_size: int = 256) -> GradientCosineResult:
     """Cosine of every example's gradient with its class-mean gradient (``reference="class_mean"``)
-    or with the mean gradient of the whole set (``"mean"``), in the gradient space ``kind``."""
+    or with the mean gradient of the whole set (``"mean"``), in the gradient space ``kind``.
+    """
     if reference not in ("class_mean", "mean"):
         raise ValueError(f"reference={reference!r} is invalid: choose 'class_mean' or 'mean'")
     ex = _as_examples(examples)

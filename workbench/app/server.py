@@ -91,7 +91,8 @@ def free_port() -> int:
 
 def landing_notebook(root: Path, runs: Path | None = None) -> Path:
     """The landing notebook: the package's own when it is inside ``root``, else a copy ``<runs>/app/index.ipynb``
-    (``runs`` default ``<root>/runs``; the server serves it as ``runs/app/index.ipynb``)."""
+    (``runs`` default ``<root>/runs``; the server serves it as ``runs/app/index.ipynb``).
+    """
     try:
         LANDING.relative_to(root)
         return LANDING
@@ -507,7 +508,8 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 def host_allowed(host: str | None, port: int | None) -> bool:
     """Whether a request's ``Host`` header names this server: ``127.0.0.1``, ``localhost`` or ``[::1]`` with
     ``port`` (a missing port only for port 80). Everything else, e.g. ``evil.example:<port>`` (a site whose
-    name was re-bound to 127.0.0.1) or ``127.0.0.1.nip.io``, is refused."""
+    name was re-bound to 127.0.0.1) or ``127.0.0.1.nip.io``, is refused.
+    """
     m = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::(\d+))?", (host or "").strip())
     if not m or m.group(1).lower() not in LOCAL_HOSTS:
         return False
@@ -530,7 +532,8 @@ def _voila_classes():
 
     class Guard:
         """Mixed into every handler: a foreign ``Host`` is refused (403), then the token is required (the login
-        form excepted): a page without it redirects to the login form, anything else answers 403."""
+        form excepted): a page without it redirects to the login form, anything else answers 403.
+        """
 
         wb_public = False   # the login form
         wb_page = False     # an HTML page: redirect to the login form instead of 403
@@ -581,7 +584,8 @@ def _voila_classes():
 
     class RunsFileHandler(AllowListFileHandler):
         """``/voila/files/runs/<path>`` from the runs folder given (``--WorkbenchVoila.runs_dir``), with the
-        allowlist of the served tree (whose paths start with ``runs/``)."""
+        allowlist of the served tree (whose paths start with ``runs/``).
+        """
 
         def get_absolute_path(self, root, path):
             if not any(re.fullmatch(p, "runs/" + path, re.IGNORECASE) for p in self.allowlist) or any(
@@ -602,7 +606,8 @@ def _voila_classes():
 
     class WorkbenchVoila(Voila):
         """Voilà whose every handler is guarded (:class:`Guard`), on 127.0.0.1 only, serving ``runs_dir`` as
-        ``runs/`` when given."""
+        ``runs/`` when given.
+        """
 
         runs_dir = Unicode("", help="a runs folder served as runs/ (files and the landing copy)").tag(config=True)
 
@@ -647,7 +652,8 @@ def _voila_classes():
 
 def voila_main(argv: list[str] | None = None) -> None:
     """The server process of app mode: Voilà (same options) with every handler guarded — a foreign ``Host``
-    refused, the token required on every route but the login form — and ``--WorkbenchVoila.runs_dir``."""
+    refused, the token required on every route but the login form — and ``--WorkbenchVoila.runs_dir``.
+    """
     _voila_classes().launch_instance(argv)
 
 

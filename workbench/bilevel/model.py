@@ -31,6 +31,7 @@ No UI imports.
 from __future__ import annotations
 
 import math
+
 import torch
 import torch.nn.functional as F
 

@@ -20,7 +20,6 @@ This module is part of the core: no ``ipywidgets``/``plotly``/``IPython``.
 from __future__ import annotations
 
 import dataclasses
-
 import warnings
 from dataclasses import dataclass, field
 

@@ -10,7 +10,8 @@ from ._common import check_dropout, check_num_classes, check_positive_int, init_
 
 class _DenseLayer(nn.Module):
     """``BN-ReLU-conv3x3(k)`` or, with bottleneck, ``BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k)``;
-    the output is concatenated to the input along the channels. Each ReLU is its own module."""
+    the output is concatenated to the input along the channels. Each ReLU is its own module.
+    """
 
     def __init__(self, in_planes: int, growth_rate: int, bottleneck: bool, dropout: float) -> None:
         super().__init__()

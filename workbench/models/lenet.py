@@ -6,8 +6,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ._common import (check_num_classes, check_positive_int, check_width, flat_features,
-                      image_size_hw, scale_channels)
+from ._common import check_num_classes, check_positive_int, check_width, flat_features, image_size_hw, scale_channels
 
 
 class LeNet5(nn.Module):

@@ -1,7 +1,6 @@
 """ResNet-18 with the CIFAR stem (He et al. 2016), built from torchvision's ``BasicBlock``."""
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 from torchvision.models.resnet import BasicBlock, conv1x1

@@ -156,7 +156,8 @@ def teacher_student_data(*, d: int = 5, n: int = 50, teacher_hidden: Sequence[in
 def make_student(d: int, hidden: Sequence[int], *, scales: Sequence[float] | float = 0.8, bias: bool = True,
                  seed: int = 0, dtype: torch.dtype = torch.float64) -> ReLUNet:
     """A student :class:`ReLUNet` with Gaussian weights (``scales``: one per weight matrix or a single value) —
-    three-layer setup: ``scales=0.8``, biases; two-layer: ``scales=(0.5, 0.0)``, no biases."""
+    three-layer setup: ``scales=0.8``, biases; two-layer: ``scales=(0.5, 0.0)``, no biases.
+    """
     depth = len(tuple(hidden)) + 1
     sc = [float(scales)] * depth if isinstance(scales, (int, float)) else [float(s) for s in scales]
     torch.manual_seed(int(seed) + 1)  # default bias init

@@ -33,8 +33,8 @@ def metric_value(run_path: str | Path, metric: str, value: str = "final", mode: 
         value: ``final`` (last epoch) or ``best`` (best epoch by ``mode``).
     """
     if metric.startswith("analysis."):
-        from ..analysis.tasks import list_analyses
         from ..analysis.common import load_result
+        from ..analysis.tasks import list_analyses
         from ..viz.results import summary_rows
 
         _, what, key = metric.split(".", 2)

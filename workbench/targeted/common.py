@@ -12,9 +12,8 @@ No UI imports.
 """
 from __future__ import annotations
 
-import math
-
 import contextlib
+import math
 import time
 from dataclasses import dataclass
 from typing import Callable, Iterator

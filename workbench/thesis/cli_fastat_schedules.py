@@ -66,8 +66,8 @@ def _write_figure(fig, stem: Path, formats) -> list[str]:
 
 
 def cmd_fastat(args) -> int:
-    from .ch2 import FastATConfig, fast_adversarial_training
     from ..viz.thesis_adv import fast_at_figure
+    from .ch2 import FastATConfig, fast_adversarial_training
 
     cfg = FastATConfig(method=args.method, eps=args.eps, alpha=args.alpha, pgd_steps=args.pgd_steps, lam=args.lam,
                        detach_clean=args.detach_clean, epochs=args.epochs, lr_max=args.lr_max,
@@ -93,8 +93,8 @@ def cmd_schedules(args) -> int:
     import pandas as pd
     import plotly.graph_objects as go
 
-    from .ch6 import exponential_warmup, linear_warmup, piecewise_constant
     from ..viz.theme import apply_theme
+    from .ch6 import exponential_warmup, linear_warmup, piecewise_constant
 
     if args.kind == "piecewise":
         eta = piecewise_constant(args.T, args.eta, args.decay_at, args.decay)

@@ -451,7 +451,8 @@ def count_kinks(params: dict[str, Tensor], lo: float, hi: float, *, merge: float
 @dataclass
 class Relu1DRun:
     """Result of :func:`train_relu1d`: per-model history (``model``, ``iteration``, ``train_loss``),
-    final parameters ``[S, h]`` and per-model labels (``rho``, ``seed``, ``iterations`` to stop)."""
+    final parameters ``[S, h]`` and per-model labels (``rho``, ``seed``, ``iterations`` to stop).
+    """
 
     history: pd.DataFrame
     params: dict[str, Tensor]

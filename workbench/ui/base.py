@@ -63,7 +63,8 @@ class _BusyNotice:
     """Tells a displayed, idle panel's user when the kernel is running another cell, so that it never says "Ready"
     while its buttons cannot work: after ``after`` s of a running cell its status line says so and its enabled
     buttons are disabled (clicks would only queue); when the cell ends both are restored. Checked by the figure
-    watchdog thread (:mod:`workbench.ui.figure`)."""
+    watchdog thread (:mod:`workbench.ui.figure`).
+    """
 
     TEXT = ("The kernel is busy running another cell; this panel's buttons will work again when it finishes "
             "(or interrupt the kernel).")

@@ -91,7 +91,8 @@ export default mod.default;
 
 def esm_shim(spec: str) -> str:
     """The small ES module each figure carries: it imports plotly's module from ``spec`` (a URL, or a path relative
-    to the Jupyter server's base URL such as ``files/runs/app/static/plotly-widgetbundle-7.1.0.js``)."""
+    to the Jupyter server's base URL such as ``files/runs/app/static/plotly-widgetbundle-7.1.0.js``).
+    """
     return _SHIM % {"spec": json.dumps(spec)}
 
 
@@ -247,7 +248,8 @@ class LiveFigure(go.FigureWidget):
 
     def health(self) -> tuple[str, float]:
         """``(state, seconds)``: ``("ok", s since the last acknowledgement or 0)``, ``("pending", age of the oldest
-        unacknowledged update)``, ``("no view", 0)`` or ``("busy", s the current cell has run)``."""
+        unacknowledged update)``, ``("no view", 0)`` or ``("busy", s the current cell has run)``.
+        """
         if not self.displayed:
             return "no view", 0.0
         busy = kernel_busy_for()

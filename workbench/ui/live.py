@@ -159,7 +159,8 @@ def _trace_keys(trace) -> set[str]:
 def _drop_layout_keys(widget: go.FigureWidget, keys) -> None:
     """Remove top-level layout ``keys`` from ``widget`` and its browser views (outside a batch: inside one plotly
     keeps an empty array). Arrays (annotations, shapes, sliders, ...) by assigning None, which also empties plotly's
-    cached element objects; other containers (xaxis2, ...) by a relayout with null, which removes the key."""
+    cached element objects; other containers (xaxis2, ...) by a relayout with null, which removes the key.
+    """
     containers = []
     for k in keys:
         if isinstance(widget.layout[k], tuple):

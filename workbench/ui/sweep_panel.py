@@ -29,13 +29,22 @@ import pandas as pd
 import plotly.graph_objects as go
 import yaml
 
+from ..app.estimate import estimate_study
 from ..config import RunConfig, yaml_load
 from ..presets import quickstart_config
-from ..sweeps import PRUNERS, SEARCHES, StudyConfig, StudyResult, SweepEvent, read_trials, run_study, summarize, \
-    trials_table
+from ..sweeps import (
+    PRUNERS,
+    SEARCHES,
+    StudyConfig,
+    StudyResult,
+    SweepEvent,
+    read_trials,
+    run_study,
+    summarize,
+    trials_table,
+)
 from ..sweeps.results import to_latex, to_markdown
 from ..viz.sweeps import best_so_far_figure, metric_vs_param_figure
-from ..app.estimate import estimate_study
 from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget, guard
 from .live import sync_figure
 
@@ -793,7 +802,7 @@ class SweepPanel(PanelBase):
                       + f".{best} Study folder: {study.path}", "#1b5e20")
 
     def _axes(self) -> tuple[str | None, list[str]]:
-        """x = the first swept field with numeric values; group = the other swept fields."""
+        """X = the first swept field with numeric values; group = the other swept fields."""
         names = list(self.study.params)
         if not names:
             return None, []

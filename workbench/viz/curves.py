@@ -112,7 +112,8 @@ def _fmt(v: Any) -> str:
 def optimizer_label(name: str, rho: float | None = None, m: int | None = None, base: str = "sgd",
                     adaptive: bool = False) -> str:
     """A legend label for an optimizer: ``SGD``, ``Adam``, ``SAM, ρ = 0.05``, ``ASAM, ρ = 0.5``,
-    ``SAM, ρ = 0.05, m = 16``, ``SAM (Adam), ρ = 0.05`` (a SAM with an Adam base)."""
+    ``SAM, ρ = 0.05, m = 16``, ``SAM (Adam), ρ = 0.05`` (a SAM with an Adam base).
+    """
     n = str(name).lower()
     if n == "sam" and adaptive:
         n = "asam"

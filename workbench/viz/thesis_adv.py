@@ -44,7 +44,8 @@ def _table(data: Any, key: str) -> pd.DataFrame:
 
 def lemma1_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Fig. 2.2: ``data`` = ``{"table": DataFrame(alpha_over_eps, mc_mean_over_sqrt_d, mc_se_over_sqrt_d,
-    bound_over_sqrt_d, fgsm_over_sqrt_d), "eps", "d"}`` (values in units of 1/255 on the y axis)."""
+    bound_over_sqrt_d, fgsm_over_sqrt_d), "eps", "d"}`` (values in units of 1/255 on the y axis).
+    """
     df = _table(data, "table")
     eps = data.get("eps", 8 / 255) if isinstance(data, dict) else 8 / 255
     d = data.get("d", "") if isinstance(data, dict) else ""
@@ -69,7 +70,8 @@ def lemma1_figure(data: Any, *, theme: str = "screen", title: str | None = None)
 
 def lemma2_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Fig. 2.9: ``data`` = ``{"table": DataFrame(eps, cos_finite_mean, cos_finite_std, cos_limit,
-    bound_hoeffding, bound_final, k, m)}``; the finite-(k, m) alignment is drawn with a ±1 std band."""
+    bound_hoeffding, bound_final, k, m)}``; the finite-(k, m) alignment is drawn with a ±1 std band.
+    """
     df = _table(data, "table")
     fig = go.Figure()
     if len(df):
@@ -101,7 +103,8 @@ def fast_at_figure(data: Any, *, theme: str = "screen", title: str | None = None
     pgd_acc, fgsm_loss, pgd_loss, grad_alignment, cos_fgsm_pgd}, "eps"}`` (or the DataFrame itself).
 
     Four panels vs epoch; colour = method; accuracy: clean dotted, FGSM dashed, PGD solid; loss: FGSM dashed,
-    PGD solid."""
+    PGD solid.
+    """
     h = _table(data, "history")
     eps = data.get("eps") if isinstance(data, dict) else None
     fig = make_subplots(rows=2, cols=2, subplot_titles=[p[0] for p in _PANELS], horizontal_spacing=0.1,

@@ -128,7 +128,8 @@ def fig_relu1d(data: dict, *, theme: str = "screen", title: str | None = None) -
 
 def _digits_colors(runs, labels) -> tuple[dict, dict]:
     """Colours and line dashes of ``fig5.16``'s methods: baselines in distinct colours (dashed curves), m-SAM on a
-    blue scale, darkest for the smallest m (solid curves)."""
+    blue scale, darkest for the smallest m (solid curves).
+    """
     from plotly.colors import sample_colorscale
 
     base = {"erm": "#555555", "random": "#D55E00", "nsam": "#009E73"}
@@ -145,7 +146,8 @@ def fig_digits_sam(data: dict, *, theme: str = "screen", title: str | None = Non
     """Figs 5.1/5.16 (+ 5.12) analogue from ``data`` of ``fig5.16``: ``runs`` (label, method, m, seed, test_error,
     ...) gives (a) final test error per method (mean, 95 % bootstrap CI, one dot per seed); ``curves`` (label, seed,
     epoch, test_error, train_error_noisy), when present, gives (b) test error vs epoch and, with label noise,
-    (c) training error on the noisy labels vs epoch (means over seeds)."""
+    (c) training error on the noisy labels vs epoch (means over seeds).
+    """
     runs = data["runs"]
     curves = data.get("curves")
     has_curves = curves is not None and len(curves) > 0

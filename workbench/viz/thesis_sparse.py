@@ -47,7 +47,8 @@ def _panels(df: pd.DataFrame, panels: list[tuple[str, str, bool]], *, xcol: str 
             dash_by: str | None = None, decay_at: dict | None = None, T: float | None = None,
             run_order: list | None = None, color_key=None) -> go.Figure:
     """Generic grid: one panel per (column, title, log-y) entry, one line per run (colour), optional dash by a
-    column (e.g. method)."""
+    column (e.g. method).
+    """
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[1] for p in panels], horizontal_spacing=0.09,
                         vertical_spacing=0.13)
@@ -92,7 +93,8 @@ def _panels(df: pd.DataFrame, panels: list[tuple[str, str, bool]], *, xcol: str 
 def diag_nets_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Figs. 6.2 / 6.11: ``data`` = ``{"metrics": DataFrame(run, method, iteration, [iteration_sgd_scale],
     train_loss, test_loss, rank, l0), "decay_at", "T"}``. GD runs (dashed) are drawn on the SGD iteration axis
-    (``iteration_sgd_scale``: one GD step = T_SGD / T_GD SGD iterations)."""
+    (``iteration_sgd_scale``: one GD step = T_SGD / T_GD SGD iterations).
+    """
     df = _get(data, "metrics")
     if len(df) and "iteration_sgd_scale" in df:
         df = df.assign(x=df["iteration_sgd_scale"].fillna(df["iteration"]))
@@ -110,7 +112,8 @@ def diag_nets_figure(data: Any, *, theme: str = "screen", title: str | None = No
 
 def trajectory_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Fig. 6.3: ``data`` = ``{"plane": DataFrame(run, method, iteration, x, y)}`` — coordinates of the iterates
-    in the orthonormalised plane spanned by w* − w_init (x axis) and w_flow − w_init."""
+    in the orthonormalised plane spanned by w* − w_init (x axis) and w_flow − w_init.
+    """
     df = _get(data, "plane")
     fig = go.Figure()
     if len(df):
@@ -129,7 +132,8 @@ def trajectory_figure(data: Any, *, theme: str = "screen", title: str | None = N
 
 def quadratic_toy_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Prop. 6.3.2: ``data`` = ``{"trace": DataFrame(iteration, theta, loss), "bounds": {eps_o, F_low, F_high,
-    burn_in}}`` — θ_t with the bands (0.65, 1 − ε_o) and (1 + ε_o, 1.162), and F(θ_t) with (ε_o², 0.17)."""
+    burn_in}}`` — θ_t with the bands (0.65, 1 − ε_o) and (1 + ε_o, 1.162), and F(θ_t) with (ε_o², 0.17).
+    """
     df = _get(data, "trace")
     b = data.get("bounds", {}) if isinstance(data, dict) else {}
     fig = make_subplots(rows=1, cols=2, subplot_titles=["θ_t (θ* = 1)", "F(θ_t)"], horizontal_spacing=0.12)
@@ -154,7 +158,8 @@ def quadratic_toy_figure(data: Any, *, theme: str = "screen", title: str | None 
 def relu1d_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Figs. 6.4 / 6.12: ``data`` = ``{"metrics": DataFrame(run, iteration, train_loss, rank, fsc, kinks),
     "functions": DataFrame(run, iteration, x, y_hat), "points": DataFrame(x, y), "decay_at", "T"}``. Panels: train
-    loss, learned functions at the end (with the 12 points), rank φ(X), FSC, kinks."""
+    loss, learned functions at the end (with the 12 points), rank φ(X), FSC, kinks.
+    """
     df = _get(data, "metrics")
     fn = _get(data, "functions")
     pts = _get(data, "points")
@@ -193,7 +198,8 @@ def overregularization_figure(data: Any, *, theme: str = "screen", title: str | 
     """Fig. 6.12: ``data`` = output of :func:`workbench.thesis.ch6.repro_relu1d_overregularized` (``metrics``,
     ``functions``, ``points``, ``summary`` with init / factor / run / final_loss / stuck, ``stuck_level``). Panels:
     train loss of every run (colour = warm-up factor), final train loss per initialisation, and the final predictors
-    of one initialisation (the first one that gets stuck with the largest factor) for every factor."""
+    of one initialisation (the first one that gets stuck with the largest factor) for every factor.
+    """
     df = _get(data, "metrics")
     fn = _get(data, "functions")
     pts = _get(data, "points")
@@ -269,7 +275,8 @@ def relu1d_snapshots_figure(data: Any, *, theme: str = "screen", title: str | No
 
 def teacher_student_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Figs. 6.5 / 6.14: ``data`` = ``{"metrics": DataFrame(run, iteration, train_loss, test_loss, rank,
-    fsc_layer1, [fsc_layer2]), "decay_at", "T", "layers"}``."""
+    fsc_layer1, [fsc_layer2]), "decay_at", "T", "layers"}``.
+    """
     df = _get(data, "metrics")
     layers = int(data.get("layers", 1)) if isinstance(data, dict) else 1
     panels = [("train_loss", "train loss", True), ("test_loss", "test loss", True), ("rank", "rank of φ(X)", False)]
@@ -283,7 +290,8 @@ def teacher_student_figure(data: Any, *, theme: str = "screen", title: str | Non
 def neurons_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Fig. 6.10: ``data`` = ``{"neurons": DataFrame(run, neuron, stage ∈ {init, final}, x, y, out_weight),
     "teacher": DataFrame(x, y)}`` — each first-layer neuron w_i ∈ R² at init (grey) and at the end (colour, size ∝
-    |a_i|), with the teacher directions as rays; one panel per run."""
+    |a_i|), with the teacher directions as rays; one panel per run.
+    """
     nd = _get(data, "neurons")
     te = _get(data, "teacher")
     runs = list(dict.fromkeys(nd["run"])) if len(nd) else []
@@ -312,7 +320,8 @@ def neurons_figure(data: Any, *, theme: str = "screen", title: str | None = None
 
 def sde_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Fig. 6.9: ``data`` = ``{"metrics": DataFrame(run ∈ {SGD, SDE, gradient flow}, iteration, train_loss,
-    test_loss, rank, l0), "decay_at", "T"}``."""
+    test_loss, rank, l0), "decay_at", "T"}``.
+    """
     df = _get(data, "metrics")
     panels = [("train_loss", "train loss", True), ("test_loss", "test loss", True), ("rank", "rank of φ(X)", False),
               ("l0", "‖u⊙v‖₀", False)]
