@@ -100,12 +100,13 @@ def main():
     for name, (n, n_p, d, nv) in {"MNIST-sized": (512, 17, 784, 171), "digits-sized": (176, 6, 64, 59)}.items():
         P, xp = problem(n, n_p, d, nv)
         rows = {}
-        rows["RMD analytic (fused)"], h_a = timed(lambda: reverse_hypergradient(P, xp, 0.0), a.repeats)
-        rows["RMD autograd (Eq. 3)"], h_g = timed(lambda: reverse_hypergradient(P, xp, 0.0, method="autograd"),
-                                                 a.repeats)
-        rows["implicit, CG"], h_i = timed(lambda: implicit_hypergradient(P, xp, 0.0, solver="cg"), a.repeats)
-        rows["implicit, dense solve"], _ = timed(lambda: implicit_hypergradient(P, xp, 0.0, solver="direct"),
-                                                 max(1, a.repeats - 1))
+        rows["RMD analytic (fused)"], h_a = timed(lambda P=P, xp=xp: reverse_hypergradient(P, xp, 0.0), a.repeats)
+        rows["RMD autograd (Eq. 3)"], h_g = timed(
+            lambda P=P, xp=xp: reverse_hypergradient(P, xp, 0.0, method="autograd"), a.repeats)
+        rows["implicit, CG"], h_i = timed(
+            lambda P=P, xp=xp: implicit_hypergradient(P, xp, 0.0, solver="cg"), a.repeats)
+        rows["implicit, dense solve"], _ = timed(
+            lambda P=P, xp=xp: implicit_hypergradient(P, xp, 0.0, solver="direct"), max(1, a.repeats - 1))
         base = rows["RMD analytic (fused)"]
         print(f"{name}: n = {n} + {n_p}, d = {d}, T = {P.steps} (load {os.getloadavg()[0]:.1f})")
         for k, v in rows.items():
