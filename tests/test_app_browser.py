@@ -101,15 +101,16 @@ def test_guided_tour_in_app_mode_start_updates_the_figure_offline(tmp_path):
             seen: list = []
             try:
                 _wait(new_curves, 300, "new runs' curves after Start")
-            except AssertionError:
+            except AssertionError as e:
                 page.screenshot(path=str(ARTIFACTS / "app-guided-tour-failure.png"), full_page=False)
-                raise AssertionError(f"before {before}, last seen {seen[-1:]}\n" + "\n".join(events[-10:]))
+                raise AssertionError(f"before {before}, last seen {seen[-1:]}\n" + "\n".join(events[-10:])) from e
             status = panel.locator(".wb-status")
             _wait(lambda: "Done" in status.inner_text(), 300, "the runs to finish")
             assert status.inner_text().count("finished") == 2
             # the new runs' epoch curves end with both epochs, the loaded runs' curves stay
-            fresh = _wait(lambda: (lambda f: f if f and sum(t["n"] == 2 and "·" in t["name"] for t in f) >= 6 else None)(
-                new_curves()), 60, "the final redraw")
+            fresh = _wait(
+                lambda: (lambda f: f if f and sum(t["n"] == 2 and "·" in t["name"] for t in f) >= 6 else None)(
+                    new_curves()), 60, "the final redraw")
             after = seen[-1]
             assert old <= {(t["name"], t["n"], t["last"]) for t in after["traces"]}, "the loaded runs' curves vanished"
             assert all(t["n"] >= 1 for t in fresh)

@@ -64,7 +64,7 @@ def bn_net(seed: int) -> BNNet:
     # non-trivial running statistics: a few train-mode passes on shifted data
     net.train()
     with torch.no_grad():
-        for i in range(3):
+        for _ in range(3):
             net(torch.randn(16, 1, 8, 8) * (1 + seed) + 0.5 * seed)
     net.eval()
     return net

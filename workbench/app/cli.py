@@ -29,7 +29,7 @@ def cmd_app(args) -> int:
         return run_app(args.notebook, notebooks=args.notebooks, port=args.port, token=args.token,
                        open_browser=not args.no_browser, runs=runs)
     except FileNotFoundError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from e
 
 
 def cmd_pack_build(args) -> int:
@@ -43,7 +43,7 @@ def cmd_pack_build(args) -> int:
     try:
         build_pack(args.out, settings)
     except PackError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from e
     return 0
 
 
@@ -57,10 +57,10 @@ def cmd_pack_load(args) -> int:
     try:
         load_pack(args.pack, args.runs, max_bytes=int(args.max_gb * 1e9), max_files=args.max_files)
     except PackError as e:
-        raise SystemExit(f"error: {e}")
+        raise SystemExit(f"error: {e}") from e
     except OSError as e:  # e.g. the runs folder is not writable, or the disk is full
         raise SystemExit(f"error: loading the pack failed: {e.strerror or e}"
-                         f"{f': {str(e.filename)!r}' if e.filename else ''} (nothing was loaded)")
+                         f"{f': {str(e.filename)!r}' if e.filename else ''} (nothing was loaded)") from e
     return 0
 
 
