@@ -101,14 +101,18 @@ class FakeTrainer:
         self._splits = {"train": IndexedTensorDataset(torch.randn(n, *shape, generator=g),
                                                       torch.randint(0, 4, (n,), generator=g),
                                                       torch.arange(n) * 3 + 1)}
+        self.splits = self._splits
         self.device = torch.device("cpu")
-        self.attempt, self.step, self._run, self._run_id = 1, 0, None, "fake"
+        self.attempt, self.step, self.run_id, self.artifact_dir = 1, 0, "fake", None
         self.events = []
 
-    def _loss_fn(self):
-        return F.cross_entropy
+    # the Trainer's public plugin API (the poisoner uses nothing else)
+    loss_fn = staticmethod(F.cross_entropy)
 
-    def _emit(self, ev):
+    def log(self, record):
+        pass
+
+    def emit(self, ev):
         self.events.append(ev)
 
 

@@ -395,6 +395,7 @@ def cmd_analyze(args) -> int:
     import yaml as _yaml
 
     from .analysis.tasks import analyze
+    from .analysis_registry import get_entry
     from .training.device import resolve_device
     from .viz import export_figure, result_figure, static_export_session, summary_rows
 
@@ -404,9 +405,9 @@ def cmd_analyze(args) -> int:
                          "or -1 (the analysis' default)")
     resolve_device(args.device, name="--device")   # 'tpu', 'cuda:abc', or CUDA absent: one line, before loading
     runs = _expand_runs(args.runs)
-    if args.what == "interpolate":
+    if get_entry(args.what).needs_other:
         if len(runs) != 2:
-            raise ValueError("interpolate needs exactly two runs: workbench analyze RUN_A RUN_B --what interpolate")
+            raise ValueError(f"{args.what} needs exactly two runs: workbench analyze RUN_A RUN_B --what {args.what}")
         jobs = [(runs[0], runs[1])]
     else:
         jobs = [(r, None) for r in runs]
@@ -628,6 +629,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "workbench.thesis.cli_repro",    # thesis repro (the shared ``thesis`` command)
     "workbench.thesis.cli_fastat_schedules",  # thesis fastat | schedules
     "workbench.app.cli",            # app, pack build | load
+    "workbench.reproduce.cli",      # reproduce --report | --paper-scale | --store
 )
 
 
@@ -696,11 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--no-progress", action="store_true")
     d.set_defaults(fn=cmd_demo)
 
-    an = sub.add_parser("analyze", help="analyse stored runs (Hessian, landscape, sparsity, sharpness, ...)")
-    an.add_argument("runs", nargs="+", help="run folders (two for --what interpolate: theta_1 then theta_2)")
-    an.add_argument("--what", required=True,
-                    choices=["hessian", "trace", "density", "layerwise", "interpolate", "slice", "plane", "sparsity",
-                             "sharpness", "pca", "cosine"])
+    from .analysis_registry import analysis_names, entries  # light: no torch
+
+    two = ", ".join(e.name for e in entries() if e.needs_other)
+    an = sub.add_parser("analyze", help="analyse stored runs (Hessian, landscape, sharpness, corruption, ...)")
+    an.add_argument("runs", nargs="+", help=f"run folders (two for --what {two}: theta_1 then theta_2)")
+    an.add_argument("--what", required=True, choices=list(analysis_names()),
+                    help="the analysis (one entry each in workbench.analysis_registry)")
     an.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                     help="analysis parameters, e.g. k=10 method=pyhessian | rhos=[0,0.05,0.1] adaptive=true")
     an.add_argument("--checkpoint", default="last.pt")

@@ -1359,7 +1359,7 @@ class TopEigenvalueProbe(Probe):
         self.examples: ExampleSet | None = None
 
     def setup(self, trainer) -> None:
-        splits = getattr(trainer, "_splits", None) or trainer.bundle.splits
+        splits = trainer.splits
         if self.split not in splits:
             raise ValueError(f"split={self.split!r} is invalid: choose one of {sorted(splits)}")
         self.examples = ExampleSet.from_dataset(splits[self.split], count=self.count, seed=self.seed,
@@ -1368,7 +1368,7 @@ class TopEigenvalueProbe(Probe):
     def measure(self, model: nn.Module, trainer) -> dict:
         if self.examples is None:
             self.setup(trainer)
-        loss_fn = trainer._loss_fn() if hasattr(trainer, "_loss_fn") else F.cross_entropy
+        loss_fn = trainer.loss_fn
         with preserved_state(model):
             with HessianOperator(model, self.examples, loss_fn, batch_size=self.batch_size) as op:
                 r = lanczos(op, k=self.k, which="LA", tol=self.tol, max_iter=self.max_iter, seed=self.seed)

@@ -418,7 +418,7 @@ class FeatureSparsityProbe(Probe):
         self.examples: ExampleSet | None = None
 
     def setup(self, trainer) -> None:
-        self.examples = ExampleSet.from_dataset(trainer._splits["train"], count=self.count, seed=self.seed,
+        self.examples = ExampleSet.from_dataset(trainer.splits["train"], count=self.count, seed=self.seed,
                                                 split="train")
 
     def measure(self, model: nn.Module, trainer) -> dict:

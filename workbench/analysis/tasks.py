@@ -30,7 +30,15 @@ cosine         gradient cosines: ``source="sam"`` (cos(g, g′) of every SAM ste
                metrics), ``"class_mean"``, ``"target"`` (vs the gradient of the example with dataset
                index ``target``, from any split) or ``"pairwise"`` (within class), per-example
                gradients in the space ``kind``
+corruption     parameter corruption: loss increase vs the number ``n`` of corrupted weights, random vs
+               gradient-based n-sparse corruption of p-norm ``epsilon``: ``sizes``, ``epsilon``, ``norm``
+               (l2, linf, l1), ``n_random`` (:mod:`.corruption`)  [Sun 2020, Alg. 1-2]
 =============  ==================================================================================
+
+Each analysis is one :class:`~workbench.analysis_registry.AnalysisEntry` (runner, defaults, parameter
+choices, default example count, headline numbers, figure builder): :func:`analyze`, ``workbench analyze``,
+the analysis panel, :func:`workbench.viz.summary_rows` and :func:`workbench.viz.result_figure` all read the
+registry (:mod:`workbench.analysis_registry`), so an analysis is added in one place.
 
 Before anything is computed (or a saved result is returned), the weights of the
 checkpoint(s) and the run's poison (``data.poison``) are checked: a NaN or inf
@@ -57,46 +65,20 @@ import torch
 from ..runs import load_run
 from ..runs.store import RunData
 from .common import ExampleSet, ResultRecord, load_result, save_result
+from ..analysis_registry import BUILTIN, get_entry, resolve
 
 __all__ = ["ANALYSES", "DEFAULTS", "PARAM_CHOICES", "Progress", "AnalysisOutput", "AnalysisStopped", "NonFiniteError",
-           "analyze", "load_model", "list_analyses", "check_finite_weights", "check_finite_poison"]
+           "analyze", "load_model", "list_analyses", "check_finite_weights", "check_finite_poison", "example_set"]
 
-ANALYSES = ("hessian", "trace", "density", "layerwise", "interpolate", "slice", "plane", "sparsity", "sharpness",
-            "pca", "cosine")
+ANALYSES = tuple(e.name for e in BUILTIN)
+"""The built-in analyses (a snapshot; :func:`~workbench.analysis_registry.analysis_names` also lists analyses
+registered later)."""
 
-DEFAULTS: dict[str, dict[str, Any]] = {
-    "hessian": {"k": 5, "method": "lanczos", "which": "LA", "tol": 1e-3},
-    "trace": {"method": "hutchpp", "n_probes": 100},
-    "density": {"steps": 80, "n_probes": 1},
-    "layerwise": {"what": "both", "n_probes": 30},
-    "interpolate": {"alphas": [-0.5, 1.5, 41], "bn": "recompute", "splits": ["train", "test"]},
-    "slice": {"direction": "random", "n_directions": 3, "alphas": [-1.0, 1.0, 41], "bn": "keep",
-              "normalization": "filter", "bias_bn": "zero", "splits": ["train", "test"]},
-    "plane": {"grid": 21, "span": 1.0, "bn": "keep", "normalization": "filter", "bias_bn": "zero",
-              "splits": ["train"]},
-    "sparsity": {"tau": 0.95, "max_units": 1000},
-    "sharpness": {"rhos": [0.0, 0.025, 0.05, 0.1, 0.2], "kind": "worst", "norm": "l2", "adaptive": False,
-                  "m": 128, "method": "pgd", "steps": None},
-    "pca": {"kind": "logits"},
-    "cosine": {"source": "sam", "kind": "logits", "target": None},
-}
-PARAM_CHOICES: dict[str, dict[str, list]] = {
-    "hessian": {"method": ["lanczos", "eigsh", "power", "pyhessian"], "which": ["LA", "SA", "both"]},
-    "trace": {"method": ["hutchpp", "hutchinson", "pyhessian"]},
-    "layerwise": {"what": ["both", "top", "trace"]},
-    "interpolate": {"bn": ["recompute", "keep"]},
-    "slice": {"direction": ["random", "eigenvector"], "bn": ["keep", "recompute"],
-              "normalization": ["filter", "layer", "none"], "bias_bn": ["zero", "keep", "normalize"]},
-    "plane": {"bn": ["keep", "recompute"], "normalization": ["filter", "layer", "none"],
-              "bias_bn": ["zero", "keep", "normalize"]},
-    "sharpness": {"kind": ["worst", "average"], "norm": ["l2", "linf"], "method": ["pgd", "apgd"]},
-    "pca": {"kind": ["logits", "last_input", "weights", "full"]},
-    "cosine": {"source": ["sam", "class_mean", "target", "pairwise"],
-               "kind": ["logits", "last_input", "weights", "full"]},
-}
-"""Allowed values of the string parameters (for widgets and validation)."""
-
-_DEFAULT_COUNT = {"sparsity": 1024, "sharpness": 1024, "interpolate": 2048, "slice": 2048, "plane": 1024}
+DEFAULTS: dict[str, dict[str, Any]] = {e.name: dict(e.defaults) for e in BUILTIN}
+"""Default parameters of the built-in analyses (from their registry entries)."""
+PARAM_CHOICES: dict[str, dict[str, list]] = {e.name: {k: list(v) for k, v in e.choices.items()} for e in BUILTIN
+                                             if e.choices}
+"""Allowed values of the string parameters of the built-in analyses (for widgets and validation)."""
 
 
 class AnalysisStopped(RuntimeError):
@@ -257,11 +239,19 @@ def load_model(run: str | Path | RunData, checkpoint: str = "last.pt", device: s
     return model, bundle, rd
 
 
-def _examples(bundle, split: str, count: int | None, seed: int, device) -> ExampleSet:
+def example_set(bundle, split: str, count: int | None, seed: int, device) -> ExampleSet:
+    """The seeded example set a runner analyses: ``count`` examples of ``split`` (``None``: all) on ``device``.
+
+    Raises:
+        ValueError: ``split`` is not train, val or test.
+    """
     splits = {"train": bundle.train, "val": bundle.val, "test": bundle.test}
     if split not in splits:
         raise ValueError(f"split={split!r} is invalid: choose one of {sorted(splits)}")
     return ExampleSet.from_dataset(splits[split], count=count, seed=seed, split=split).to(device)
+
+
+_examples = example_set
 
 
 def _grid(spec) -> np.ndarray:
@@ -289,7 +279,8 @@ def analyze(what: str, run: str | Path, *, other: str | Path | None = None, chec
     """Run one analysis on a stored run (see the module docstring for ``what`` and ``params``).
 
     Args:
-        what: one of :data:`ANALYSES`.
+        what: a registered analysis (:func:`~workbench.analysis_registry.analysis_names`; the built-in
+            ones are :data:`ANALYSES`).
         run: run folder (θ₁ for ``interpolate``).
         other: second run folder (θ₂), required for ``interpolate``.
         checkpoint, other_checkpoint: checkpoint file names in ``checkpoints/``.
@@ -299,7 +290,7 @@ def analyze(what: str, run: str | Path, *, other: str | Path | None = None, chec
             sparsity and sharpness, capped by the split size).
         seed: seed of the example draw and of every stochastic estimate.
         device: ``auto``, ``cpu``, ``cuda``, ...
-        params: analysis parameters overriding :data:`DEFAULTS`.
+        params: analysis parameters overriding the entry's defaults (:data:`DEFAULTS` for the built-in ones).
         callback: receives :class:`Progress` reports (from the computing thread).
         stop: when set, the analysis raises :class:`AnalysisStopped` at its next report.
         save: write the result to the run's ``artifacts/analysis/``.
@@ -315,20 +306,20 @@ def analyze(what: str, run: str | Path, *, other: str | Path | None = None, chec
     A saved result that cannot be read is recomputed (``RuntimeWarning`` naming the file) and
     overwritten.
     """
-    if what not in ANALYSES:
-        raise ValueError(f"what={what!r} is invalid: choose one of {', '.join(ANALYSES)}")
-    p = dict(DEFAULTS[what])
+    entry = get_entry(what)  # ValueError: what=... is invalid: choose one of ...
+    p = dict(entry.defaults)
     unknown = sorted(set(params or {}) - set(p))
     if unknown:
         raise ValueError(f"unknown parameter(s) {unknown} for {what!r}: choose from {sorted(p)}")
     p.update(params or {})
-    for name, allowed in PARAM_CHOICES.get(what, {}).items():
+    for name, allowed in entry.choices.items():
         if p.get(name) not in allowed:
-            raise ValueError(f"{what}.{name}={p.get(name)!r} is invalid: choose one of {allowed}")
+            raise ValueError(f"{what}.{name}={p.get(name)!r} is invalid: choose one of {list(allowed)}")
     if count == -1:
-        count = _DEFAULT_COUNT.get(what, 2048)
-    if what == "interpolate" and other is None:
-        raise ValueError("interpolate needs a second run: other=<run folder> (θ₂; the first run is θ₁)")
+        count = entry.count
+    if entry.needs_other and other is None:
+        raise ValueError(f"{what} needs a second run: other=<run folder> (θ₂; the first run is θ₁)")
+    runner = resolve(entry.runner)  # imports the analysis' module: its result type can be loaded from the cache
     t0 = time.perf_counter()
     run = Path(run)
     rd = load_run(run)
@@ -362,8 +353,8 @@ def analyze(what: str, run: str | Path, *, other: str | Path | None = None, chec
     report(0, 1, message="loading model and data")
     model, bundle, rd = load_model(rd, checkpoint, device)
     dev = next(model.parameters()).device
-    result, extra = _RUNNERS[what](model, bundle, rd, p, split=split, count=count, seed=seed, device=dev,
-                                   report=report, other=other, other_checkpoint=other_checkpoint)
+    result, extra = runner(model, bundle, rd, p, split=split, count=count, seed=seed, device=dev,
+                           report=report, other=other, other_checkpoint=other_checkpoint)
     path = None
     if save:
         path = save_result(result, out_dir, stem)
@@ -596,6 +587,70 @@ def _run_cosine(model, bundle, rd, p, *, split, count, seed, device, report, **_
     return r, []
 
 
-_RUNNERS = {"hessian": _run_hessian, "trace": _run_trace, "density": _run_density, "layerwise": _run_layerwise,
-            "interpolate": _run_interpolate, "slice": _run_slice, "plane": _run_plane, "sparsity": _run_sparsity,
-            "sharpness": _run_sharpness, "pca": _run_pca, "cosine": _run_cosine}
+
+# ------------------------------------------------------------------- headline numbers (one table row each)
+def _headline_hessian(r, extra) -> dict:
+    vals = np.asarray(r.values, dtype=float)
+    row: dict[str, Any] = {f"lambda_{i + 1}": float(v) for i, v in enumerate(vals[:8])}
+    if r.which != "SA" and len(vals) >= 5 and vals[4] != 0:
+        row["lambda_1/lambda_5"] = float(vals[0] / vals[4])
+    row.update(n_matvecs=r.n_matvecs, converged=r.converged, count=r.count, seconds=r.seconds)
+    return row
+
+
+def _headline_trace(r, extra) -> dict:
+    return dict(trace=r.estimate, std_error=r.std_error, n_matvecs=r.n_matvecs, method=r.method)
+
+
+def _headline_density(r, extra) -> dict:
+    return dict(trace_estimate=r.trace_estimate, steps=r.steps, n_probes=r.n_probes, sigma=r.sigma)
+
+
+def _headline_layerwise(r, extra) -> dict:
+    row = {}
+    for n, t, tr in zip(r.names, np.asarray(r.top_eigenvalues), np.asarray(r.traces)):
+        row[f"{n}: lambda_max"] = float(t)
+        row[f"{n}: trace"] = float(tr)
+    return row
+
+
+def _headline_interpolate(r, extra) -> dict:
+    row = {}
+    for s in r.loss:
+        i_mid = int(np.argmin(np.abs(np.asarray(r.alphas) - 0.5)))
+        row[f"{s} loss at alpha=0.5"] = float(r.loss[s][i_mid])
+        row[f"max {s} loss on [0,1]"] = float(np.max(np.asarray(r.loss[s])[(r.alphas >= 0) & (r.alphas <= 1)]))
+    return row
+
+
+def _headline_slice(r, extra) -> dict:
+    row = {}
+    for j, s in enumerate([r] + list(extra)):
+        for sp, v in s.loss.items():
+            row[f"dir {j + 1} {sp} loss range"] = float(np.max(v) - np.min(v))
+    return row
+
+
+def _headline_plane(r, extra) -> dict:
+    return {f"{sp} loss min/max": f"{np.nanmin(v):.4g} / {np.nanmax(v):.4g}" for sp, v in r.loss.items()}
+
+
+def _headline_sparsity(r, extra) -> dict:
+    row = {}
+    for n, f, a in zip(r.layers, r.feature_sparsity_coefficient, r.active_fraction):
+        row[f"{n}: fsc"] = float(f)
+        row[f"{n}: active"] = float(a)
+    return row
+
+
+def _headline_sharpness(r, extra) -> dict:
+    return {f"rho={rho:g}": float(v) for rho, v in zip(r.rhos, r.values)}
+
+
+def _headline_pca(r, extra) -> dict:
+    return {f"PC{i + 1} var": float(v) for i, v in enumerate(r.explained_variance_ratio)}
+
+
+def _headline_cosine(r, extra) -> dict:
+    vals = np.asarray(r.cosines if hasattr(r, "cosines") else r.values, dtype=float)
+    return dict(mean=float(np.nanmean(vals)), median=float(np.nanmedian(vals)), n=int(np.isfinite(vals).sum()))

@@ -295,7 +295,7 @@ class SharpnessAwarePoisoner(Stepper):
         if not isinstance(trainer.optimizer, SAM):
             raise ValueError(f"optim.name={run_cfg.optim.name!r} is invalid for poison crafting: "
                              "the crafting run trains with SAM (choose 'sam' or 'asam')")
-        train = trainer._splits["train"]
+        train = trainer.splits["train"]
         self.device = trainer.device
         self.index = train.index.detach().cpu()
         if bool((self.index[1:] < self.index[:-1]).any()):
@@ -350,7 +350,7 @@ class SharpnessAwarePoisoner(Stepper):
 
     def step(self, trainer: Trainer, x, y, index, epoch: int):
         cfg = self.cfg
-        loss_fn = trainer._loss_fn()
+        loss_fn = trainer.loss_fn
         rows = self._rows(index)
         d = self.delta[rows]
         aug = _Augment(x.shape[0], x.shape, self._aug_gen, x.device) if cfg.augment else (lambda t: t)
@@ -373,9 +373,8 @@ class SharpnessAwarePoisoner(Stepper):
             self.crafted_batches += 1
             rec = {"kind": "craft", "attempt": trainer.attempt, "epoch": epoch, "step": trainer.step + 1,
                    "losses": losses, "iterations": len(losses), "delta_change": change}
-            if trainer._run is not None:
-                trainer._run.append(rec)
-            trainer._emit(CraftStep(trainer._run_id, trainer.step + 1, epoch, losses, len(losses), change))
+            trainer.log(rec)
+            trainer.emit(CraftStep(trainer.run_id, trainer.step + 1, epoch, losses, len(losses), change))
         for m, opt in models:
             # the SAM gradients are still in .grad: crafting used autograd.grad only
             optimizer_update(opt)
@@ -438,7 +437,7 @@ class SharpnessAwarePoisoner(Stepper):
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> dict:
         cfg = self.cfg
-        loss_fn = trainer._loss_fn()
+        loss_fn = trainer.loss_fn
         rho = trainer.config.optim.rho
         if epoch in cfg.drift_epochs:
             self.snapshots[epoch] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
@@ -450,7 +449,7 @@ class SharpnessAwarePoisoner(Stepper):
                    crafted_batches=self.crafted_batches, craft_seconds=self.craft_seconds)
         if len(self._drift_rows):
             rows = self._drift_rows.to(self.delta.device)
-            train = trainer._splits["train"]
+            train = trainer.splits["train"]
             x, y, d = train.x[rows.to(train.x.device)], train.y[rows.to(train.y.device)], self.delta[rows]
             bs = trainer.config.train.batch_size
             batches = [(x[i:i + bs], y[i:i + bs], d[i:i + bs]) for i in range(0, len(x), bs)]
@@ -466,12 +465,12 @@ class SharpnessAwarePoisoner(Stepper):
                                          for xb, yb, db in batches) / len(batches)
             out["clean_cos_loss"] = sum(self._cos_loss_at(trainer.model, loss_fn, rho, xb, yb, None)
                                         for xb, yb, _ in batches) / len(batches)
-        if trainer._run is not None and (epoch % cfg.save_every == 0 or epoch == trainer.config.train.epochs):
+        if trainer.artifact_dir is not None and (epoch % cfg.save_every == 0 or epoch == trainer.config.train.epochs):
             self._save(trainer, epoch, "running")
         return out
 
     def on_end(self, trainer: Trainer, status: str) -> None:
-        if trainer._run is not None and self.delta is not None:
+        if trainer.artifact_dir is not None and self.delta is not None:
             self._save(trainer, None, status)
 
     # ------------------------------------------------------------- state
@@ -487,7 +486,7 @@ class SharpnessAwarePoisoner(Stepper):
     def _save(self, trainer: Trainer, epoch: int | None, status: str) -> None:
         p = self.poison(trainer)
         p.meta.update(epoch=epoch if epoch is not None else trainer.step, status=status)
-        self.poison_path = save_poison(p, trainer._run.artifact_dir / POISON_FILE)
+        self.poison_path = save_poison(p, trainer.artifact_dir / POISON_FILE)
 
     def state_dict(self) -> dict:
         if self.delta is None:

@@ -341,7 +341,7 @@ def _perturbed_step(trainer, x, y, delta_fn):
     """Gradient at w + δ (δ = ``delta_fn(params, grads)``), weights restored from a saved copy, base step."""
     from ..optim.sam import SAMStepResult
 
-    model, opt, loss_fn = trainer.model, trainer.optimizer, trainer._loss_fn()
+    model, opt, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
     params = [p for p in model.parameters() if p.requires_grad]
     opt.zero_grad(set_to_none=True)
     out = model(x)
@@ -408,7 +408,7 @@ class NSAMStepper(RandomPerturbationStepper):
         train = trainer.bundle.train
         j = torch.randint(len(train), (x.shape[0],), generator=self.gen)
         xj, yj = train.x[j].to(x.device), train.y[j].to(y.device)
-        model, loss_fn = trainer.model, trainer._loss_fn()
+        model, loss_fn = trainer.model, trainer.loss_fn
 
         def delta(params, grads):
             gj = torch.autograd.grad(loss_fn(model(xj), yj), params)

@@ -39,7 +39,8 @@ import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Callable, Iterable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -52,6 +53,9 @@ from ..runs import Run, RunLock, load_checkpoint
 from .device import resolve_device, seed_everything, set_deterministic
 from .evaluate import evaluate
 from .events import EpochEnd, ProbeResult, RunEnded, RunStarted, StatusChanged, StepEnd
+
+if TYPE_CHECKING:
+    from ..data import IndexedTensorDataset
 
 __all__ = ["Trainer", "TrainResult", "Probe", "load_data_cached", "CHECKPOINT_FORMAT"]
 
@@ -132,7 +136,7 @@ class Stepper:
     def step(self, trainer: "Trainer", x, y, index, epoch: int):
         """One optimizer step on the batch ``(x, y)`` with dataset indices ``index``; returns a SAMStepResult."""
         cfg = trainer.config
-        return sam_step(trainer.model, trainer._loss_fn(), x, y, trainer.optimizer, m=cfg.optim.m,
+        return sam_step(trainer.model, trainer.loss_fn, x, y, trainer.optimizer, m=cfg.optim.m,
                         bn=cfg.optim.bn_policy, max_grad_norm=cfg.train.max_grad_norm)
 
     def on_epoch_end(self, trainer: "Trainer", epoch: int) -> dict | None:
@@ -254,7 +258,84 @@ class Trainer:
 
     @property
     def run_path(self) -> Path | None:
+        """The run folder (``None`` for an in-memory run, ``store=False``); the same as :attr:`run_dir`."""
         return self._run.path if self._run is not None else None
+
+    # ------------------------------------------------- the plugin API (public)
+    # Probes, steppers, defenses and callbacks use only what follows (and the public attributes
+    # ``config``, ``model``, ``optimizer``, ``device``, ``bundle``, ``step``, ``attempt``,
+    # ``steps_per_epoch``), as Lightning's callbacks use only the Trainer's public state.
+    @property
+    def run_dir(self) -> Path | None:
+        """The run folder, or ``None`` for an in-memory run (``store=False``).
+
+        Known once :meth:`run` has set up the run (at once for :meth:`from_run`); files a plugin
+        wants to keep go in :attr:`artifact_dir`.
+        """
+        return self.run_path
+
+    @property
+    def artifact_dir(self) -> Path | None:
+        """``<run folder>/artifacts`` (created with the run), or ``None`` for an in-memory run."""
+        return self._run.artifact_dir if self._run is not None else None
+
+    @property
+    def run_id(self) -> str | None:
+        """The id every event of this run carries.
+
+        The run folder's id (known at once for :meth:`from_run`); for an in-memory run ``memory-<hex>`` once
+        set up (``"pending"`` while :meth:`run` sets up, ``None`` before).
+        """
+        if self._run is not None:
+            return self._run.id
+        return getattr(self, "_run_id", None)
+
+    @property
+    def splits(self) -> Mapping[str, "IndexedTensorDataset"]:
+        """The run's data splits, ``{"train", "val", "test"}`` → dataset with ``x``, ``y`` and dataset ``index``.
+
+        These are the tensors the trainer trains and evaluates on (already on the training device when
+        ``data.in_memory``); the training split is the one the optimizer sees (a poisoned one when
+        ``data.poison`` is set), before any defense drops examples. Read-only: do not write into them.
+
+        Raises:
+            RuntimeError: before the run is set up (use it from ``Probe.setup`` / ``Stepper.setup`` on).
+        """
+        splits = getattr(self, "_splits", None)
+        if splits is None:
+            raise RuntimeError("Trainer.splits is available once the run is set up (from Probe.setup / "
+                               "Stepper.setup on)")
+        return MappingProxyType(splits)
+
+    @property
+    def loss_fn(self) -> Callable:
+        """The training loss ``loss_fn(logits [B, C], targets [B]) -> scalar``.
+
+        Cross-entropy with the configured ``train.label_smoothing``, mean over the batch, in nats.
+        """
+        return self._loss_fn()
+
+    def log(self, record: Mapping) -> None:
+        """Append one record to the run's ``metrics.jsonl`` (flushed; nothing happens for an in-memory run).
+
+        Args:
+            record: a JSON-able mapping with a ``"kind"`` string (e.g. ``{"kind": "craft", "epoch": 1,
+                "step": 10, ...}``); readers of the run group records by ``kind``.
+
+        Raises:
+            ValueError: ``record`` is not a mapping with a non-empty string ``"kind"``.
+        """
+        if not isinstance(record, Mapping) or not isinstance(record.get("kind"), str) or not record.get("kind"):
+            raise ValueError(f"record={record!r} is invalid: a mapping with a non-empty string 'kind' is required")
+        if self._run is not None:
+            self._run.append(dict(record))
+
+    def emit(self, event) -> None:
+        """Send ``event`` to every callback (:mod:`workbench.training.events` or a plugin's own dataclass).
+
+        A callback that raises is disabled with a ``RuntimeWarning``; training goes on.
+        """
+        self._emit(event)
 
     # ------------------------------------------------------------ resuming
     @classmethod

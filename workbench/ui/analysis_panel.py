@@ -16,6 +16,10 @@ axes or sliders. While an analysis runs, the title ends in "— computing…".
 Slice and plane figures state the settings of the result they show (directions,
 normalisation, α range / span and points, BatchNorm mode, examples, seed) under
 the title, read from the result itself, not from the widgets.
+
+The analyses, their descriptions, parameters (defaults and choices), whether they need a second run,
+overlay several runs or can be timed for an estimate all come from the analysis registry
+(:mod:`workbench.analysis_registry`): an analysis registered there is listed here without an edit.
 """
 from __future__ import annotations
 
@@ -28,7 +32,8 @@ from typing import Any, Sequence
 
 import ipywidgets as W
 
-from ..analysis.tasks import ANALYSES, DEFAULTS, PARAM_CHOICES, AnalysisOutput, AnalysisStopped, Progress, analyze
+from ..analysis.tasks import AnalysisOutput, AnalysisStopped, Progress, analyze
+from ..analysis_registry import analysis_names, get_entry
 from ..config import yaml_load
 from ..runs import list_runs
 from ..viz import progress_figure, result_figure
@@ -37,21 +42,6 @@ from .base import ClassroomControls, PanelBase, estimates_enabled, figure_widget
 from .live import sync_figure
 
 __all__ = ["AnalysisPanel"]
-
-_DESCRIPTIONS = {
-    "hessian": "top-k Hessian eigenvalues (Lanczos; PyHessian's power iteration for comparison)",
-    "trace": "Hessian trace (Hutch++ / Hutchinson, with standard error)",
-    "density": "eigenvalue spectral density (stochastic Lanczos quadrature), log scale",
-    "layerwise": "top eigenvalue and trace of each layer's Hessian block",
-    "interpolate": "1-D linear interpolation θ(α) = αθ₁ + (1−α)θ₂ between two runs (Murphy 2025, Eq. 2.5)",
-    "slice": "1-D loss slices along filter-normalised random directions (or the top eigenvector)",
-    "plane": "2-D loss surface on a plane of two filter-normalised random directions",
-    "sparsity": "feature sparsity coefficient per ReLU layer (Andriushchenko 2024, Ch. 6)",
-    "sharpness": "worst-/average-case m-sharpness vs ρ (Andriushchenko 2024, Eq. 5.1, 7.1)",
-    "pca": "PCA of per-example (last-layer) gradients, coloured by class",
-    "cosine": "histogram of gradient cosines (SAM's cos(g, g′) per step, or per-example vs class mean)",
-}
-_OVERLAY = {"hessian", "trace", "density", "layerwise", "sparsity", "sharpness", "cosine", "slice"}
 
 
 def _widget_for(name: str, value: Any, choices: list | None) -> W.Widget:
@@ -98,7 +88,7 @@ class AnalysisPanel(PanelBase):
                                   layout=W.Layout(width="480px"))
         self.w_checkpoint = W.Dropdown(options=["last.pt"], value="last.pt", description="checkpoint", style=st)
         self.w_refresh = W.Button(description="Refresh runs", icon="refresh")
-        self.w_what = W.Dropdown(options=list(ANALYSES), value=what, description="analysis", style=st)
+        self.w_what = W.Dropdown(options=list(analysis_names()), value=what, description="analysis", style=st)
         self.w_desc = W.HTML()
         self.w_split = W.Dropdown(options=["train", "val", "test"], value="train", description="split", style=st)
         self.w_count = W.IntText(value=-1, description="examples (-1 default, 0 all)", style=st,
@@ -206,10 +196,10 @@ class AnalysisPanel(PanelBase):
         run is selected); ``wait`` seconds to block for it.
         """
         run, what = self.w_run.value, self.w_what.value
-        if not run or what in ("cosine",) or not estimates_enabled():
+        if not run or not get_entry(what).estimate or not estimates_enabled():
             self.classroom.w_heavier.description = f"Heavier: {self.classroom.describe}"
             return None
-        key = (run, what, self.w_split.value, self.w_other.value if what == "interpolate" else None)
+        key = (run, what, self.w_split.value, self.w_other.value if get_entry(what).needs_other else None)
         if key != self._estimate_key:
             self._estimate_key = key
             self.classroom.estimate = None
@@ -255,20 +245,22 @@ class AnalysisPanel(PanelBase):
 
     def _on_what(self) -> None:
         what = self.w_what.value
-        self.w_desc.value = self._html(_DESCRIPTIONS.get(what, ""), "#555")
-        self._param_widgets = {k: _widget_for(k, v, PARAM_CHOICES.get(what, {}).get(k))
-                               for k, v in DEFAULTS[what].items()}
+        entry = get_entry(what)
+        self.w_desc.value = self._html(entry.description, "#555")
+        self._param_widgets = {k: _widget_for(k, v, list(entry.choices[k]) if k in entry.choices else None)
+                               for k, v in entry.defaults.items()}
         for k, w in self._param_widgets.items():
             w.add_class(f"wb-an-param-{k}")
         self.w_params.children = list(self._param_widgets.values())
-        self.w_other.layout.display = None if what == "interpolate" else "none"
+        self.w_other.layout.display = None if entry.needs_other else "none"
         self._draw_results()
         if hasattr(self, "classroom") and not self.running:
             self.heavier_estimate()
 
     def params(self) -> dict:
         """The parameter values currently in the widgets."""
-        return {k: _read(w, DEFAULTS[self.w_what.value][k]) for k, w in self._param_widgets.items()}
+        defaults = get_entry(self.w_what.value).defaults
+        return {k: _read(w, defaults[k]) for k, w in self._param_widgets.items()}
 
     # ------------------------------------------------------------- actions
     @property
@@ -285,15 +277,16 @@ class AnalysisPanel(PanelBase):
         if not self.w_run.value:
             self._say(f"No run with a checkpoint under {self.root}/: train one first (TrainingPanel).", "#b00020")
             return False
-        if what == "interpolate" and not self.w_other.value:
-            self._say("Interpolation needs a second run (θ₂).", "#b00020")
+        needs_other = get_entry(what).needs_other
+        if needs_other and not self.w_other.value:
+            self._say(f"{get_entry(what).title} needs a second run (θ₂).", "#b00020")
             return False
         try:
             params = self.params()
         except Exception as e:
             self._say(f"Invalid parameter: {e}", "#b00020")
             return False
-        kwargs = dict(other=self.w_other.value if what == "interpolate" else None,
+        kwargs = dict(other=self.w_other.value if needs_other else None,
                       checkpoint=self.w_checkpoint.value, split=self.w_split.value,
                       count=None if self.w_count.value == 0 else int(self.w_count.value), seed=int(self.w_seed.value),
                       params=params, force=bool(self.w_force.value))
@@ -365,7 +358,7 @@ class AnalysisPanel(PanelBase):
         ticker.start()
         try:
             out = analyze(what, run, callback=self._on_progress, stop=self._stop, **kwargs)
-            keep = [o for o in self.outputs.get(what, []) if o.path != out.path] if what in _OVERLAY else []
+            keep = [o for o in self.outputs.get(what, []) if o.path != out.path] if get_entry(what).overlay else []
             self.outputs[what] = keep + [out]
             self._finish(out)
         except AnalysisStopped as e:

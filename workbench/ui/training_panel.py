@@ -290,8 +290,8 @@ class TrainingPanel(PanelBase):
     def clear(self) -> None:
         """Remove finished runs from the figure (the run folders stay on disk)."""
         keep = set()
-        if self.running and self.runner.trainer is not None and self.runner.trainer._run is not None:
-            keep = {self.runner.trainer._run.id}
+        if self.running and self.runner.trainer is not None and self.runner.trainer.run_dir is not None:
+            keep = {self.runner.trainer.run_id}
         self.live.clear(keep)
         self.probe_views.clear()
 

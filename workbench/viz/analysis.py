@@ -15,6 +15,9 @@ figure. Builders are pure: the same data gives the same figure.
 * :func:`sparsity_figure`      feature sparsity coefficient per layer vs epoch ([Andriushchenko 2024, Ch. 6])
 * :func:`pca_figure`           2-D PCA scatter coloured by class or any label ([Yang 2022, Fig. 1b])
 * :func:`sharpness_figure`     sharpness vs rho
+* :func:`corruption_figure`    loss increase vs corruption size n, gradient-based vs random parameter
+  corruption ([Sun 2020, Fig. 3]); :func:`corruption_result_figure` / :func:`corruption_progress_figure`
+  are the builders the analysis registry names for ``analyze("corruption", ...)``
 """
 from __future__ import annotations
 
@@ -28,7 +31,8 @@ from .theme import SPLIT_DASH, color_for
 from .theme import finish_figure as _finish
 
 __all__ = ["eigenvalues_figure", "density_figure", "interpolation_figure", "slice_figure", "plane_figure",
-           "cosine_histogram_figure", "sparsity_figure", "pca_figure", "sharpness_figure", "metric_vs_epoch_figure"]
+           "cosine_histogram_figure", "sparsity_figure", "pca_figure", "sharpness_figure", "metric_vs_epoch_figure",
+           "corruption_figure", "corruption_result_figure", "corruption_progress_figure"]
 
 
 def _arr(v) -> np.ndarray:
@@ -294,3 +298,66 @@ def metric_vs_epoch_figure(runs: Mapping[str, tuple], *, ylabel: str, theme: str
     fig.update_xaxes(title_text="epoch")
     fig.update_yaxes(title_text=ylabel, type="log" if log_y else "linear")
     return _finish(fig, theme, title, f"{ylabel} during training")
+
+
+def corruption_figure(runs: Mapping[str, tuple], *, budget: str = "", theme: str = "screen",
+                      title: str | None = None, log_y: bool = False) -> go.Figure:
+    """Loss increase vs corruption size ``n``: gradient-based (solid) and random (dashed, mean ± s.d. over
+    draws) n-sparse corruption of the weights, several runs overlaid (one colour per run).
+
+    Args:
+        runs: ``{label: (sizes, gradient_increase, random_mean, random_std)}``: ``sizes`` the numbers ``n``
+            of corrupted weights, the others loss increases in nats (``random_std`` may be ``None``).
+        budget: the budget in words for the y label, e.g. ``"‖a‖₂ = 0.5"``.
+        log_y: logarithmic loss-increase axis (non-positive values are not drawn).
+
+    The x axis is categorical (one tick per size, ``0`` included, in ascending order), as the sizes are
+    usually powers of ten.
+    """
+    fig = go.Figure()
+    order: list[int] = sorted({int(n) for data in runs.values() for n in _arr(data[0])})
+    for i, (name, data) in enumerate(runs.items()):
+        sizes = [str(int(n)) for n in _arr(data[0])]
+        grad, rmean = _arr(data[1]), _arr(data[2])
+        rstd = _arr(data[3]) if len(data) > 3 and data[3] is not None else None
+        c = color_for(i)
+        fig.add_trace(go.Scatter(x=sizes[:len(grad)], y=grad, mode="lines+markers", name=f"{name} · gradient-based",
+                                 legendgroup=name, line=dict(color=c), marker=dict(size=7)))
+        err = dict(type="data", array=rstd, visible=True) if rstd is not None and len(rstd) else None
+        fig.add_trace(go.Scatter(x=sizes[:len(rmean)], y=rmean, mode="lines+markers", name=f"{name} · random",
+                                 legendgroup=name, error_y=err, line=dict(color=c, dash="dash"),
+                                 marker=dict(size=7, symbol="circle-open")))
+    fig.update_xaxes(title_text="corrupted weights n", type="category", categoryorder="array",
+                     categoryarray=[str(n) for n in order])
+    ylabel = "loss increase L(w + a) − L(w) (nats)"
+    fig.update_yaxes(title_text=ylabel + (f", {budget}" if budget else ""), type="log" if log_y else "linear")
+    return _finish(fig, theme, title, "Parameter corruption: loss increase vs corruption size")
+
+
+_NORM_TEXT = {"l2": "‖a‖₂", "linf": "‖a‖∞", "l1": "‖a‖₁"}
+
+
+def _budget(norm, epsilon) -> str:
+    return f"{_NORM_TEXT.get(norm, norm)} = {float(epsilon):g}"
+
+
+def corruption_result_figure(items, *, theme: str = "screen", log_y: bool = False, **_) -> go.Figure:
+    """Registry builder of ``corruption`` results: ``items`` ``[(label, CorruptionResult, extra)]``.
+
+    Runs with different budgets are labelled with theirs.
+    """
+    budgets = {_budget(r.norm, r.epsilon) for _, r, _ in items}
+    one = len(budgets) == 1
+    runs = {(label if one else f"{label} ({_budget(r.norm, r.epsilon)})"):
+            (r.sizes, r.gradient_increase, r.random_increase_mean, r.random_increase_std)
+            for label, r, _ in items}
+    return corruption_figure(runs, budget=next(iter(budgets)) if one else "", theme=theme, log_y=log_y)
+
+
+def corruption_progress_figure(data, *, label: str = "", theme: str = "screen") -> go.Figure | None:
+    """Registry builder of a running ``corruption`` analysis' ``Progress.data`` (None before the first size)."""
+    if "gradient" not in data:
+        return None
+    return corruption_figure({label or "so far": (data["sizes"], data["gradient"], data["random_mean"],
+                                                  data.get("random_std"))},
+                             budget=_budget(data.get("norm"), data.get("epsilon", float("nan"))), theme=theme)

@@ -4,6 +4,14 @@
 overlaid; :func:`progress_figure` draws the partial data an analysis reports
 while it runs (Ritz values, interpolation points, plane rows, ...), with the
 same builders, so the live panel fills in the figure the export will show.
+
+Which builder draws which analysis is read from the analysis registry
+(:mod:`workbench.analysis_registry`): each entry names its ``figure`` (and
+optional ``progress``) builder as ``"module:function"``, so this module has no
+per-analysis ``if`` chain and a new analysis needs no edit here. The builders
+of the built-in analyses are the ``_figure_<name>`` / ``_progress_<name>``
+functions below; builders take ``(items, *, theme, metric, split, kind, log_y)``
+with ``items`` a list of ``(label, result, extra)``.
 """
 from __future__ import annotations
 
@@ -12,6 +20,7 @@ from typing import Any, Mapping
 import numpy as np
 import plotly.graph_objects as go
 
+from ..analysis_registry import analysis_names, get_entry, resolve
 from .analysis import (cosine_histogram_figure, density_figure, eigenvalues_figure, interpolation_figure,
                        pca_figure, plane_figure, sharpness_figure, slice_figure)
 from .theme import apply_theme
@@ -19,12 +28,23 @@ from .theme import apply_theme
 __all__ = ["result_figure", "progress_figure", "summary_rows", "slice_settings", "plane_settings", "ANALYSIS_TITLES",
            "COMPUTING"]
 
-ANALYSIS_TITLES = {
-    "hessian": "Top Hessian eigenvalues", "trace": "Hessian trace", "density": "Hessian eigenvalue spectral density",
-    "layerwise": "Per-layer curvature", "interpolate": "Linear interpolation θ(α) = αθ₁ + (1−α)θ₂",
-    "slice": "1-D loss slices", "plane": "2-D loss landscape", "sparsity": "Feature sparsity per layer",
-    "sharpness": "Sharpness vs ρ", "pca": "PCA projection", "cosine": "Histogram of gradient cosines",
-}
+class _Titles(Mapping):
+    """``{analysis: plain-words title}`` read live from the registry (entries registered later included)."""
+
+    def __getitem__(self, what: str) -> str:
+        try:
+            return get_entry(what).title
+        except ValueError:
+            raise KeyError(what) from None
+
+    def __iter__(self):
+        return iter(analysis_names())
+
+    def __len__(self) -> int:
+        return len(analysis_names())
+
+
+ANALYSIS_TITLES: Mapping[str, str] = _Titles()
 """Plain-words name of each analysis (figure titles before a result exists)."""
 
 COMPUTING = " — computing…"
@@ -127,8 +147,9 @@ def result_figure(what: str, results, *, theme: str = "screen", metric: str = "l
     """Figure of finished analysis results.
 
     Args:
-        what: the analysis (``hessian``, ``trace``, ``density``, ``layerwise``, ``interpolate``,
-            ``slice``, ``plane``, ``sparsity``, ``sharpness``, ``pca``, ``cosine``).
+        what: a registered analysis (``hessian``, ``trace``, ``density``, ``layerwise``, ``interpolate``,
+            ``slice``, ``plane``, ``sparsity``, ``sharpness``, ``pca``, ``cosine``, ``corruption``, ...);
+            its registry entry names the builder.
         results: list of :class:`~workbench.analysis.tasks.AnalysisOutput` or ``{label: result}``.
         metric: ``loss`` or ``acc`` for slices and planes.
         split: split shown for slices/planes (default the first one).
@@ -137,88 +158,8 @@ def result_figure(what: str, results, *, theme: str = "screen", metric: str = "l
     Raises:
         ValueError: unknown ``what``.
     """
-    items = _unique(_items(results))
-    if what == "hessian":
-        return eigenvalues_figure({l: np.asarray(r.values)[: r.k] if r.which != "SA" else np.asarray(r.values)
-                                   for l, r, _ in items},
-                                  subtitle={l: f"({r.count} {r.split} examples, {r.n_matvecs} HVPs, {r.method})"
-                                            for l, r, _ in items}, theme=theme, log_y=log_y)
-    if what == "density":
-        return density_figure({l: (r.grid, r.density) for l, r, _ in items}, theme=theme)
-    if what == "trace":
-        fig = go.Figure(go.Bar(x=[l for l, _, _ in items], y=[r.estimate for _, r, _ in items],
-                               error_y=dict(type="data", array=[r.std_error for _, r, _ in items]),
-                               marker_color="#0072B2"))
-        fig.update_yaxes(title_text="tr(H) estimate ± s.e.")
-        apply_theme(fig, theme)
-        if theme == "screen":
-            fig.update_layout(title=dict(text="Hessian trace", x=0.01))
-        return fig
-    if what == "layerwise":
-        fig = go.Figure()
-        for i, (l, r, _) in enumerate(items):
-            fig.add_trace(go.Bar(x=list(r.names), y=np.asarray(r.top_eigenvalues, dtype=float), name=f"{l} λ_max"))
-        fig.update_yaxes(title_text="top eigenvalue of the layer's Hessian block")
-        fig.update_layout(barmode="group")
-        apply_theme(fig, theme)
-        if theme == "screen":
-            fig.update_layout(title=dict(text="Per-layer curvature", x=0.01))
-        return fig
-    if what == "interpolate":
-        (l, r, _), = items[:1]
-        a, b = l.split(" → ") if " → " in l else ("θ₁", "θ₂")
-        return interpolation_figure(r.alphas, r.loss, r.acc, labels=(a, b), theme=theme, log_y=log_y)
-    if what == "slice":
-        curves = {}
-        for l, r, extra in items:
-            for j, s in enumerate([r] + list(extra)):
-                sp = split or next(iter(s.loss))
-                vals = s.loss[sp] if metric == "loss" else s.acc[sp]
-                curves[f"{l} · dir {j + 1} · {sp}"] = vals
-        fig = slice_figure(items[0][1].alphas, curves, metric=metric, theme=theme, log_y=log_y)
-        return _subtitle(fig, [(l, slice_settings(r, extra)) for l, r, extra in items], theme)
-    if what == "plane":
-        (l, r, _), = items[:1]
-        sp = split or next(iter(r.loss))
-        z = r.loss[sp] if metric == "loss" else r.acc[sp]
-        d0 = next((d for d in r.directions if isinstance(d, Mapping)), {})
-        plane = f"a {_normalised(d0)} plane" if "normalization" in d0 else "a plane"
-        fig = plane_figure(r.alphas, r.betas, z, kind=kind, metric=f"{sp} {metric}", theme=theme, log_z=log_y,
-                           title=None if theme == "paper" else f"{l}: {sp} {metric} on {plane}")
-        return _subtitle(fig, [(l, plane_settings(r))], theme)
-    if what == "sparsity":
-        fig = go.Figure()
-        for i, (l, r, _) in enumerate(items):
-            fig.add_trace(go.Bar(x=list(r.layers), y=np.asarray(r.feature_sparsity_coefficient), name=l))
-        fig.update_yaxes(title_text="feature sparsity coefficient", range=[0, 1])
-        fig.update_layout(barmode="group")
-        apply_theme(fig, theme)
-        if theme == "screen":
-            fig.update_layout(title=dict(text=f"Feature sparsity per layer (τ = {items[0][1].tau:g})", x=0.01))
-        return fig
-    if what == "sharpness":
-        r0 = items[0][1]
-        label = f"{r0.kind}-case {'adaptive ' if r0.adaptive else ''}{r0.norm} m-sharpness (m={r0.m})"
-        return sharpness_figure({l: (r.rhos, r.values, np.std(r.per_batch, axis=1) / np.sqrt(max(r.n_batches, 1)))
-                                 for l, r, _ in items}, ylabel=label, theme=theme)
-    if what == "pca":
-        (l, r, _), = items[:1]
-        groups = r.groups if r.groups is not None else (
-            [f"class {int(c)}" for c in r.labels] if r.labels is not None else None)
-        return pca_figure(r.coords, labels=r.labels, groups=groups, explained=r.explained_variance_ratio,
-                          index=r.index, theme=theme, title=None if theme == "paper" else f"PCA of {r.source}: {l}")
-    if what == "cosine":
-        runs = {}
-        xlabel = "cosine"
-        for l, r, _ in items:
-            if hasattr(r, "by_epoch"):
-                runs[l] = r.by_epoch()
-                xlabel = "cos(g, g′)"
-            else:
-                runs[l] = {0: np.asarray(r.values, dtype=float)}
-                xlabel = f"cos(∇ℓᵢ, {r.reference}) [{r.kind}]"
-        return cosine_histogram_figure(runs, xlabel=xlabel, theme=theme)
-    raise ValueError(f"what={what!r} is invalid")
+    builder = resolve(get_entry(what).figure)  # ValueError: what=... is invalid: choose one of ...
+    return builder(_unique(_items(results)), theme=theme, metric=metric, split=split, kind=kind, log_y=log_y)
 
 
 def progress_figure(what: str, data: Mapping[str, Any], *, label: str = "", theme: str = "screen") -> go.Figure:
@@ -241,74 +182,170 @@ def progress_figure(what: str, data: Mapping[str, Any], *, label: str = "", them
 
 
 def _progress_figure(what: str, data: Mapping[str, Any], *, label: str, theme: str) -> go.Figure:
-    if what == "hessian" and "values" in data:
-        return eigenvalues_figure({label or "Ritz values": data["values"]}, theme=theme,
-                                  title="Top Hessian eigenvalues (Ritz values, converging)")
-    if what == "density" and "grid" in data:
-        return density_figure({label: (data["grid"], data["density"])}, theme=theme)
-    if what == "interpolate" and "loss" in data:
-        return interpolation_figure(data["alphas"], data["loss"], data["acc"], theme=theme,
-                                    n_total=len(data["alphas"]), labels=tuple(label.split(" → "))
-                                    if " → " in label else ("θ₁", "θ₂"))
-    if what == "slice" and "loss" in data:
-        curves = {}
-        for j, prev in enumerate(data.get("previous", [])):
-            for sp, v in prev["loss"].items():
-                curves[f"dir {j + 1} · {sp}"] = v
-        for sp, v in data["loss"].items():
-            curves[f"dir {data.get('direction', 0) + 1} · {sp}"] = v
-        return slice_figure(data["alphas"], curves, theme=theme)
-    if what == "plane" and "z" in data:
-        return plane_figure(data["alphas"], data["betas"], np.asarray(data["z"], dtype=float),
-                            metric=f"{data.get('split', 'train')} loss", theme=theme)
-    if what == "sharpness" and "values" in data:
-        return sharpness_figure({label or "running mean over batches": (data["rhos"], data["values"])}, theme=theme)
-    fig = go.Figure()
-    apply_theme(fig, theme)
+    builder = resolve(get_entry(what).progress)
+    fig = builder(data, label=label, theme=theme) if builder is not None and data else None
+    if fig is None:
+        fig = go.Figure()
+        apply_theme(fig, theme)
     return fig
 
 
 def summary_rows(what: str, results) -> list[dict]:
-    """One plain dict per result with the headline numbers (for tables and the CLI)."""
-    rows = []
-    for l, r, extra in _unique(_items(results)):
-        row: dict[str, Any] = {"run": l}
-        if what == "hessian":
-            vals = np.asarray(r.values, dtype=float)
-            row.update({f"lambda_{i + 1}": float(v) for i, v in enumerate(vals[:8])})
-            if r.which != "SA" and len(vals) >= 5 and vals[4] != 0:
-                row["lambda_1/lambda_5"] = float(vals[0] / vals[4])
-            row.update(n_matvecs=r.n_matvecs, converged=r.converged, count=r.count, seconds=r.seconds)
-        elif what == "trace":
-            row.update(trace=r.estimate, std_error=r.std_error, n_matvecs=r.n_matvecs, method=r.method)
-        elif what == "density":
-            row.update(trace_estimate=r.trace_estimate, steps=r.steps, n_probes=r.n_probes, sigma=r.sigma)
-        elif what == "layerwise":
-            for n, t, tr in zip(r.names, np.asarray(r.top_eigenvalues), np.asarray(r.traces)):
-                row[f"{n}: lambda_max"] = float(t)
-                row[f"{n}: trace"] = float(tr)
-        elif what == "interpolate":
-            for s in r.loss:
-                i_mid = int(np.argmin(np.abs(np.asarray(r.alphas) - 0.5)))
-                row[f"{s} loss at alpha=0.5"] = float(r.loss[s][i_mid])
-                row[f"max {s} loss on [0,1]"] = float(np.max(np.asarray(r.loss[s])[(r.alphas >= 0) & (r.alphas <= 1)]))
-        elif what == "slice":
-            for j, s in enumerate([r] + list(extra)):
-                for sp, v in s.loss.items():
-                    row[f"dir {j + 1} {sp} loss range"] = float(np.max(v) - np.min(v))
-        elif what == "plane":
-            for sp, v in r.loss.items():
-                row[f"{sp} loss min/max"] = f"{np.nanmin(v):.4g} / {np.nanmax(v):.4g}"
-        elif what == "sparsity":
-            for n, f, a in zip(r.layers, r.feature_sparsity_coefficient, r.active_fraction):
-                row[f"{n}: fsc"] = float(f)
-                row[f"{n}: active"] = float(a)
-        elif what == "sharpness":
-            row.update({f"rho={rho:g}": float(v) for rho, v in zip(r.rhos, r.values)})
-        elif what == "pca":
-            row.update({f"PC{i + 1} var": float(v) for i, v in enumerate(r.explained_variance_ratio)})
-        elif what == "cosine":
-            vals = np.asarray(r.cosines if hasattr(r, "cosines") else r.values, dtype=float)
-            row.update(mean=float(np.nanmean(vals)), median=float(np.nanmedian(vals)), n=int(np.isfinite(vals).sum()))
-        rows.append(row)
-    return rows
+    """One plain dict per result with the headline numbers (for tables and the CLI), from the registry entry.
+
+    Raises:
+        ValueError: unknown ``what``.
+    """
+    entry = get_entry(what)
+    return [{"run": l, **entry.headline_row(r, extra)} for l, r, extra in _unique(_items(results))]
+
+
+# --------------------------------------------------------------- builders of the built-in analyses
+# Named by their registry entries (workbench.analysis_registry.BUILTIN); signatures as in the module docstring.
+def _figure_hessian(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    return eigenvalues_figure({l: np.asarray(r.values)[: r.k] if r.which != "SA" else np.asarray(r.values)
+                               for l, r, _ in items},
+                              subtitle={l: f"({r.count} {r.split} examples, {r.n_matvecs} HVPs, {r.method})"
+                                        for l, r, _ in items}, theme=theme, log_y=log_y)
+
+
+def _figure_density(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    return density_figure({l: (r.grid, r.density) for l, r, _ in items}, theme=theme)
+
+
+def _figure_trace(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    fig = go.Figure(go.Bar(x=[l for l, _, _ in items], y=[r.estimate for _, r, _ in items],
+                           error_y=dict(type="data", array=[r.std_error for _, r, _ in items]),
+                           marker_color="#0072B2"))
+    fig.update_yaxes(title_text="tr(H) estimate ± s.e.")
+    apply_theme(fig, theme)
+    if theme == "screen":
+        fig.update_layout(title=dict(text="Hessian trace", x=0.01))
+    return fig
+
+
+def _figure_layerwise(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    fig = go.Figure()
+    for i, (l, r, _) in enumerate(items):
+        fig.add_trace(go.Bar(x=list(r.names), y=np.asarray(r.top_eigenvalues, dtype=float), name=f"{l} λ_max"))
+    fig.update_yaxes(title_text="top eigenvalue of the layer's Hessian block")
+    fig.update_layout(barmode="group")
+    apply_theme(fig, theme)
+    if theme == "screen":
+        fig.update_layout(title=dict(text="Per-layer curvature", x=0.01))
+    return fig
+
+
+def _figure_interpolate(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    (l, r, _), = items[:1]
+    a, b = l.split(" → ") if " → " in l else ("θ₁", "θ₂")
+    return interpolation_figure(r.alphas, r.loss, r.acc, labels=(a, b), theme=theme, log_y=log_y)
+
+
+def _figure_slice(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    curves = {}
+    for l, r, extra in items:
+        for j, s in enumerate([r] + list(extra)):
+            sp = split or next(iter(s.loss))
+            vals = s.loss[sp] if metric == "loss" else s.acc[sp]
+            curves[f"{l} · dir {j + 1} · {sp}"] = vals
+    fig = slice_figure(items[0][1].alphas, curves, metric=metric, theme=theme, log_y=log_y)
+    return _subtitle(fig, [(l, slice_settings(r, extra)) for l, r, extra in items], theme)
+
+
+def _figure_plane(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    (l, r, _), = items[:1]
+    sp = split or next(iter(r.loss))
+    z = r.loss[sp] if metric == "loss" else r.acc[sp]
+    d0 = next((d for d in r.directions if isinstance(d, Mapping)), {})
+    plane = f"a {_normalised(d0)} plane" if "normalization" in d0 else "a plane"
+    fig = plane_figure(r.alphas, r.betas, z, kind=kind, metric=f"{sp} {metric}", theme=theme, log_z=log_y,
+                       title=None if theme == "paper" else f"{l}: {sp} {metric} on {plane}")
+    return _subtitle(fig, [(l, plane_settings(r))], theme)
+
+
+def _figure_sparsity(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    fig = go.Figure()
+    for i, (l, r, _) in enumerate(items):
+        fig.add_trace(go.Bar(x=list(r.layers), y=np.asarray(r.feature_sparsity_coefficient), name=l))
+    fig.update_yaxes(title_text="feature sparsity coefficient", range=[0, 1])
+    fig.update_layout(barmode="group")
+    apply_theme(fig, theme)
+    if theme == "screen":
+        fig.update_layout(title=dict(text=f"Feature sparsity per layer (τ = {items[0][1].tau:g})", x=0.01))
+    return fig
+
+
+def _figure_sharpness(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    r0 = items[0][1]
+    label = f"{r0.kind}-case {'adaptive ' if r0.adaptive else ''}{r0.norm} m-sharpness (m={r0.m})"
+    return sharpness_figure({l: (r.rhos, r.values, np.std(r.per_batch, axis=1) / np.sqrt(max(r.n_batches, 1)))
+                             for l, r, _ in items}, ylabel=label, theme=theme)
+
+
+def _figure_pca(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    (l, r, _), = items[:1]
+    groups = r.groups if r.groups is not None else (
+        [f"class {int(c)}" for c in r.labels] if r.labels is not None else None)
+    return pca_figure(r.coords, labels=r.labels, groups=groups, explained=r.explained_variance_ratio,
+                      index=r.index, theme=theme, title=None if theme == "paper" else f"PCA of {r.source}: {l}")
+
+
+def _figure_cosine(items, *, theme, metric, split, kind, log_y) -> go.Figure:
+    runs = {}
+    xlabel = "cosine"
+    for l, r, _ in items:
+        if hasattr(r, "by_epoch"):
+            runs[l] = r.by_epoch()
+            xlabel = "cos(g, g′)"
+        else:
+            runs[l] = {0: np.asarray(r.values, dtype=float)}
+            xlabel = f"cos(∇ℓᵢ, {r.reference}) [{r.kind}]"
+    return cosine_histogram_figure(runs, xlabel=xlabel, theme=theme)
+
+
+# partial data of a running analysis (Progress.data); None: nothing drawable yet
+def _progress_hessian(data, *, label, theme) -> go.Figure | None:
+    if "values" not in data:
+        return None
+    return eigenvalues_figure({label or "Ritz values": data["values"]}, theme=theme,
+                              title="Top Hessian eigenvalues (Ritz values, converging)")
+
+
+def _progress_density(data, *, label, theme) -> go.Figure | None:
+    if "grid" not in data:
+        return None
+    return density_figure({label: (data["grid"], data["density"])}, theme=theme)
+
+
+def _progress_interpolate(data, *, label, theme) -> go.Figure | None:
+    if "loss" not in data:
+        return None
+    return interpolation_figure(data["alphas"], data["loss"], data["acc"], theme=theme,
+                                n_total=len(data["alphas"]), labels=tuple(label.split(" → "))
+                                if " → " in label else ("θ₁", "θ₂"))
+
+
+def _progress_slice(data, *, label, theme) -> go.Figure | None:
+    if "loss" not in data:
+        return None
+    curves = {}
+    for j, prev in enumerate(data.get("previous", [])):
+        for sp, v in prev["loss"].items():
+            curves[f"dir {j + 1} · {sp}"] = v
+    for sp, v in data["loss"].items():
+        curves[f"dir {data.get('direction', 0) + 1} · {sp}"] = v
+    return slice_figure(data["alphas"], curves, theme=theme)
+
+
+def _progress_plane(data, *, label, theme) -> go.Figure | None:
+    if "z" not in data:
+        return None
+    return plane_figure(data["alphas"], data["betas"], np.asarray(data["z"], dtype=float),
+                        metric=f"{data.get('split', 'train')} loss", theme=theme)
+
+
+def _progress_sharpness(data, *, label, theme) -> go.Figure | None:
+    if "values" not in data:
+        return None
+    return sharpness_figure({label or "running mean over batches": (data["rhos"], data["values"])}, theme=theme)
