@@ -104,6 +104,44 @@ def test_library_greedy_agrees_with_own(lib):
     assert F_lib == pytest.approx(F_own, rel=1e-9)
 
 
+def test_exponential_kernel_is_the_authors_submodlib_kernel_and_both_kernels_drop_isolated_points():
+    """``kernel="exponential"`` is exp(−d/dim), what submodlib builds from points (the EPIC code's call)."""
+    X, y, iso = _clustered_classes(seed=2)
+    D, S = facility_location_similarity(X, kernel="exponential")
+    assert torch.allclose(S, torch.exp(-D / X.shape[1])) and float(S.min()) > 0
+    assert torch.allclose(S.diagonal(), torch.ones(len(X), dtype=S.dtype))
+    _, S5 = facility_location_similarity(X, kernel="exponential", length_scale=5.0)
+    assert torch.allclose(S5, torch.exp(-D / 5.0))
+    _, Sc = facility_location_similarity(X)
+    assert torch.allclose(Sc, D.max() - D)                   # the paper's c0 − d, c0 = max d
+    if importlib.util.find_spec("submodlib") is not None:
+        from submodlib import FacilityLocationFunction
+
+        Xn = X.numpy()
+        f = FacilityLocationFunction(n=len(Xn), data=Xn, metric="euclidean", mode="dense")
+        assert np.allclose(f.sijs, S.numpy(), atol=1e-6)     # submodlib computes its kernel in float32
+        lib = [i for i, _ in f.maximize(budget=9, optimizer="LazyGreedy", stopIfZeroGain=False,
+                                        stopIfNegativeGain=False, verbose=False, show_progress=False)]
+        own = greedy_facility_location(X, 9, kernel="exponential")
+        assert lib[:3] == own[:3].tolist()
+    for kernel in ("shifted_distance", "exponential"):
+        dropped = []
+        for c in range(3):
+            pos = torch.nonzero(y == c).squeeze(1)
+            dropped += pos[class_medoid_clusters(X[pos], 0.09, kernel=kernel).isolated].tolist()
+        assert sorted(dropped) == iso.tolist(), kernel
+    # the kernels weigh distances differently, so the greedy medoids differ on spread-out points
+    Z = torch.randn(300, 10, generator=torch.Generator().manual_seed(5), dtype=torch.float64) ** 3
+    a = greedy_facility_location(Z, 30, kernel="shifted_distance")
+    b = greedy_facility_location(Z, 30, kernel="exponential", length_scale=0.5)
+    assert set(a.tolist()) != set(b.tolist())
+    with pytest.raises(ValueError, match="kernel"):
+        facility_location_similarity(X, kernel="gaussian")
+    with pytest.raises(ValueError, match="length_scale"):
+        EPIC(kernel="exponential", length_scale=0.0)
+    assert EPIC(kernel="exponential").config()["kernel"] == "exponential" and "kernel" not in EPIC().config()
+
+
 def test_bad_arguments_raise_clear_errors():
     with pytest.raises(ValueError, match="budget"):
         EPIC(budget=0.0)

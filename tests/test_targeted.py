@@ -168,14 +168,25 @@ def test_feature_collision_moves_poison_features_toward_the_target(data, base, s
     x = data.train.x[rows]
     x_t, _ = s.target(data)
     snap = snapshot(base)
-    fc = FeatureCollision(iterations=60, lr=0.01, beta=0.1)
+    fc = FeatureCollision(iterations=60, lr=0.01, beta=0.1, hard_bound=True)
     p = fc.craft(base, s, data)
     assert_unchanged(base, snap, "feature collision")
     d0 = feature_distances(base, x, x_t)
     d1 = feature_distances(base, apply_poison(data.train, p).x[rows], x_t)
     assert float(d1.mean()) < 0.8 * float(d0.mean())
     assert (d1 <= d0 + 1e-4).float().mean() > 0.9                 # (almost) every poison moved closer
-    assert PixelBox.for_bundle(data, s.epsilon).check(p.delta, x)["ok"]
+    box = PixelBox.for_bundle(data, s.epsilon)
+    assert box.check(p.delta, x)["ok"]
+    # the default, as [Yang 2022, §4.1.2] runs FC: the soft beta-penalty only, no l_inf projection
+    soft = FeatureCollision(iterations=60, lr=0.01, beta=0.1)
+    assert not soft.hard_bound and soft.config()["hard_bound"] is False
+    ps = soft.craft(base, s, data)
+    chk = box.check(ps.delta, x)
+    assert chk["box_excess"] < 1e-5 and chk["linf_excess"] > 0     # in the pixel box, beyond epsilon
+    d2 = feature_distances(base, apply_poison(data.train, ps).x[rows], x_t)
+    assert float(d2.mean()) < float(d1.mean())                     # the unbounded poisons collide better
+    with pytest.raises(ValueError, match="hard_bound"):
+        FeatureCollision(hard_bound="yes")
 
 
 def test_bullseye_polytope_centres_the_poisons_on_the_target(data, base, setup64):

@@ -52,6 +52,9 @@ MODEL_CHOICES = ("lenet5", "mlp", "resnet18", "wide_resnet", "densenet", "logist
 OPTIMIZER_CHOICES = ("sgd", "sam", "asam", "adam")
 BASE_OPTIMIZER_CHOICES = ("sgd", "adam")
 SCHEDULE_CHOICES = ("constant", "multistep", "cosine")
+#: SAM's default radius; ASAM's radius and offset of T_w = |w| + eta ([Kwon 2021]).
+SAM_DEFAULT_RHO = 0.05
+ASAM_DEFAULTS = {"rho": 0.5, "eta": 0.01}
 BN_POLICY_CHOICES = ("freeze", "update", "eval")
 SPLIT_CHOICES = ("official", "pooled")
 DEVICE_PREFIXES = ("auto", "cpu", "cuda", "mps")
@@ -558,10 +561,13 @@ class OptimConfig(_Section):
         betas: Adam's (beta1, beta2).
         base: base optimizer that SAM/ASAM wraps: ``sgd`` or ``adam``.
         rho: SAM neighbourhood radius (>= 0; 0 recovers the base optimizer's
-            gradient). ASAM typically needs larger values (0.5-2.0).
+            gradient). ``None`` (default) means 0.05, or 0.5 when the optimizer is
+            ASAM (``asam`` or ``adaptive``), the value of [Kwon 2021]; the resolved
+            number is what the config holds after construction.
         adaptive: scale the perturbation elementwise by ``|w| + eta`` (ASAM).
             Forced on for ``asam``.
-        eta: ASAM's offset in ``T_w = |w| + eta``.
+        eta: ASAM's offset in ``T_w = |w| + eta``. ``None`` (default) means 0.01
+            when the optimizer is ASAM ([Kwon 2021]), 0 otherwise.
         m: m-SAM chunk size: the batch is split into chunks of ``m`` examples,
             each with its own ascent point; the SAM gradients are averaged
             ([Andriushchenko 2024, Eq. 5.4]). ``None`` means the whole batch.
@@ -583,9 +589,9 @@ class OptimConfig(_Section):
     weight_decay: float = 5e-4
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     base: str = "sgd"
-    rho: float = 0.05
+    rho: float | None = None
     adaptive: bool = False
-    eta: float = 0.0
+    eta: float | None = None
     m: int | None = None
     bn_policy: str = "freeze"
     perturb_weight_decay: bool = False
@@ -598,6 +604,11 @@ class OptimConfig(_Section):
         _check_positive(self._name("lr"), self.lr)
         _check_fraction(self._name("momentum"), self.momentum)
         _check_nonneg(self._name("weight_decay"), self.weight_decay)
+        asam = self.name == "asam" or bool(self.adaptive)
+        if self.rho is None:
+            self.rho = ASAM_DEFAULTS["rho"] if asam else SAM_DEFAULT_RHO
+        if self.eta is None:
+            self.eta = ASAM_DEFAULTS["eta"] if asam else 0.0
         _check_nonneg(self._name("rho"), self.rho)
         _check_nonneg(self._name("eta"), self.eta)
         if self.nesterov and self.momentum == 0:
@@ -872,7 +883,8 @@ class RunConfig:
             ValueError: malformed override, unknown key, or an invalid value.
         """
         d = self.to_dict()
-        items = overrides.items() if isinstance(overrides, Mapping) else (_parse_override(o) for o in overrides)
+        items = list(overrides.items()) if isinstance(overrides, Mapping) else [_parse_override(o) for o in overrides]
+        keys = [k for k, _ in items]
         for key, value in items:
             parts = key.split(".")
             target = d
@@ -885,7 +897,22 @@ class RunConfig:
                 choices = sorted(target) if isinstance(target, dict) else []
                 raise ConfigError(f"override {key!r}: unknown key {leaf!r}; choose from {choices}")
             target[leaf] = value
+        _redefault_optim(d.get("optim"), self.optim, keys)
         return RunConfig.from_dict(d)
+
+
+def _redefault_optim(optim: Any, old: "OptimConfig", keys: list[str]) -> None:
+    """After overrides that switch to or from ASAM (``optim.name`` / ``optim.adaptive``): a ``rho``/``eta`` that
+    was not overridden and still holds the old optimizer's default is reset to ``None``, so the new optimizer's
+    default applies (``optim.name=asam`` alone gives rho 0.5, eta 0.01)."""
+    if not isinstance(optim, dict) or not ({"optim.name", "optim.adaptive"} & set(keys)):
+        return
+    was_asam = old.name == "asam" or bool(old.adaptive)
+    defaults = {"rho": ASAM_DEFAULTS["rho"] if was_asam else SAM_DEFAULT_RHO,
+                "eta": ASAM_DEFAULTS["eta"] if was_asam else 0.0}
+    for f, dflt in defaults.items():
+        if f"optim.{f}" not in keys and optim.get(f) == dflt:
+            optim[f] = None
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

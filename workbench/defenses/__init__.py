@@ -14,11 +14,11 @@ No UI imports.
 from .base import LOG_COLUMNS, ROUND_KEYS, SelectionDefense
 from .baselines import DropHighestLoss, DropLowestConfidence, ScoreFilter, loss_and_confidence
 from .epic import EPIC, PROXIES, gradient_proxies
-from .medoids import (GREEDY_METHODS, ClassClusters, assign_to_medoids, class_medoid_clusters,
+from .medoids import (GREEDY_METHODS, KERNELS, ClassClusters, assign_to_medoids, class_medoid_clusters,
                       facility_location_similarity, greedy_facility_location, medoid_budget)
 
 __all__ = ["SelectionDefense", "EPIC", "DropHighestLoss", "DropLowestConfidence", "ScoreFilter", "PROXIES",
-           "gradient_proxies", "loss_and_confidence", "GREEDY_METHODS", "greedy_facility_location",
+           "gradient_proxies", "loss_and_confidence", "GREEDY_METHODS", "KERNELS", "greedy_facility_location",
            "facility_location_similarity", "assign_to_medoids", "class_medoid_clusters", "ClassClusters",
            "medoid_budget", "LOG_COLUMNS", "ROUND_KEYS"]
 

@@ -8,7 +8,9 @@ Every ``period`` (T) epochs after ``warmup`` (K) epochs, for every class ``c``:
    w.r.t. the input of the last linear layer ``(softmax(z) − onehot(y)) W``
    (``∇_f^L ℓ_i`` in §3.5 after Eq. (5), the paper's wording);
 2. greedily select ``k_c = ceil(budget · |V_c|)`` facility-location medoids
-   (Alg. 1 "while |S| < k/C do j ∈ argmax_{e ∈ V_c \\ S} F(e|S)", Eq. 5);
+   (Alg. 1 "while |S| < k/C do j ∈ argmax_{e ∈ V_c \\ S} F(e|S)", Eq. 5), with the
+   similarity ``c0 − d`` of Eq. 5 (``kernel="shifted_distance"``, default) or the authors'
+   code's ``exp(−d/ℓ)`` (``kernel="exponential"``; see :mod:`~workbench.defenses.medoids`);
 3. assign every example of ``V_c`` to its nearest medoid and count the cluster
    sizes ``γ_j`` (Alg. 1 "γ_j = Σ_{i∈V_c} 𝕀[j = argmin_s ‖∇ℓ_i − ∇ℓ_s‖]");
 4. drop the medoids with ``γ_j == 1`` (Alg. 1 "if γ_j == 1 then Z = Z ∪ {j}";
@@ -29,7 +31,7 @@ from torch import Tensor, nn
 
 from ..analysis.gradients import last_layer_gradients
 from .base import SelectionDefense
-from .medoids import GREEDY_METHODS, class_medoid_clusters
+from .medoids import GREEDY_METHODS, _check_kernel, class_medoid_clusters
 
 __all__ = ["EPIC", "PROXIES", "gradient_proxies"]
 
@@ -74,6 +76,9 @@ class EPIC(SelectionDefense):
             in benchmarks/bench_epic.py; ``"lazy"``/``"naive"``: own variants; ``"submodlib"``/``"apricot"``:
             the PyPI libraries, if installed).
         max_isolated: medoids with clusters of at most this many examples are dropped (1 in Alg. 1).
+        kernel: facility-location similarity: ``"shifted_distance"`` (``c0 − d``, [Yang 2022, Eq. 5],
+            default) or ``"exponential"`` (``exp(−d/ℓ)``, what the authors' code runs through submodlib).
+        length_scale: ``ℓ`` of the exponential kernel (None: the proxy dimension, as in submodlib).
         stop_after: no round at epochs ``>= stop_after``.
         batch_size: examples per inference pass for the proxies.
 
@@ -89,7 +94,7 @@ class EPIC(SelectionDefense):
 
     def __init__(self, budget: float = 0.2, period: int = 2, warmup: int = 10, proxy: str = "softmax", seed: int = 0,
                  *, greedy: str = "incremental", max_isolated: int = 1, stop_after: int | None = None,
-                 batch_size: int = 512):
+                 batch_size: int = 512, kernel: str = "shifted_distance", length_scale: float | None = None):
         super().__init__(period=period, warmup=warmup, stop_after=stop_after, seed=seed, batch_size=batch_size)
         if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
             raise ValueError(f"budget={budget!r} is invalid: must be a fraction of each class in (0, 1]")
@@ -99,15 +104,20 @@ class EPIC(SelectionDefense):
             raise ValueError(f"greedy={greedy!r} is invalid: choose one of {', '.join(map(repr, GREEDY_METHODS))}")
         if isinstance(max_isolated, bool) or not isinstance(max_isolated, int) or max_isolated < 1:
             raise ValueError(f"max_isolated={max_isolated!r} is invalid: must be an integer >= 1")
+        _check_kernel(kernel, length_scale)
         self.budget = float(budget)
+        self.kernel = kernel
+        self.length_scale = None if length_scale is None else float(length_scale)
         self.proxy = proxy
         self.greedy = greedy
         self.max_isolated = max_isolated
         self.timings: dict[str, float] = {}
 
     def config(self) -> dict:
-        return {"budget": self.budget, "proxy": self.proxy, "max_isolated": self.max_isolated,
-                **super().config()}
+        cfg = {"budget": self.budget, "proxy": self.proxy, "max_isolated": self.max_isolated, **super().config()}
+        if self.kernel != "shifted_distance" or self.length_scale is not None:  # states saved before kernel= load
+            cfg.update(kernel=self.kernel, length_scale=self.length_scale)
+        return cfg
 
     def _select(self, model: nn.Module, x: Tensor, y: Tensor, index: Tensor, epoch: int) -> dict:
         import time
@@ -124,7 +134,8 @@ class EPIC(SelectionDefense):
         for c in torch.unique(yc).tolist():
             pos = torch.nonzero(yc == c).squeeze(1)
             cl = class_medoid_clusters(g[pos.to(dev)], self.budget, method=self.greedy,
-                                       max_isolated=self.max_isolated)
+                                       max_isolated=self.max_isolated, kernel=self.kernel,
+                                       length_scale=self.length_scale)
             drop[pos[cl.isolated]] = True
             size[pos] = cl.cluster_size
         self.timings = {"proxies": t1 - t0, "medoids": time.perf_counter() - t1}

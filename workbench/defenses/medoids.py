@@ -5,12 +5,27 @@ Created Equal", ICML 2022). For the points ``g_i``
 of one class (gradient proxies), the medoids ``S`` maximise the facility-location
 function
 
-    F(S) = Σ_i max_{j ∈ S} (c0 − ‖g_i − g_j‖₂),   c0 ≥ max_{i,j} ‖g_i − g_j‖₂   (Eq. 5)
+    F(S) = Σ_i max_{j ∈ S} s_ij,   s_ij = c0 − ‖g_i − g_j‖₂,   c0 ≥ max_{i,j} ‖g_i − g_j‖₂   (Eq. 5)
 
-which is monotone submodular, so the greedy algorithm (add ``argmax_e F(e | S)``,
-Alg. 1 lines "while |S| < k/C: j ∈ argmax F(e|S); S = S ∪ {j}") is a (1 − 1/e)
-approximation (Wolsey 1982). Every point is then assigned to its nearest medoid
-and ``γ_j`` (Alg. 1) counts the points of medoid ``j``'s cluster.
+which is monotone submodular for any non-negative similarity ``s_ij``, so the greedy
+algorithm (add ``argmax_e F(e | S)``, Alg. 1 lines "while |S| < k/C: j ∈ argmax F(e|S);
+S = S ∪ {j}") is a (1 − 1/e) approximation (Wolsey 1982). Every point is then assigned
+to its nearest medoid and ``γ_j`` (Alg. 1) counts the points of medoid ``j``'s cluster.
+
+Two similarity kernels (``kernel=``), both on the Euclidean distance ``d_ij = ‖g_i − g_j‖₂``:
+
+* ``"shifted_distance"`` (default): ``s_ij = c0 − d_ij`` with ``c0 = max d`` — the paper's
+  Eq. 5.
+* ``"exponential"``: the exponential kernel ``s_ij = exp(−d_ij / ℓ)`` with length scale ``ℓ``
+  (``length_scale``; default the proxy dimension ``d``, i.e. ``exp(−d_ij / d)``). This is what
+  the authors' code actually runs: it builds ``submodlib.FacilityLocationFunction(data=...,
+  metric="euclidean", mode="dense")``, whose dense Euclidean kernel is ``exp(−d_ij / d)``
+  with ``d`` the number of features (checked against submodlib-py 0.0.3 in
+  ``tests/test_epic.py``).
+
+Once ``S`` is non-empty the greedy gains of the shifted distance, ``Σ_i max(0, d_iS − d_ie)``,
+do not depend on ``c0``; the exponential kernel is a concave, decreasing transform of ``d``,
+so it weighs near neighbours more. Both give the same nearest-medoid assignment.
 
 Implementations of the greedy step (all exact greedy, same result up to ties):
 
@@ -28,7 +43,7 @@ Implementations of the greedy step (all exact greedy, same result up to ties):
   it needs no priority queue.
 * ``"naive"`` (own): recomputes every gain each step, ``O(k n²)``; the reference.
 * ``"submodlib"``: ``submodlib.FacilityLocationFunction`` (PyPI ``submodlib-py``),
-  lazy greedy on the same precomputed similarity matrix (what the EPIC authors' code uses).
+  lazy greedy on the same precomputed similarity matrix (the library the EPIC authors' code uses).
 * ``"apricot"``: ``apricot.FacilityLocationSelection`` (PyPI ``apricot-select``,
   numba) on the same precomputed similarity matrix, lazy greedy.
 
@@ -44,10 +59,21 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["GREEDY_METHODS", "facility_location_similarity", "greedy_facility_location", "assign_to_medoids",
+__all__ = ["GREEDY_METHODS", "KERNELS", "facility_location_similarity", "greedy_facility_location", "assign_to_medoids",
            "ClassClusters", "class_medoid_clusters", "medoid_budget"]
 
 GREEDY_METHODS = ("lazy", "incremental", "naive", "submodlib", "apricot")
+#: Facility-location similarity kernels: ``c0 − d`` (the paper's Eq. 5) and ``exp(−d/ℓ)`` (the authors' code).
+KERNELS = ("shifted_distance", "exponential")
+
+
+def _check_kernel(kernel: str, length_scale) -> None:
+    if kernel not in KERNELS:
+        raise ValueError(f"kernel={kernel!r} is invalid: choose one of {', '.join(map(repr, KERNELS))}")
+    if length_scale is not None and (isinstance(length_scale, bool) or not isinstance(length_scale, (int, float))
+                                     or not np.isfinite(length_scale) or length_scale <= 0):
+        raise ValueError(f"length_scale={length_scale!r} is invalid: must be a positive number (or None: the "
+                         "proxy dimension)")
 
 
 def _as_points(points) -> Tensor:
@@ -61,21 +87,33 @@ def _as_points(points) -> Tensor:
     return X
 
 
-def facility_location_similarity(points, *, dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
-    """Pairwise distances and the facility-location similarity ``c0 − ‖g_i − g_j‖₂`` ([Yang 2022, Eq. 5]).
+def facility_location_similarity(points, *, kernel: str = "shifted_distance", length_scale: float | None = None,
+                                 dtype: torch.dtype = torch.float64) -> tuple[Tensor, Tensor]:
+    """Pairwise distances and the facility-location similarity (see the module docstring for the kernels).
 
     Args:
         points: ``[n, d]`` vectors (e.g. gradient proxies of one class), any float dtype/device.
+        kernel: ``"shifted_distance"``: ``S = c0 − D`` with ``c0 = max D`` (the smallest constant
+            satisfying the condition of [Yang 2022, Eq. 5]), so ``S ≥ 0`` and ``S_ii = c0``; when all
+            points coincide ``c0 = 0`` and ``c0`` is set to 1. ``"exponential"``: ``S = exp(−D / ℓ)``
+            (the EPIC authors' code, through submodlib's dense Euclidean kernel), ``S ∈ (0, 1]``.
+        length_scale: ``ℓ`` of the exponential kernel; ``None``: the dimension ``d`` of the points
+            (submodlib's choice). Ignored by ``"shifted_distance"``.
         dtype: working precision (float64 keeps greedy ties stable).
 
     Returns:
-        ``(D, S)``: ``D [n, n]`` Euclidean distances and ``S = c0 − D`` with
-        ``c0 = max D`` (the smallest constant satisfying Eq. 5's condition), so ``S ≥ 0``
-        and ``S_ii = c0``. When all points coincide ``c0 = 0`` and ``c0`` is set to 1.
+        ``(D, S)``: ``D [n, n]`` Euclidean distances (zero diagonal) and the similarity ``S [n, n]``.
+
+    Raises:
+        ValueError: unknown ``kernel``, a non-positive ``length_scale``, points not ``[n, d]`` or non-finite.
     """
+    _check_kernel(kernel, length_scale)
     X = _as_points(points).to(dtype)
     D = torch.cdist(X, X)
     D.fill_diagonal_(0.0)
+    if kernel == "exponential":
+        ell = float(length_scale) if length_scale is not None else float(max(X.shape[1], 1))
+        return D, torch.exp(-D / ell)
     c0 = D.max() if D.numel() else torch.tensor(0.0, dtype=dtype)
     if float(c0) <= 0.0:
         c0 = torch.tensor(1.0, dtype=dtype, device=D.device)
@@ -164,16 +202,19 @@ def _greedy_apricot(S: Tensor, k: int) -> Tensor:
     return torch.as_tensor(np.asarray(sel.ranking, dtype=np.int64))
 
 
-def greedy_facility_location(points, k: int, *, method: str = "incremental", similarity: Tensor | None = None
-                             ) -> Tensor:
+def greedy_facility_location(points, k: int, *, method: str = "incremental", similarity: Tensor | None = None,
+                             kernel: str = "shifted_distance", length_scale: float | None = None) -> Tensor:
     """Greedy maximisation of the facility-location function ([Yang 2022, Eq. 5]; Alg. 1 inner ``while`` loop).
 
     Args:
         points: ``[n, d]`` vectors (ignored when ``similarity`` is given; may then be None).
         k: number of medoids, ``1 <= k <= n``.
         method: one of :data:`GREEDY_METHODS` (see the module docstring).
-        similarity: a precomputed ``[n, n]`` similarity ``c0 − D`` (from
+        similarity: a precomputed non-negative ``[n, n]`` similarity (from
             :func:`facility_location_similarity`) to reuse.
+        kernel: the similarity built from ``points`` when ``similarity`` is None
+            (:func:`facility_location_similarity`).
+        length_scale: ``ℓ`` of the exponential kernel (None: the dimension of the points).
 
     Returns:
         ``LongTensor [k]``: positions (rows of ``points``) of the medoids in the order the
@@ -185,7 +226,8 @@ def greedy_facility_location(points, k: int, *, method: str = "incremental", sim
     """
     if method not in GREEDY_METHODS:
         raise ValueError(f"method={method!r} is invalid: choose one of {', '.join(map(repr, GREEDY_METHODS))}")
-    S = similarity if similarity is not None else facility_location_similarity(points)[1]
+    S = similarity if similarity is not None else \
+        facility_location_similarity(points, kernel=kernel, length_scale=length_scale)[1]
     n = S.shape[0]
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= int(k) <= n:
         raise ValueError(f"k={k!r} is invalid: must be an integer in 1..{n} (the number of points)")
@@ -247,8 +289,8 @@ class ClassClusters:
     isolated: Tensor
 
 
-def class_medoid_clusters(points, budget: float, *, method: str = "incremental", max_isolated: int = 1
-                          ) -> ClassClusters:
+def class_medoid_clusters(points, budget: float, *, method: str = "incremental", max_isolated: int = 1,
+                          kernel: str = "shifted_distance", length_scale: float | None = None) -> ClassClusters:
     """Medoids, clusters and isolated medoids of one class ([Yang 2022, Alg. 1], one ``for examples V_c`` pass).
 
     Args:
@@ -257,23 +299,27 @@ def class_medoid_clusters(points, budget: float, *, method: str = "incremental",
         method: greedy implementation (:data:`GREEDY_METHODS`).
         max_isolated: medoids whose cluster has at most this many points are isolated
             (1 in Alg. 1; the EPIC code calls it ``cluster_thresh``).
+        kernel: the facility-location similarity (:func:`facility_location_similarity`:
+            ``"shifted_distance"`` ``c0 − d``, the paper's; ``"exponential"`` ``exp(−d/ℓ)``, the authors' code's).
+        length_scale: ``ℓ`` of the exponential kernel (None: the dimension of the points).
 
     Returns:
         :class:`ClassClusters`.
 
     Raises:
-        ValueError: ``budget`` outside (0, 1], ``max_isolated < 1``, bad points.
+        ValueError: ``budget`` outside (0, 1], ``max_isolated < 1``, bad points, bad ``kernel``/``length_scale``.
     """
     if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not 0 < budget <= 1:
         raise ValueError(f"budget={budget!r} is invalid: must be a fraction in (0, 1]")
     if isinstance(max_isolated, bool) or not isinstance(max_isolated, int) or max_isolated < 1:
         raise ValueError(f"max_isolated={max_isolated!r} is invalid: must be an integer >= 1")
+    _check_kernel(kernel, length_scale)
     X = _as_points(points)
     n = X.shape[0]
     if n == 0:
         e = torch.zeros(0, dtype=torch.long)
         return ClassClusters(e, e, e, e, e)
-    D, S = facility_location_similarity(X)
+    D, S = facility_location_similarity(X, kernel=kernel, length_scale=length_scale)
     medoids = greedy_facility_location(None, medoid_budget(budget, n), method=method, similarity=S)
     assignment, gamma = assign_to_medoids(D, medoids)
     isolated = medoids[gamma <= max_isolated]
