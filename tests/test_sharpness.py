@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.analysis.common import ExampleSet, load_result, save_result
-from workbench.analysis.sharpness import (SharpnessCurve, SharpnessResult, apgd_checkpoints, sharpness,
+from workbench.analysis.sharpness import (SharpnessCurve, SharpnessResult, apgd_checkpoints, logit_normalize, sharpness,
                                           sharpness_curve)
 
 
@@ -90,7 +90,8 @@ def test_worst_at_least_average(trained_mlp, norm, rho):
     net, ex = trained_mlp
     for adaptive in (False, True):
         w = sharpness(net, ex, rho, norm=norm, adaptive=adaptive, m=64, steps=20)
-        a = sharpness(net, ex, rho, kind="average", norm=norm, adaptive=adaptive, m=64, n_draws=10)
+        # the sphere draw (norm exactly rho) lies in the worst case's ball; the default Gaussian draw does not
+        a = sharpness(net, ex, rho, kind="average", norm=norm, adaptive=adaptive, m=64, n_draws=10, avg_dist="sphere")
         assert np.all(w.per_batch >= a.per_batch) and w.value > a.value
         assert a.kind == "average" and a.method is None and a.n_draws == 10
         assert np.all(a.std_per_batch > 0)
@@ -102,6 +103,39 @@ def test_average_gaussian_is_eq71_literal(trained_mlp):
     p = sum(q.numel() for q in net.parameters())
     a = sharpness(net, ex, 0.01, kind="average", avg_dist="gaussian", m=128, n_draws=4)
     assert a.avg_dist == "gaussian" and a.delta_norm_per_batch == pytest.approx(np.full(2, 0.01 * p ** 0.5), rel=0.1)
+
+
+def test_average_case_defaults_are_eq71_gaussian_with_100_draws(trained_mlp):
+    net, ex = trained_mlp
+    a = sharpness(net, ex, 0.01, kind="average", adaptive=True, m=128)
+    assert a.avg_dist == "gaussian" and a.n_draws == 100
+    # delta = c * N(0, rho^2 I) with c = |w|: its adaptive-coordinate norm is about rho sqrt(p)
+    p = sum(q.numel() for q in net.parameters())
+    assert a.delta_norm_per_batch == pytest.approx(np.full(2, 0.01 * p ** 0.5), rel=0.1)
+    s = sharpness(net, ex, 0.01, kind="average", adaptive=True, m=128, avg_dist="sphere", n_draws=3)
+    assert s.avg_dist == "sphere" and s.delta_norm_per_batch == pytest.approx(np.full(2, 0.01), rel=1e-6)
+
+
+def test_logit_normalisation_removes_the_scale_sensitivity(trained_mlp):
+    """Scaling the last layer by a > 0 changes the plain cross-entropy sharpness but not the logit-normalised one
+    (Eq. 7.5): the normalised logits, and adaptive perturbations of them, are identical."""
+    net, ex = trained_mlp
+    scaled = copy.deepcopy(net)
+    last = [m for m in scaled.modules() if isinstance(m, nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.mul_(4.0)
+        if last.bias is not None:
+            last.bias.mul_(4.0)
+    kw = dict(kind="average", adaptive=True, m=64, n_draws=8, seed=3)
+    ln = [sharpness(model, ex, 0.05, **kw) for model in (net, scaled)]
+    plain = [sharpness(model, ex, 0.05, logit_norm=False, **kw) for model in (net, scaled)]
+    assert ln[0].logit_norm and ln[1].logit_norm and not plain[0].logit_norm
+    assert ln[1].value == pytest.approx(ln[0].value, rel=1e-5, abs=1e-9)
+    assert abs(plain[1].value - plain[0].value) > 0.1 * abs(plain[0].value)
+    assert "logit-normalised" in ln[0].definition
+    f = torch.randn(5, 10)
+    assert torch.allclose(logit_normalize(3.0 * f), logit_normalize(f), atol=1e-6)
+    assert torch.allclose(logit_normalize(f).std(dim=1, unbiased=False), torch.ones(5), atol=1e-5)
 
 
 # ------------------------------------------------------------------ oracles
@@ -214,10 +248,10 @@ def test_adaptive_equals_standard_when_weights_are_unit(trained_mlp):
 
 def test_apgd_vs_pgd(trained_mlp):
     net, ex = trained_mlp
-    for norm, rho in (("l2", 0.5), ("linf", 0.01)):
-        one = sharpness(net, ex, rho, norm=norm, m=64, steps=1)
-        hundred = sharpness(net, ex, rho, norm=norm, m=64, steps=100)
-        apgd = sharpness(net, ex, rho, norm=norm, m=64, method="apgd")
+    for norm, rho in (("l2", 0.5), ("linf", 0.01)):   # the plain cross-entropy landscape the 5% was set on
+        one = sharpness(net, ex, rho, norm=norm, m=64, steps=1, logit_norm=False)
+        hundred = sharpness(net, ex, rho, norm=norm, m=64, steps=100, logit_norm=False)
+        apgd = sharpness(net, ex, rho, norm=norm, m=64, method="apgd", logit_norm=False)
         assert apgd.steps == 20 and apgd.step_size == 2.0 and hundred.steps == 100 and hundred.step_size == 0.1
         assert np.all(apgd.per_batch >= one.per_batch) and apgd.value > 2 * one.value
         assert apgd.value == pytest.approx(hundred.value, rel=0.05)

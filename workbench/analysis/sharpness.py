@@ -37,12 +37,16 @@ over ``δ'`` in the plain ball ``||δ'||_p <= ρ`` (the same optimisation proble
   restarts from the best point when (1) fewer than 75 % of the steps since
   ``w_{j−1}`` increased the loss, or (2) the step was not halved at the
   previous checkpoint and the best loss has not improved since.
-* Average-case: ``n_draws`` random ``δ'`` per batch: ℓ∞ uniform in the box
-  ``[−ρ, ρ]^p`` (thesis/code); ℓ2 ``avg_dist="sphere"`` (default) a Gaussian
-  direction rescaled to norm ρ (uniform on the sphere, so worst-case >=
-  average-case at the same ρ by construction), or ``avg_dist="gaussian"``
-  ``δ' ~ N(0, ρ² I)`` (Eq. 7.1 literally, per-coordinate standard deviation ρ,
-  norm about ``ρ√p``; the radii of the thesis's Table 7.3 refer to this form).
+* Average-case: ``n_draws`` random ``δ'`` per batch (default 100, as the thesis): ℓ2 ``avg_dist="gaussian"``
+  (default) ``δ' ~ N(0, ρ² I)``, i.e. ``δ ~ N(0, ρ² diag(c²))`` -- Eq. 7.1 of [Andriushchenko 2024] literally
+  (per-coordinate standard deviation ρ, norm about ``ρ√p``; the radii of its Table 7.3 refer to this form);
+  ``avg_dist="sphere"`` a Gaussian direction rescaled to norm ρ (uniform on the sphere, so worst-case >=
+  average-case at the same ρ by construction); ℓ∞ uniform in the box ``[−ρ, ρ]^p`` (thesis/code).
+* Logit normalisation ([Andriushchenko 2024, Eq. 7.5], after Tsuzuku et al.): the loss is evaluated on
+  ``f(x) / sqrt(mean_k (f_k(x) − mean_j f_j(x))²)`` so that scaling the last layer (which drives the
+  cross-entropy, and any sharpness measured with it, to 0 after zero training error -- the thesis' Fig. 7.1)
+  no longer changes the value. On by default (``logit_norm=None``) for the default cross-entropy on K >= 2
+  logits; off for a custom ``loss_fn``; ``logit_norm=False`` gives the plain measure.
 
 ``δ = 0`` is always feasible and counted, so worst-case ``S_B >= 0``, and at
 ``ρ = 0`` every evaluation is at ``w`` itself: ``S = 0``. BatchNorm and
@@ -69,7 +73,7 @@ from torch import Tensor, nn
 
 from .common import ExampleSet, ResultRecord, preserved_state
 
-__all__ = ["sharpness", "sharpness_curve", "SharpnessResult", "SharpnessCurve", "apgd_checkpoints",
+__all__ = ["sharpness", "sharpness_curve", "SharpnessResult", "SharpnessCurve", "apgd_checkpoints", "logit_normalize",
            "KINDS", "NORMS", "METHODS", "AVG_DISTS", "RECOMMENDED_COUNT"]
 
 KINDS = ("worst", "average")
@@ -141,6 +145,7 @@ class SharpnessResult(ResultRecord):
     definition: str = ""
     notes: list = field(default_factory=list)
     seconds: float = 0.0
+    logit_norm: bool = False
 
 
 @dataclass(frozen=True, eq=False)
@@ -185,6 +190,7 @@ class SharpnessCurve(ResultRecord):
     definition: str = ""
     notes: list = field(default_factory=list)
     seconds: float = 0.0
+    logit_norm: bool = False
 
     @property
     def base_loss(self) -> float:
@@ -231,6 +237,20 @@ class _Problem:
         if self.c is not None:
             g = g * self.c
         return float(loss.detach()), g
+
+
+def logit_normalize(f: Tensor, eps: float = 1e-12) -> Tensor:
+    """Logit normalisation ``f / sqrt(mean_k (f_k − mean_j f_j)²)`` per example ([Andriushchenko 2024, Eq. 7.5]).
+
+    Args:
+        f: ``[N, K]`` logits (K >= 2).
+        eps: floor of the standard deviation (all-equal logits stay finite).
+
+    Returns:
+        ``[N, K]``; invariant to ``f -> a f`` for ``a > 0``.
+    """
+    std = f.var(dim=-1, unbiased=False, keepdim=True).clamp_min(eps * eps).sqrt()
+    return f / std
 
 
 def _ascent(u: Tensor, norm: str) -> Tensor:
@@ -464,9 +484,10 @@ def _check_rho(rho) -> float:
 
 def sharpness(model: nn.Module, examples: ExampleSet, rho: float, *, kind: str = "worst", norm: str = "l2",
               adaptive: bool = False, m: int | None = 128, method: str = "pgd", steps: int | None = None,
-              step_size: float | None = None, n_draws: int = 20, avg_dist: str = "sphere",
+              step_size: float | None = None, n_draws: int = 100, avg_dist: str = "gaussian",
               rand_init: bool = False, seed: int = 0, loss_fn: LossFn | None = None,
-              callback: Callable[[int, int, float], object] | None = None) -> SharpnessResult:
+              callback: Callable[[int, int, float], object] | None = None,
+              logit_norm: bool | None = None) -> SharpnessResult:
     """m-sharpness of ``model`` on ``examples`` at radius ``rho`` (see the module docstring).
 
     Args:
@@ -481,21 +502,29 @@ def sharpness(model: nn.Module, examples: ExampleSet, rho: float, *, kind: str =
             out and counted in ``dropped``); ``None``: one batch of all examples.
         method: worst-case optimiser, ``"pgd"`` (default; 100 steps of 0.1ρ) or ``"apgd"`` (20 steps, η0 = 2ρ).
         steps, step_size: override the method's defaults (``step_size`` is a multiple of ρ).
-        n_draws: average-case draws per batch (default 20; the thesis uses 100).
-        avg_dist: ℓ2 average-case distribution, ``"sphere"`` (default) or ``"gaussian"`` (Eq. 7.1 literally).
+        n_draws: average-case draws per batch (default 100, as the thesis).
+        avg_dist: ℓ2 average-case distribution, ``"gaussian"`` (default: δ ~ N(0, ρ² diag(c²)), Eq. 7.1 of
+            [Andriushchenko 2024]) or ``"sphere"`` (norm exactly ρ: worst-case >= average-case).
         rand_init: worst-case start from a uniformly random point of the ball instead of 0.
         seed: seeds the random start / draws (per batch: ``(seed, batch index)``).
         loss_fn: ``loss_fn(outputs, targets) -> mean loss``; default cross-entropy.
         callback: ``callback(batch_index, n_batches, S_B)`` after each batch.
+        logit_norm: evaluate the loss on logit-normalised outputs ([Andriushchenko 2024, Eq. 7.5],
+            :func:`logit_normalize`). ``None`` (default): on for the default cross-entropy when the model has
+            K >= 2 outputs, off for a custom ``loss_fn``; ``True`` also applies it before a custom ``loss_fn``.
 
     Returns:
-        A :class:`SharpnessResult`; ``model`` is restored exactly.
+        A :class:`SharpnessResult` (``logit_norm`` says whether normalisation was applied); ``model`` is
+        restored exactly.
+
+    Raises:
+        ValueError: a bad setting; ``logit_norm=True`` for a model with a single output.
     """
     rho = _check_rho(rho)
     curve = sharpness_curve(model, examples, [rho], kind=kind, norm=norm, adaptive=adaptive, m=m, method=method,
                             steps=steps, step_size=step_size, n_draws=n_draws, avg_dist=avg_dist,
                             rand_init=rand_init, seed=seed, loss_fn=loss_fn, warm_start=False,
-                            callback=None if callback is None else
+                            logit_norm=logit_norm, callback=None if callback is None else
                             (lambda b, nb, running, per: callback(b, nb, float(per[0]))))
     return SharpnessResult(
         value=float(curve.values[0]), per_batch=curve.per_batch[0].copy(), base_loss=curve.base_loss,
@@ -507,16 +536,16 @@ def sharpness(model: nn.Module, examples: ExampleSet, rho: float, *, kind: str =
         n_draws=curve.n_draws, avg_dist=curve.avg_dist, rand_init=curve.rand_init, seed=curve.seed,
         count=curve.count, n_batches=curve.n_batches, dropped=curve.dropped, examples=curve.examples,
         n_params=curve.n_params, warm_start=False, loss=curve.loss, definition=curve.definition,
-        notes=list(curve.notes), seconds=curve.seconds)
+        notes=list(curve.notes), seconds=curve.seconds, logit_norm=curve.logit_norm)
 
 
 def sharpness_curve(model: nn.Module, examples: ExampleSet, rhos: Sequence[float], *, kind: str = "worst",
                     norm: str = "l2", adaptive: bool = False, m: int | None = 128, method: str = "pgd",
-                    steps: int | None = None, step_size: float | None = None, n_draws: int = 20,
-                    avg_dist: str = "sphere", rand_init: bool = False, seed: int = 0,
+                    steps: int | None = None, step_size: float | None = None, n_draws: int = 100,
+                    avg_dist: str = "gaussian", rand_init: bool = False, seed: int = 0,
                     loss_fn: LossFn | None = None, warm_start: bool = True,
-                    callback: Callable[[int, int, np.ndarray, np.ndarray], object] | None = None
-                    ) -> SharpnessCurve:
+                    callback: Callable[[int, int, np.ndarray, np.ndarray], object] | None = None,
+                    logit_norm: bool | None = None) -> SharpnessCurve:
     """m-sharpness for several radii (arguments as :func:`sharpness`; ``rhos`` are sorted ascending).
 
     Computed batch by batch, all radii per batch (one perturbation in memory at
@@ -543,7 +572,10 @@ def sharpness_curve(model: nn.Module, examples: ExampleSet, rhos: Sequence[float
     rhos_arr = np.sort(rhos_arr)
     s = _settings(kind, norm, adaptive, m, method, steps, step_size, n_draws, avg_dist, rand_init, seed)
     batches, m_eff, dropped = _batches(examples, m)
+    custom_loss = loss_fn is not None
     loss_fn = F.cross_entropy if loss_fn is None else loss_fn
+    if logit_norm not in (None, True, False):
+        raise ValueError(f"logit_norm={logit_norm!r} is invalid: True, False or None (automatic)")
     nb, R = len(batches), len(rhos_arr)
     per = np.zeros((R, nb))
     pert = np.zeros((R, nb))
@@ -554,6 +586,16 @@ def sharpness_curve(model: nn.Module, examples: ExampleSet, rhos: Sequence[float
         model.eval()
         prob = _Problem(model, loss_fn, adaptive)
         dev = prob.w0.device
+        use_ln = False
+        if logit_norm or (logit_norm is None and not custom_loss):
+            with torch.no_grad():
+                k = int(model(batches[0][0][:1].to(dev)).shape[-1]) if batches else 0
+            if logit_norm and k < 2:
+                raise ValueError(f"logit_norm=True needs a model with >= 2 outputs (logits); this one has {k}")
+            use_ln = k >= 2
+        if use_ln:
+            base_fn = loss_fn
+            prob.loss_fn = lambda out, t: base_fn(logit_normalize(out), t)
         for b, (x, y) in enumerate(batches):
             f0, vals = _run_batch(prob, x.to(dev), y.to(dev), s, [float(r) for r in rhos_arr],
                                   warm_start and kind == "worst", b)
@@ -574,6 +616,7 @@ def sharpness_curve(model: nn.Module, examples: ExampleSet, rhos: Sequence[float
         steps=s["steps"], step_size=s["step_size"], n_draws=s["n_draws"], avg_dist=s["avg_dist"],
         rand_init=s["rand_init"], seed=s["seed"], count=nb * m_eff, n_batches=nb,
         warm_start=bool(warm_start and kind == "worst"), monotone=monotone, dropped=dropped,
-        examples=examples.describe(), n_params=n_params, loss=_loss_name(loss_fn), definition=_definition(s),
-        notes=_notes(examples, model), seconds=time.perf_counter() - t0)
+        examples=examples.describe(), n_params=n_params, loss=_loss_name(loss_fn),
+        definition=_definition(s) + ("; loss on logit-normalised outputs (Eq. 7.5)" if use_ln else ""),
+        notes=_notes(examples, model), seconds=time.perf_counter() - t0, logit_norm=use_ln)
     return curve
