@@ -174,7 +174,8 @@ def test_nonfinite_weights_or_poison_refuse_the_analysis_and_nothing_is_saved(tw
     atomic_torch_save(ck, bad / "checkpoints" / "last.pt")
     for what, kw in (("hessian", {}), ("interpolate", {"other": bad}), ("sparsity", {})):
         run = a if what == "interpolate" else bad
-        with pytest.raises(NonFiniteError, match=rf"^run {bad.name} has non-finite weights \(3 of {total} parameters\)"):
+        with pytest.raises(NonFiniteError,
+                           match=rf"^run {bad.name} has non-finite weights \(3 of {total} parameters\)"):
             analyze(what, run, count=64, **kw)
     assert not (bad / "artifacts" / "analysis").exists() or not list((bad / "artifacts" / "analysis").iterdir())
     # a poison with a NaN

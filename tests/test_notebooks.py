@@ -59,7 +59,8 @@ def test_notebooks_say_what_you_will_see_cite_readably_and_keep_long_studies_opt
         switches = [(i, m) for i, src in enumerate(code) for m in re.findall(r"^RUN_FULL_STUDY = (\w+)", src, re.M)]
         if path.name[:2] in LONG_STUDIES:
             assert switches == [(0, "False")], (path.name, switches)   # one switch, off, in the first code cell
-            assert "RUN_FULL_STUDY = True" in first.source, path.name    # and the first cell says how to get the full study
+            # and the first cell says how to get the full study
+            assert "RUN_FULL_STUDY = True" in first.source, path.name
         else:
             assert not switches, path.name
         runs = [m for src in code for m in re.findall(r'os\.environ\.get\("WORKBENCH_RUNS", "([^"]+)"\)', src)]

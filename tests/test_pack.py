@@ -1,4 +1,5 @@
-"""Results packs: built from short runs, loaded in a fresh interpreter, same figure data, nothing recomputed or unpickled."""
+"""Results packs: built from short runs, loaded in a fresh interpreter, same figure data, nothing recomputed or
+unpickled."""
 from __future__ import annotations
 
 import json
@@ -25,7 +26,8 @@ def pack(tmp_path_factory) -> Path:
 
 
 def _figure_data(root: str, settings=None) -> dict:
-    """JSON of the tour's figures (slices, Hessian spectra, gradient PCA) built from ``root`` (run in both interpreters)."""
+    """JSON of the tour's figures (slices, Hessian spectra, gradient PCA) built from ``root`` (run in both
+    interpreters)."""
     from workbench.viz import result_figure
 
     d = prepare(root, settings, log=None)

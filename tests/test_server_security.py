@@ -144,9 +144,10 @@ ROUTES = ["/", "/voila/tree", "/voila/tree/notebooks", "/voila/render/notebooks/
           "/voila/labextensions/@jupyter-widgets/jupyterlab-manager/package.json",
           "/voila/api/themes/@jupyterlab/theme-light-extension/index.css", "/voila/api/contents/notebooks",
           "/voila/api/shutdown/00000000-0000-0000-0000-000000000000", "/api/kernels",
-          "/api/kernels/00000000-0000-0000-0000-000000000000", "/api/kernels/00000000-0000-0000-0000-000000000000/channels",
-          "/api/status", "/api/contents", "/api/sessions", "/api/terminals", "/static/voila.js", "/files/notebooks/figure.png",
-          "/login", "/logout", "/no/such/route"]
+          "/api/kernels/00000000-0000-0000-0000-000000000000",
+          "/api/kernels/00000000-0000-0000-0000-000000000000/channels",
+          "/api/status", "/api/contents", "/api/sessions", "/api/terminals", "/static/voila.js",
+          "/files/notebooks/figure.png", "/login", "/logout", "/no/such/route"]
 
 
 @pytest.mark.timeout(600)

@@ -125,7 +125,8 @@ def test_random_search_and_yaml_round_trip(tmp_path):
 
 @pytest.mark.parametrize("kw, field", [
     (dict(search="bayes"), "search"), (dict(params={"optim.lrr": [0.1]}), "optim.lrr"),
-    (dict(params={"optim.lr": [-1.0]}), "optim.lr"), (dict(params={"optim.lr": {"low": 0.1, "high": 0.01}}), "optim.lr"),
+    (dict(params={"optim.lr": [-1.0]}), "optim.lr"),
+    (dict(params={"optim.lr": {"low": 0.1, "high": 0.01}}), "optim.lr"),
     (dict(seeds=[]), "seeds"), (dict(search="random"), "n_trials"), (dict(backend="slurm"), "backend"),
     (dict(params={"optim.lr": {"low": 0.0, "high": 1.0, "log": True}}), "low"),
     (dict(params={"train.seed": [1, 2]}), "train.seed"), (dict(mode="up"), "mode"),

@@ -128,7 +128,8 @@ def test_a_local_ray_that_cannot_start_is_tried_twice_then_one_line_error(tmp_pa
     calls = []
 
     def fails(**kw):
-        calls.append(dict(kw, env={k: os.environ.get(k) for k in [*LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]}))
+        env = {k: os.environ.get(k) for k in [*LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"]}
+        calls.append(dict(kw, env=env))
         raise Exception("The current node timed out during startup. This could happen because some of the raylet "
                         "failed to startup or the GCS has become overloaded.")
 

@@ -47,7 +47,8 @@ def test_diag_net_parametrizations_are_explicit_and_convertible():
     back = net.to_parametrization("w_pm").to_parametrization("uv")
     assert torch.allclose(back.u, u) and torch.allclose(back.v, v)
     wp, wm = uv_to_w_pm(u, v)
-    assert torch.allclose(wp ** 2 - wm ** 2, u * v) and torch.allclose(torch.stack(w_pm_to_uv(wp, wm)), torch.stack([u, v]))
+    assert torch.allclose(wp ** 2 - wm ** 2, u * v)
+    assert torch.allclose(torch.stack(w_pm_to_uv(wp, wm)), torch.stack([u, v]))
 
 
 def test_diag_net_loss_normalizations_and_jacobian():
