@@ -61,8 +61,9 @@ from typing import Iterator, Mapping
 
 from .studies import find_notebooks_dir
 
-__all__ = ["AppServer", "voila_command", "cull_options", "lab_plotly_env", "serve", "run_app", "landing_notebook", "publish_plotly_module",
-           "run_foreground", "stop_process_tree", "voila_main", "host_allowed", "PLOTLY_ESM_ENV", "TEMPLATE", "SHARE"]
+__all__ = ["AppServer", "voila_command", "cull_options", "lab_plotly_env", "serve", "run_app", "landing_notebook",
+           "publish_plotly_module", "run_foreground", "stop_process_tree", "voila_main", "host_allowed",
+           "PLOTLY_ESM_ENV", "TEMPLATE", "SHARE"]
 
 HERE = Path(__file__).resolve().parent
 SHARE = HERE / "share"
@@ -90,8 +91,17 @@ def free_port() -> int:
 
 
 def landing_notebook(root: Path, runs: Path | None = None) -> Path:
-    """The landing notebook: the package's own when it is inside ``root``, else a copy ``<runs>/app/index.ipynb``
-    (``runs`` default ``<root>/runs``; the server serves it as ``runs/app/index.ipynb``).
+    """The landing notebook: the package's own when it is inside ``root``, else a copy in the runs folder.
+
+    The copy is ``<runs>/app/index.ipynb`` (``runs`` default ``<root>/runs``; the server serves it as
+    ``runs/app/index.ipynb``).
+
+    Args:
+        root: the server's root folder.
+        runs: the runs folder given, or ``None`` for ``<root>/runs``.
+
+    Returns:
+        The path of the notebook to serve as the landing page.
     """
     try:
         LANDING.relative_to(root)
@@ -135,9 +145,11 @@ class AppServer:
 
     @property
     def base(self) -> str:
+        """The server's base URL, ``http://127.0.0.1:<port>/``."""
         return f"http://127.0.0.1:{self.port}/"
 
     def url(self, path: str = "") -> str:
+        """Absolute URL of ``path`` (relative to the server's root) with the access token as a query parameter."""
         sep = "&" if "?" in path else "?"
         return f"{self.base}{path.lstrip('/')}{sep}token={self.token}"
 
@@ -150,9 +162,11 @@ class AppServer:
 
     @property
     def landing_url(self) -> str:
+        """URL (with token) of the landing notebook (:func:`landing_notebook`)."""
         return self.url(_rel_url(self.landing, self.root, self.runs))
 
     def log_tail(self, n: int = 60) -> str:
+        """The last ``n`` lines of the server's log file, or ``""`` when there is none or it cannot be read."""
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:]) if self.log else ""
         except OSError:
@@ -160,10 +174,16 @@ class AppServer:
 
 
 def publish_plotly_module(root: Path, *, runs: Path | None = None) -> Path | None:
-    """Copy plotly's front-end widget module (``plotly/package_data/widgetbundle.js``, ~5 MB) to
-    ``<runs>/app/static/plotly-widgetbundle-<version>.js`` (``runs`` default ``<root>/runs``; atomically, once per
-    plotly version), where Voilà serves it under ``/voila/files/runs/`` so that all figures of a page load it from
-    one URL (:func:`workbench.ui.base.figure_widget`).
+    """Copy plotly's front-end widget module to the runs folder, where the server serves it.
+
+    The module (``plotly/package_data/widgetbundle.js``, ~5 MB) is copied to
+    ``<runs>/app/static/plotly-widgetbundle-<version>.js`` (atomically, once per plotly version), where Voilà serves
+    it under ``/voila/files/runs/`` so that all figures of a page load it from one URL
+    (:func:`workbench.ui.base.figure_widget`).
+
+    Args:
+        root: the server's root folder.
+        runs: the runs folder, or ``None`` for ``<root>/runs``.
 
     Returns:
         The copy's path, or ``None`` (with a warning) when it cannot be written, e.g. a read-only folder: the
@@ -187,9 +207,9 @@ def publish_plotly_module(root: Path, *, runs: Path | None = None) -> Path | Non
 
 
 def lab_plotly_env(root: str | Path) -> dict[str, str]:
-    """Environment for a JupyterLab server with root folder ``root``, so that its kernels' figures load plotly's
-    widget module once per page (:mod:`workbench.ui.figure`).
+    """Environment for a JupyterLab server with root folder ``root``: figures load plotly's module once per page.
 
+    With it, its kernels' figures share one copy of plotly's widget module (:mod:`workbench.ui.figure`).
     Publishes the module under ``root`` (:func:`publish_plotly_module`) and returns ``{WORKBENCH_PLOTLY_ESM:
     "files/<path>"}``: JupyterLab serves it at ``<base_url>files/<path>`` to the logged-in browser only (token or
     cookie), like any file of the root. Returns ``{}`` when the module cannot be published (figures then carry it).
@@ -234,7 +254,8 @@ def voila_command(*, notebooks: str | Path | None = None, port: int | None = Non
 
     Args:
         notebooks: the study notebooks folder (default ``./notebooks`` or the checkout's).
-        port: TCP port on 127.0.0.1 (default: a free one). token: access token (default: random).
+        port: TCP port on 127.0.0.1 (default: a free one).
+        token: access token (default: random).
         env: added to the server's environment (kernels inherit it).
         extra: further Voilà options; a ``--MappingKernelManager.*`` option here replaces the kernel culling
             default of :func:`cull_options`.
@@ -473,7 +494,8 @@ def run_app(notebook: str | None = None, *, notebooks: str | Path | None = None,
         p = Path(notebook)
         if not (p.exists() or (server.notebooks / p.name).exists()):
             raise FileNotFoundError(f"notebook {notebook!r} not found (looked in {str(server.notebooks)!r}); "
-                                    "choose one of: " + ", ".join(q.name for q in sorted(server.notebooks.glob('*.ipynb'))))
+                                    "choose one of: "
+                                    + ", ".join(q.name for q in sorted(server.notebooks.glob('*.ipynb'))))
         url = server.notebook_url(p)
     else:
         url = server.landing_url
@@ -506,8 +528,10 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "[::1]")
 
 
 def host_allowed(host: str | None, port: int | None) -> bool:
-    """Whether a request's ``Host`` header names this server: ``127.0.0.1``, ``localhost`` or ``[::1]`` with
-    ``port`` (a missing port only for port 80). Everything else, e.g. ``evil.example:<port>`` (a site whose
+    """Whether a request's ``Host`` header names this server.
+
+    Allowed: ``127.0.0.1``, ``localhost`` or ``[::1]`` with ``port`` (a missing port only for port 80; ``port``
+    ``None`` accepts any). Everything else, e.g. ``evil.example:<port>`` (a site whose
     name was re-bound to 127.0.0.1) or ``127.0.0.1.nip.io``, is refused.
     """
     m = re.fullmatch(r"(\[[0-9a-fA-F:.]+\]|[^:\[\]]+)(?::(\d+))?", (host or "").strip())
@@ -531,8 +555,10 @@ def _voila_classes():
     from voila.tornado.treehandler import TornadoVoilaTreeHandler
 
     class Guard:
-        """Mixed into every handler: a foreign ``Host`` is refused (403), then the token is required (the login
-        form excepted): a page without it redirects to the login form, anything else answers 403.
+        """Mixed into every handler: a foreign ``Host`` is refused (403), then the token is required.
+
+        The login form is excepted from the token: a page without it redirects to the login form, anything else
+        answers 403.
         """
 
         wb_public = False   # the login form
@@ -583,8 +609,9 @@ def _voila_classes():
                 raise web.HTTPError(404)
 
     class RunsFileHandler(AllowListFileHandler):
-        """``/voila/files/runs/<path>`` from the runs folder given (``--WorkbenchVoila.runs_dir``), with the
-        allowlist of the served tree (whose paths start with ``runs/``).
+        """``/voila/files/runs/<path>`` from the runs folder given (``--WorkbenchVoila.runs_dir``).
+
+        Files are filtered by the allowlist of the served tree (whose paths start with ``runs/``).
         """
 
         def get_absolute_path(self, root, path):
@@ -605,8 +632,9 @@ def _voila_classes():
     cache: dict = {}
 
     class WorkbenchVoila(Voila):
-        """Voilà whose every handler is guarded (:class:`Guard`), on 127.0.0.1 only, serving ``runs_dir`` as
-        ``runs/`` when given.
+        """Voilà whose every handler is guarded (:class:`Guard`), on 127.0.0.1 only.
+
+        It serves ``runs_dir`` as ``runs/`` when given.
         """
 
         runs_dir = Unicode("", help="a runs folder served as runs/ (files and the landing copy)").tag(config=True)
@@ -651,8 +679,13 @@ def _voila_classes():
 
 
 def voila_main(argv: list[str] | None = None) -> None:
-    """The server process of app mode: Voilà (same options) with every handler guarded — a foreign ``Host``
-    refused, the token required on every route but the login form — and ``--WorkbenchVoila.runs_dir``.
+    """The server process of app mode: Voilà (same options) with every handler guarded.
+
+    A foreign ``Host`` is refused, the token required on every route but the login form; the option
+    ``--WorkbenchVoila.runs_dir`` serves a runs folder as ``runs/``.
+
+    Args:
+        argv: Voilà's command-line options (default: ``sys.argv[1:]``).
     """
     _voila_classes().launch_instance(argv)
 
