@@ -46,8 +46,9 @@ def _get(data: Any, key: str) -> pd.DataFrame:
 def _panels(df: pd.DataFrame, panels: list[tuple[str, str, bool]], *, xcol: str = "iteration", cols: int = 2,
             dash_by: str | None = None, decay_at: dict | None = None, T: float | None = None,
             run_order: list | None = None, color_key=None) -> go.Figure:
-    """Generic grid: one panel per (column, title, log-y) entry, one line per run (colour), optional dash by a
-    column (e.g. method).
+    """Generic grid: one panel per (column, title, log-y) entry, one line per run (colour).
+
+    Lines are optionally dashed by a column (e.g. method).
     """
     rows = -(-len(panels) // cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[p[1] for p in panels], horizontal_spacing=0.09,
@@ -91,7 +92,9 @@ def _panels(df: pd.DataFrame, panels: list[tuple[str, str, bool]], *, xcol: str 
 
 
 def diag_nets_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Figs. 6.2 / 6.11: ``data`` = ``{"metrics": DataFrame(run, method, iteration, [iteration_sgd_scale],
+    """Figs. 6.2 / 6.11: diagonal linear nets, large-step SGD vs GD (losses, rank φ(X), ‖u⊙v‖₀ per iteration).
+
+    ``data`` = ``{"metrics": DataFrame(run, method, iteration, [iteration_sgd_scale],
     train_loss, test_loss, rank, l0), "decay_at", "T"}``. GD runs (dashed) are drawn on the SGD iteration axis
     (``iteration_sgd_scale``: one GD step = T_SGD / T_GD SGD iterations).
     """
@@ -111,14 +114,17 @@ def diag_nets_figure(data: Any, *, theme: str = "screen", title: str | None = No
 
 
 def trajectory_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Fig. 6.3: ``data`` = ``{"plane": DataFrame(run, method, iteration, x, y)}`` — coordinates of the iterates
-    in the orthonormalised plane spanned by w* − w_init (x axis) and w_flow − w_init.
+    """Fig. 6.3: GD and SGD take different trajectories.
+
+    ``data`` = ``{"plane": DataFrame(run, method, iteration, x, y)}`` — coordinates of the iterates in the
+    orthonormalised plane spanned by w* − w_init (x axis) and w_flow − w_init.
     """
     df = _get(data, "plane")
     fig = go.Figure()
     if len(df):
         for i, (meth, g) in enumerate(df.groupby("method", sort=False)):
-            fig.add_trace(go.Scatter(x=g["x"], y=g["y"], mode="lines+markers", name=f"{meth}: {g['run'].iloc[0].replace('GD ', '')}",
+            fig.add_trace(go.Scatter(x=g["x"], y=g["y"], mode="lines+markers",
+                                     name=f"{meth}: {g['run'].iloc[0].replace('GD ', '')}",
                                      marker=dict(size=3, color=color_for(i)), line=dict(color=color_for(i))))
         ref = dict(mode="markers+text", textposition="top center", marker=dict(size=12, symbol="star", color="black"),
                    showlegend=False)
@@ -131,7 +137,9 @@ def trajectory_figure(data: Any, *, theme: str = "screen", title: str | None = N
 
 
 def quadratic_toy_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Prop. 6.3.2: ``data`` = ``{"trace": DataFrame(iteration, theta, loss), "bounds": {eps_o, F_low, F_high,
+    """Prop. 6.3.2: loss stabilisation on y = xθ*², the iterates θ_t and the loss F(θ_t) with the bounds.
+
+    ``data`` = ``{"trace": DataFrame(iteration, theta, loss), "bounds": {eps_o, F_low, F_high,
     burn_in}}`` — θ_t with the bands (0.65, 1 − ε_o) and (1 + ε_o, 1.162), and F(θ_t) with (ε_o², 0.17).
     """
     df = _get(data, "trace")
@@ -142,8 +150,8 @@ def quadratic_toy_figure(data: Any, *, theme: str = "screen", title: str | None 
         g = df.iloc[:n]
         fig.add_trace(go.Scatter(x=g["iteration"], y=g["theta"], mode="lines+markers", marker=dict(size=3),
                                  name="θ_t", line=dict(color=color_for(0), width=1)), 1, 1)
-        fig.add_trace(go.Scatter(x=df["iteration"], y=df["loss"], name="F(θ_t)", line=dict(color=color_for(1), width=1)),
-                      1, 2)
+        fig.add_trace(go.Scatter(x=df["iteration"], y=df["loss"], name="F(θ_t)",
+                                 line=dict(color=color_for(1), width=1)), 1, 2)
         e = b.get("eps_o")
         if e is not None:
             for lo, hi in ((0.65, 1 - e), (1 + e, 1.162)):
@@ -156,7 +164,9 @@ def quadratic_toy_figure(data: Any, *, theme: str = "screen", title: str | None 
 
 
 def relu1d_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Figs. 6.4 / 6.12: ``data`` = ``{"metrics": DataFrame(run, iteration, train_loss, rank, fsc, kinks),
+    """Figs. 6.4 / 6.12: two-layer ReLU net on a 1-D regression (losses, predictors, rank, FSC, kinks).
+
+    ``data`` = ``{"metrics": DataFrame(run, iteration, train_loss, rank, fsc, kinks),
     "functions": DataFrame(run, iteration, x, y_hat), "points": DataFrame(x, y), "decay_at", "T"}``. Panels: train
     loss, learned functions at the end (with the 12 points), rank φ(X), FSC, kinks.
     """
@@ -195,7 +205,9 @@ def relu1d_figure(data: Any, *, theme: str = "screen", title: str | None = None)
 
 
 def overregularization_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Fig. 6.12: ``data`` = output of :func:`workbench.thesis.ch6.repro_relu1d_overregularized` (``metrics``,
+    """Fig. 6.12: a larger warm-up over-regularises (runs stuck at a high loss).
+
+    ``data`` = output of :func:`workbench.thesis.ch6.repro_relu1d_overregularized` (``metrics``,
     ``functions``, ``points``, ``summary`` with init / factor / run / final_loss / stuck, ``stuck_level``). Panels:
     train loss of every run (colour = warm-up factor), final train loss per initialisation, and the final predictors
     of one initialisation (the first one that gets stuck with the largest factor) for every factor.
@@ -224,8 +236,10 @@ def overregularization_figure(data: Any, *, theme: str = "screen", title: str | 
         g = summ[summ["factor"] == f]
         fig.add_trace(go.Scatter(x=g["init"], y=g["final_loss"], mode="markers", name=f"{f:g}x warm-up",
                                  legendgroup=f"{f:g}", showlegend=False,
-                                 marker=dict(color=colour[f], size=10, symbol=["x" if s else "circle" for s in g["stuck"]]),
-                                 hovertext=[f"{'stuck' if s else 'fits'}: {v:.2e}" for s, v in zip(g["stuck"], g["final_loss"])]),
+                                 marker=dict(color=colour[f], size=10,
+                                             symbol=["x" if s else "circle" for s in g["stuck"]]),
+                                 hovertext=[f"{'stuck' if s else 'fits'}: {v:.2e}"
+                                            for s, v in zip(g["stuck"], g["final_loss"])]),
                       1, 2)
     if level:
         for c in (1, 2):
@@ -234,8 +248,9 @@ def overregularization_figure(data: Any, *, theme: str = "screen", title: str | 
         for _, r in summ[summ["init"] == show].iterrows():
             f = fn[fn["run"] == r["run"]]
             f = f[f["iteration"] == f["iteration"].max()]
-            fig.add_trace(go.Scatter(x=f["x"], y=f["y_hat"], name=f"{r['factor']:g}x warm-up", legendgroup=f"{r['factor']:g}",
-                                     showlegend=False, line=dict(color=colour[r["factor"]])), 1, 3)
+            fig.add_trace(go.Scatter(x=f["x"], y=f["y_hat"], name=f"{r['factor']:g}x warm-up",
+                                     legendgroup=f"{r['factor']:g}", showlegend=False,
+                                     line=dict(color=colour[r["factor"]])), 1, 3)
     if len(pts):
         fig.add_trace(go.Scatter(x=pts["x"], y=pts["y"], mode="markers", name="training points",
                                  marker=dict(color="black", size=7)), 1, 3)
@@ -274,7 +289,9 @@ def relu1d_snapshots_figure(data: Any, *, theme: str = "screen", title: str | No
 
 
 def teacher_student_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Figs. 6.5 / 6.14: ``data`` = ``{"metrics": DataFrame(run, iteration, train_loss, test_loss, rank,
+    """Figs. 6.5 / 6.14: teacher–student ReLU nets (losses, rank φ(X), FSC per hidden layer per iteration).
+
+    ``data`` = ``{"metrics": DataFrame(run, iteration, train_loss, test_loss, rank,
     fsc_layer1, [fsc_layer2]), "decay_at", "T", "layers"}``.
     """
     df = _get(data, "metrics")
@@ -288,7 +305,9 @@ def teacher_student_figure(data: Any, *, theme: str = "screen", title: str | Non
 
 
 def neurons_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Fig. 6.10: ``data`` = ``{"neurons": DataFrame(run, neuron, stage ∈ {init, final}, x, y, out_weight),
+    """Fig. 6.10: first-layer neurons cluster on the teacher's directions only for a large step size.
+
+    ``data`` = ``{"neurons": DataFrame(run, neuron, stage ∈ {init, final}, x, y, out_weight),
     "teacher": DataFrame(x, y)}`` — each first-layer neuron w_i ∈ R² at init (grey) and at the end (colour, size ∝
     |a_i|), with the teacher directions as rays; one panel per run.
     """
@@ -319,7 +338,9 @@ def neurons_figure(data: Any, *, theme: str = "screen", title: str | None = None
 
 
 def sde_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Fig. 6.9: ``data`` = ``{"metrics": DataFrame(run ∈ {SGD, SDE, gradient flow}, iteration, train_loss,
+    """Fig. 6.9: SGD vs its SDE discretisation vs gradient flow (losses, rank φ(X), ‖u⊙v‖₀ per iteration).
+
+    ``data`` = ``{"metrics": DataFrame(run ∈ {SGD, SDE, gradient flow}, iteration, train_loss,
     test_loss, rank, l0), "decay_at", "T"}``.
     """
     df = _get(data, "metrics")
@@ -330,4 +351,5 @@ def sde_figure(data: Any, *, theme: str = "screen", title: str | None = None) ->
         for k in range(4):
             fig.add_vline(x=data["decay_at"] * data["T"], line=dict(color="gray", width=1, dash="dot"),
                           row=k // 2 + 1, col=k % 2 + 1)
-    return _finish(fig, theme, title, "SGD vs its SDE discretisation (Eq. 6.58) vs gradient flow (Fig. 6.9)", height=700)
+    return _finish(fig, theme, title, "SGD vs its SDE discretisation (Eq. 6.58) vs gradient flow (Fig. 6.9)",
+                   height=700)
