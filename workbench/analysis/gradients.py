@@ -371,7 +371,8 @@ def pairwise_within_class_cosines(G, y, *, max_pairs_per_class: int = 5000, seed
     many distinct pairs are drawn without replacement (seeded).
 
     Args:
-        G: gradients ``[N, P]``; y: labels ``[N]``.
+        G: gradients ``[N, P]``.
+        y: labels ``[N]``.
         max_pairs_per_class: cap on pairs per class.
         seed: seed of the pair draw.
 
@@ -433,11 +434,13 @@ class HistogramResult(ResultRecord):
 
     @property
     def fractions(self) -> np.ndarray:
+        """Fraction of the counted values in each bin, ``float64 [bins]`` (sums to 1; all zero when empty)."""
         c = np.asarray(self.counts, dtype=float)
         return c / max(c.sum(), 1.0)
 
     @property
     def centers(self) -> np.ndarray:
+        """Bin centres, ``float64 [bins]``: midpoints of consecutive ``edges``."""
         e = np.asarray(self.edges, dtype=float)
         return 0.5 * (e[1:] + e[:-1])
 
@@ -489,6 +492,7 @@ class GradientCosineResult(ResultRecord):
     seconds: float = 0.0
 
     def histogram(self, bins: int = 50) -> HistogramResult:
+        """Histogram of the cosines over ``[-1, 1]`` in ``bins`` equal bins (:func:`cosine_histogram`)."""
         return cosine_histogram(self.values, bins=bins)
 
 
@@ -502,8 +506,22 @@ def gradients_of_kind(model: nn.Module, examples, kind: str, *, params=None, bat
 
 def gradient_cosines(model: nn.Module, examples: ExampleSet, *, kind: str = "logits",
                      reference: str = "class_mean", params=None, batch_size: int = 256) -> GradientCosineResult:
-    """Cosine of every example's gradient with its class-mean gradient (``reference="class_mean"``)
-    or with the mean gradient of the whole set (``"mean"``), in the gradient space ``kind``.
+    """Cosine of every example's gradient with a reference gradient, in the gradient space ``kind``.
+
+    Args:
+        model: the network.
+        examples: the examples (an :class:`ExampleSet` or ``(x, y)``).
+        kind: the gradient space: a last-layer proxy (e.g. ``"logits"``) or ``"full"``
+            (:func:`gradients_of_kind`).
+        reference: ``"class_mean"`` (each example's class-mean gradient) or ``"mean"`` (the whole set's).
+        params: the parameters of the full gradient (default: all); only for ``kind="full"``.
+        batch_size: examples per backward pass.
+
+    Returns:
+        A :class:`GradientCosineResult` with one cosine per example (``values``, float64 ``[N]``).
+
+    Raises:
+        ValueError: an unknown ``reference``.
     """
     if reference not in ("class_mean", "mean"):
         raise ValueError(f"reference={reference!r} is invalid: choose 'class_mean' or 'mean'")
@@ -550,6 +568,7 @@ class CosineHistory(ResultRecord):
         return {int(e): cs[ep == e] for e in np.unique(ep)}
 
     def histograms(self, bins: int = 50, range: tuple[float, float] = (-1.0, 1.0)) -> dict[int, HistogramResult]:  # noqa: A002
+        """One histogram of the cosines per epoch, ``{epoch: HistogramResult}`` (:func:`cosine_histogram`)."""
         return {e: cosine_histogram(v, bins=bins, range=range) for e, v in self.by_epoch().items()}
 
     def losses(self) -> np.ndarray:
@@ -577,11 +596,13 @@ class SamCosineTracker:
         self.reset()
 
     def reset(self) -> None:
+        """Forget the collected steps (e.g. before a new run)."""
         self._steps: list[int] = []
         self._epochs: list[int] = []
         self._cos: list[float] = []
 
     def __call__(self, event) -> None:
+        """Record ``event`` when it is a ``StepEnd`` with a ``cosine`` metric; ignore anything else."""
         from ..training.events import StepEnd
 
         if not isinstance(event, StepEnd):
@@ -597,11 +618,13 @@ class SamCosineTracker:
         return len(self._cos)
 
     def result(self) -> CosineHistory:
+        """The steps collected so far, as a :class:`CosineHistory`."""
         return CosineHistory(steps=np.asarray(self._steps, dtype=np.int64),
                              epochs=np.asarray(self._epochs, dtype=np.int64),
                              cosines=np.asarray(self._cos, dtype=np.float64))
 
     def histograms(self, bins: int = 50, range: tuple[float, float] = (-1.0, 1.0)) -> dict[int, HistogramResult]:  # noqa: A002
+        """One histogram per epoch of the steps collected so far (:meth:`CosineHistory.histograms`)."""
         return self.result().histograms(bins=bins, range=range)
 
 
