@@ -1,4 +1,4 @@
-"""Loss landscapes: directions, 1-D interpolation, 1-D slices and 2-D planes.
+r"""Loss landscapes: directions, 1-D interpolation, 1-D slices and 2-D planes.
 
 Three evaluations, all on scratch copies of the models (the models passed in
 are never modified: parameters, buffers and train/eval modes stay bitwise
@@ -6,7 +6,7 @@ what they were):
 
 * :func:`interpolate` -- the linear path between two models,
 
-  .. math:: \\theta(\\alpha) = \\alpha\\,\\theta_a + (1 - \\alpha)\\,\\theta_b,
+  .. math:: \theta(\alpha) = \alpha\,\theta_a + (1 - \alpha)\,\theta_b,
 
   exactly [Murphy 2025, Eq. 2.5] (§2.2.3,
   "One-Dimensional Linear Interpolation", after [Goodfellow 2015]), with
@@ -117,6 +117,7 @@ class Direction:
 
     @property
     def names(self) -> list[str]:
+        """Names of the tensors the direction covers (``state_dict`` names), in order."""
         return list(self.tensors)
 
     def norm(self) -> float:
@@ -130,6 +131,7 @@ class Direction:
         return Direction({k: v * c for k, v in self.tensors.items()}, self.kind, meta)
 
     def to(self, device=None, dtype=None) -> "Direction":
+        """A copy on ``device``; floating tensors are also cast to ``dtype`` when given (integer ones keep theirs)."""
         return Direction({k: v.to(device=device, dtype=dtype if v.is_floating_point() else None)
                           for k, v in self.tensors.items()}, self.kind, dict(self.meta))
 
@@ -146,6 +148,7 @@ class Direction:
                          for k in self.tensors if k in other.tensors))
 
     def describe(self) -> dict:
+        """JSON-ready summary: ``kind``, ``norm``, the number of tensors (``names``), ``meta`` as plain values."""
         return {"kind": self.kind, "norm": self.norm(), "names": len(self.tensors), **_plain_meta(self.meta)}
 
 
@@ -231,6 +234,8 @@ def target_direction(model_a: nn.Module, model_b: nn.Module, *, dir_type: str = 
     """``θ_b − θ_a`` (kind ``"target"``): ``slice_1d(model_a, d, alphas)`` at α = 1 is model_b's weights.
 
     Args:
+        model_a: the start θ_a.
+        model_b: the end θ_b (same architecture: same entry names and shapes).
         dir_type: ``"weights"`` (parameters) or ``"states"`` (also floating buffers
             such as BatchNorm running statistics).
 
@@ -266,6 +271,7 @@ def random_direction(model: nn.Module, seed: int = 0, normalization: str = "filt
     :func:`normalize_direction` with ``normalization`` and ``bias_bn``.
 
     Args:
+        model: the network whose entries (names, shapes, norms) the direction follows.
         seed: generator seed.
         normalization: ``"filter"`` (default), ``"layer"`` or ``"none"``.
         bias_bn: 1-D parameters: ``"zero"`` (default), ``"keep"`` (raw Gaussian)
@@ -292,6 +298,7 @@ def eigenvector_direction(model: nn.Module, flat_vector, param_names: Sequence[s
     """Map a flat vector (e.g. a Hessian eigenvector) back to named tensors (kind ``"eigenvector"``).
 
     Args:
+        model: the network the vector's parameters belong to.
         flat_vector: 1-D tensor / array over the parameters ``param_names``
             concatenated in that order; by default the trainable parameters in
             ``model.parameters()`` order (the order curvature code such as
@@ -559,7 +566,8 @@ def interpolate(model_a: nn.Module, model_b: nn.Module, examples, alphas=None, b
     model_a's.
 
     Args:
-        model_a, model_b: same architecture (same state names and shapes).
+        model_a: θ_a, the model at α = 1.
+        model_b: θ_b, the model at α = 0 (same architecture: same state names and shapes).
         examples: ``{split: ExampleSet}`` (e.g. ``{"train": ..., "test": ...}``) or one ExampleSet.
         alphas: default ``np.linspace(-0.5, 1.5, 41)`` (step 0.05, contains 0 and 1).
         bn: ``"recompute"`` (default: the interpolated network's statistics are
@@ -609,12 +617,16 @@ def slice_1d(model: nn.Module, direction: Direction, examples, alphas=None, bn: 
     """Loss and accuracy along θ + α d (evaluated on a scratch copy; ``model`` untouched).
 
     Args:
+        model: the network at the centre θ (not modified).
         direction: a :class:`Direction` (e.g. :func:`random_direction`,
             filter-normalised, so α = 1 moves every filter by its own norm).
+        examples: ``{split: ExampleSet}`` (e.g. ``{"train": ..., "test": ...}``) or one ExampleSet.
         alphas: default ``np.linspace(-1, 1, 41)``.
         bn: ``"keep"`` (default: checkpoint statistics; the centre equals the
             model's own eval-mode loss) or ``"recompute"`` (needs ``bn_data`` or
             ``examples["train"]``).
+        bn_data: training examples for ``bn="recompute"`` (default ``examples["train"]``).
+        batch_size: evaluation / BN-estimation batch size.
         callback: ``callback(i, alpha, {split: (loss, acc)})`` after each point.
     """
     t0 = time.perf_counter()
@@ -648,8 +660,15 @@ def plane_2d(model: nn.Module, d1: Direction, d2: Direction, examples, alphas=No
     ``[len(betas), len(alphas)]``.
 
     Args:
-        alphas, betas: default ``np.linspace(-1, 1, 21)`` each.
+        model: the network at the centre θ (not modified).
+        d1: the first direction (α axis).
+        d2: the second direction (β axis).
+        examples: ``{split: ExampleSet}`` or one ExampleSet.
+        alphas: coefficients of ``d1``, default ``np.linspace(-1, 1, 21)``.
+        betas: coefficients of ``d2``, default ``np.linspace(-1, 1, 21)``.
         bn: ``"keep"`` (default) or ``"recompute"``.
+        bn_data: training examples for ``bn="recompute"`` (default ``examples["train"]``).
+        batch_size: evaluation / BN-estimation batch size.
         callback: ``callback(k, (alpha, beta), {split: (loss, acc)})`` after each
             point, ``k = j * len(alphas) + i`` the flat row-major index
             (``j, i = divmod(k, len(alphas))``).
