@@ -66,6 +66,7 @@ class IllustrationSettings:
     poison_class: int = 1  # the cloned validation point's class; its label is flipped to 1 - poison_class
 
     def attack_config(self, seed: int = 0) -> AttackConfig:
+        """The poisoning attack's settings (step size ``alpha``, steps, box; λ unbounded), seeded by ``seed``."""
         return AttackConfig(alpha=self.alpha, beta=0.0, steps=self.attack_steps, box=self.box, seed=seed,
                             lam_range=(-math.inf, math.inf))
 
@@ -115,11 +116,13 @@ class PoisonMaps:
     seconds: float = 0.0
 
     def to_dict(self) -> dict:
+        """JSON-ready dict (arrays as nested lists, ``-inf`` λ as ``None``); :meth:`from_dict` inverts it."""
         return {"xs": self.xs.tolist(), "ys": self.ys.tolist(), "log_lams": [_jf(v) for v in self.log_lams],
                 "error": self.error.tolist(), "loss": self.loss.tolist(), "y_p": self.y_p, "seconds": self.seconds}
 
     @classmethod
     def from_dict(cls, d: dict) -> "PoisonMaps":
+        """The maps from :meth:`to_dict`'s output (lists back to arrays, ``None`` λ back to ``-inf``)."""
         return cls(np.asarray(d["xs"]), np.asarray(d["ys"]), np.asarray([_pf(v) for v in d["log_lams"]], dtype=float),
                    np.asarray(d["error"]), np.asarray(d["loss"]), int(d["y_p"]), float(d.get("seconds", 0.0)))
 
@@ -138,10 +141,13 @@ def poison_maps(toy: Toy2D, log_lams, *, grid: int = 50, box: tuple[float, float
     """Fig. 1 background maps, vectorised: one model per (grid cell, λ), all trained at once.
 
     Args:
-        toy: the data. log_lams: λ values (log scale; ``-inf`` allowed).
+        toy: the data.
+        log_lams: λ values (log scale; ``-inf`` allowed).
         grid: points per axis over ``box`` (``grid × grid`` positions).
+        box: ``(low, high)`` of both coordinates of the poisoning point.
         y_p: label of the poisoning point.
-        eta, steps: full-batch training used to test the attack (App. C.1: 0.2, 100).
+        eta: step size of the full-batch training used to test the attack (App. C.1: 0.2).
+        steps: its number of steps (App. C.1: 100).
         max_batch: models trained per batched loop (bounds memory).
         progress: called with the fraction done after every chunk.
 
@@ -190,7 +196,10 @@ def argmin_lambda(maps: PoisonMaps, *, diverged: float = 1e3) -> np.ndarray:
 
 @dataclass
 class Illustration:
-    """Everything Fig. 1 shows, for one seed (see :func:`illustrate`). Arrays are numpy; ``-inf`` = no regularisation."""
+    """Everything Fig. 1 shows, for one seed (see :func:`illustrate`).
+
+    Arrays are numpy; ``-inf`` = no regularisation.
+    """
 
     settings: dict
     data: dict  # x_tr, y_tr, x_val, y_val (lists)
@@ -203,13 +212,15 @@ class Illustration:
     seconds: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
+        """JSON-ready dict (maps via :meth:`PoisonMaps.to_dict`); :meth:`from_dict` inverts it."""
         return {"settings": self.settings, "data": self.data, "clean_theta": self.clean_theta,
                 "poisoned_theta": self.poisoned_theta, "attacks": self.attacks, "maps": self.maps.to_dict(),
-                "lam_map": self.lam_map.tolist(), "lam_maps": None if self.lam_maps is None else self.lam_maps.to_dict(),
-                "seconds": self.seconds}
+                "lam_map": self.lam_map.tolist(),
+                "lam_maps": None if self.lam_maps is None else self.lam_maps.to_dict(), "seconds": self.seconds}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Illustration":
+        """The illustration from :meth:`to_dict`'s output."""
         return cls(d["settings"], d["data"], d["clean_theta"], d["poisoned_theta"], d["attacks"],
                    PoisonMaps.from_dict(d["maps"]), np.asarray(d["lam_map"]),
                    None if d.get("lam_maps") is None else PoisonMaps.from_dict(d["lam_maps"]), d.get("seconds", {}))
@@ -220,8 +231,9 @@ LABELS = {"no_reg": -math.inf, "reg": None}  # "reg" uses settings.log_lam_reg
 
 def illustrate(seed: int = 0, settings: IllustrationSettings | None = None, *, lam_map: bool = True,
                progress: Callable[[str, float], None] | None = None) -> Illustration:
-    """Compute Fig. 1: data, the attack against LR without regularisation and with λ = log 20,
-    both background maps, and the argmin-λ map.
+    """Compute Fig. 1: the data, the attacks, both background maps and the argmin-λ map.
+
+    The attack runs against logistic regression without regularisation and with λ = log 20.
 
     The poisoning point starts from a seeded validation point of class ``settings.poison_class``
     (label flipped). ``progress(stage, fraction)`` reports the stages ``attack``, ``maps``, ``lambda``.
