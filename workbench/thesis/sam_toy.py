@@ -1,6 +1,7 @@
-"""ERM, n-SAM, 1-SAM, stochastic n-SAM, random perturbations and multi-step ascent on toy models
-([Andriushchenko 2024, Ch. 5]; section, equation and figure numbers below refer to
-that thesis).
+"""ERM, n-SAM, 1-SAM, stochastic n-SAM, random perturbations and multi-step ascent on toy models.
+
+[Andriushchenko 2024, Ch. 5]; section, equation and figure numbers below refer to
+that thesis.
 
 Everything is vectorised over a batch of ``S`` models (one per ρ, seed, or method),
 with closed-form gradients — 10⁴ full-batch steps of 10 diagonal nets take about a
@@ -70,7 +71,8 @@ def diag_grad(u: Tensor, v: Tensor, xb: Tensor, yb: Tensor) -> tuple[Tensor, Ten
     """Gradient of the batch loss (1/2b)Σ_{k∈batch} r_k² w.r.t. (u, v), per model.
 
     Args:
-        u, v: ``[S, d]`` (or ``[S, k, d]`` for per-example ascent points).
+        u: ``[S, d]`` (or ``[S, k, d]`` for per-example ascent points).
+        v: same shape as ``u``.
         xb: ``[S, b, d]`` or ``[b, d]`` batch inputs.
         yb: ``[S, b]`` or ``[b]`` targets.
 
@@ -134,10 +136,14 @@ def diag_step(method: str, u: Tensor, v: Tensor, xb: Tensor, yb: Tensor, lr: Ten
 
     Args:
         method: one of :data:`DIAG_METHODS`.
-        u, v: ``[S, d]`` weights (not modified).
-        xb, yb: descent batch ``[S, b, d]``, ``[S, b]`` (or one batch ``[b, d]``, ``[b]`` shared by all models).
-        lr, rho: ``[S]`` step sizes γ and radii ρ.
-        xa, ya: ascent batch for ``"nsam_stoch"`` (required there).
+        u: ``[S, d]`` first factor of the weights (not modified).
+        v: ``[S, d]`` second factor (not modified).
+        xb: descent batch inputs ``[S, b, d]`` (or one batch ``[b, d]`` shared by all models).
+        yb: descent batch targets ``[S, b]`` (or ``[b]``).
+        lr: ``[S]`` step sizes γ.
+        rho: ``[S]`` radii ρ.
+        xa: ascent batch inputs for ``"nsam_stoch"`` (required there), shaped like ``xb``.
+        ya: ascent batch targets for ``"nsam_stoch"``, shaped like ``yb``.
         normalize: normalised ascent ρ·g/‖g‖.
         ascent_steps: k inner ascent steps (k = 1: SAM).
         one_sam_factor: c in the 1-SAM ascent ρ·c·∇(½r_k²) (2 = public code).
@@ -242,8 +248,10 @@ def train_diag(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, *, methods:
     Models sharing a method are updated together; each model has its own method, ρ, γ and init.
 
     Args:
-        x, y: training set ``[n, d]``, ``[n]``.
-        x_test, y_test: test set (test loss uses the same (1/2n_test) normalisation).
+        x: training inputs ``[n, d]``.
+        y: training targets ``[n]``.
+        x_test: test inputs ``[n_test, d]`` (test loss uses the same (1/2n_test) normalisation).
+        y_test: test targets ``[n_test]``.
         methods: one method per model (or one for all) from :data:`DIAG_METHODS`.
         rho: ρ per model (ignored for ``"erm"``).
         lr: step size γ per model.
@@ -251,10 +259,14 @@ def train_diag(x: Tensor, y: Tensor, x_test: Tensor, y_test: Tensor, *, methods:
         init_scale: u₀ = c·1, v₀ = 0 per model (c = 2α in the thesis' w₊ = w₋ = α).
         batch_size: ``None``/``n`` for full batch, else SGD with ``batch_size`` indices drawn uniformly
             with replacement per step and per model (``"nsam_stoch"`` draws a second, independent batch).
-        normalize, ascent_steps, one_sam_factor: see :func:`diag_step`.
+        normalize: normalised ascent ρ·g/‖g‖ (:func:`diag_step`).
+        ascent_steps: k inner ascent steps (:func:`diag_step`).
+        one_sam_factor: c in the 1-SAM ascent (:func:`diag_step`).
         rho_follows_lr: ρ_t = ρ·γ_t/γ₀ (Fig. 5.21).
         lr_schedule: multiplier t ↦ γ_t/γ₀ (default constant 1).
         switch_at: iteration from which ``method_after``/``rho_after`` are used (ERM↔SAM).
+        method_after: method per model (or one for all) from ``switch_at`` on (default: unchanged).
+        rho_after: ρ per model from ``switch_at`` on (default: unchanged).
         init_weights: explicit initial ``(u, v)`` ``[S, d]`` (overrides ``init_scale``).
         log_at: iterations to log (default: a log grid).
         snapshot_at: iterations at which to keep weight copies.
@@ -400,7 +412,8 @@ def relu1d_grads(params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[dict[
 
     Args:
         params: ``{"w", "b", "a"}`` of ``[S, h]``.
-        x, y: ``[n]``.
+        x: inputs ``[n]``.
+        y: targets ``[n]``.
 
     Returns:
         (gradients with the same keys/shapes, loss ``[S]``).
@@ -429,7 +442,8 @@ def count_kinks(params: dict[str, Tensor], lo: float, hi: float, *, merge: float
     for s in range(w.shape[0]):
         ok = w[s] != 0
         pos = (-b[s][ok] / w[s][ok])
-        # sign of the slope change: a_j |w_j| (the slope of a_j relu(w_j x + b_j) jumps by a_j|w_j| when crossing from left)
+        # sign of the slope change: a_j |w_j| (the slope of a_j relu(w_j x + b_j) jumps by a_j|w_j| when
+        # crossing from left)
         dslope = a[s][ok] * w[s][ok].abs()
         inside = (pos > lo) & (pos < hi)
         pos, dslope = pos[inside], dslope[inside]
@@ -450,8 +464,10 @@ def count_kinks(params: dict[str, Tensor], lo: float, hi: float, *, merge: float
 
 @dataclass
 class Relu1DRun:
-    """Result of :func:`train_relu1d`: per-model history (``model``, ``iteration``, ``train_loss``),
-    final parameters ``[S, h]`` and per-model labels (``rho``, ``seed``, ``iterations`` to stop).
+    """Result of :func:`train_relu1d`: history, final parameters and labels of each model.
+
+    The history has columns ``model``, ``iteration``, ``train_loss``; the final parameters are ``[S, h]``; the
+    per-model labels include ``rho``, ``seed`` and the ``iterations`` to stop.
     """
 
     history: pd.DataFrame
@@ -470,7 +486,8 @@ def train_relu1d(x: Tensor, y: Tensor, params: dict[str, Tensor], *, rho: Sequen
     linearly to 0 over ``n_steps`` (the notebook's SAM runs).
 
     Args:
-        x, y: ``[n]`` data.
+        x: inputs ``[n]``.
+        y: targets ``[n]``.
         params: initial ``{"w", "b", "a"}`` ``[S, h]`` (e.g. :meth:`ReLU1D.params`); not modified.
         rho: ρ per model.
         lr: step size γ.
