@@ -63,11 +63,13 @@ class EffectiveResult:
     """Outcome of :func:`find_effective_poisons`.
 
     Attributes:
-        effective: dataset indices of the (1-minimal) effective subset; ineffective: the other poisons.
+        effective: dataset indices of the (1-minimal) effective subset.
+        ineffective: dataset indices of the other poisons.
         full_success: the attack succeeds with all poisons (otherwise nothing is searched).
         effective_only_success: success trained with only the effective poisons perturbed.
         complement_success: success trained with only the ineffective poisons perturbed (should be False).
-        retrains: number of victim trainings; seconds: wall time.
+        retrains: number of victim trainings.
+        seconds: wall time.
         log: one row per retrain (step, size, success, adv_prob, phase).
         minimal: the search ended with 1-minimality proved (not cut by ``max_retrains`` / stop).
     """
@@ -84,6 +86,7 @@ class EffectiveResult:
 
     @property
     def fraction_effective(self) -> float:
+        """Share of the poisons in the effective subset (NaN without poisons)."""
         n = len(self.effective) + len(self.ineffective)
         return len(self.effective) / n if n else float("nan")
 
@@ -102,11 +105,19 @@ def find_effective_poisons(data, poison: Poison, setup: ThreatSetup, victim: Vic
     outside E). Each predicate value is cached.
 
     Args:
+        data: the clean :class:`~workbench.data.DataBundle`.
+        poison: the crafted poison (perturbations keyed by dataset index).
+        setup: the threat setup (target, adversarial label, poison class).
+        victim: the victim's training settings (:class:`VictimConfig`; its seed is fixed for every retrain).
+        pretrained: the pretrained network (or its ``state_dict``) for ``transfer`` / ``finetune`` victims.
+        model_cfg: the victim's architecture (default LeNet-5, as :func:`train_victim`).
+        max_retrains: cap on victim trainings (the result then says ``minimal=False``).
         order: poison indices in the order chunks are cut (e.g. by decreasing proxy score;
             default the poison's order). Any order gives a 1-minimal subset; a good order
             needs fewer retrains.
-        max_retrains: cap on victim trainings (the result then says ``minimal=False``).
         callback: receives each log row as a dict.
+        stop: when set, the search ends at the next retrain (the result then says ``minimal=False``).
+        device: device of the victim trainings.
 
     Raises:
         ValueError: ``order`` is not a permutation of the poison's indices.
@@ -219,6 +230,10 @@ def poison_target_cosines(model: nn.Module, data, poison: Poison, setup: ThreatS
     """Per poison: ``cos(∇θ ℓ(x_i + Δ_i, y_i), ∇θ ℓ(x_t, y_adv))`` at ``model`` (eval mode, unchanged).
 
     Args:
+        model: the network whose gradients are compared (eval mode, not modified).
+        data: the clean :class:`~workbench.data.DataBundle`.
+        poison: the crafted poison.
+        setup: the threat setup (target and adversarial label ``y_adv``).
         space: ``"full"`` (all parameters; exact per-example gradients) or ``"last"`` (the last
             linear layer's weight and bias gradient).
 
@@ -282,10 +297,11 @@ def gradient_pca_frame(model: nn.Module, data, poison: Poison, setup: ThreatSetu
     g = np.random.default_rng(seed)
     tr = data.train
     pois = set(setup.poison_indices)
-    parts_x, parts_y, groups, index = [x_p], [y_p], (_groups(idx_p.numpy(), eff, "ineffective poison")
-                                                      if eff is not None else ["poison"] * len(idx_p)), list(idx_p.numpy())
+    parts_x, parts_y, index = [x_p], [y_p], list(idx_p.numpy())
+    groups = _groups(idx_p.numpy(), eff, "ineffective poison") if eff is not None else ["poison"] * len(idx_p)
     for cls, name in ((setup.target_class, "clean target class"), (setup.poison_class, "clean poison class")):
-        cand = [int(i) for i, (yy, ii) in enumerate(zip(tr.y.tolist(), tr.index.tolist())) if yy == cls and ii not in pois]
+        cand = [int(i) for i, (yy, ii) in enumerate(zip(tr.y.tolist(), tr.index.tolist()))
+                if yy == cls and ii not in pois]
         take = np.sort(g.choice(cand, size=min(n_clean, len(cand)), replace=False))
         parts_x.append(tr.x[take])
         parts_y.append(tr.y[take])
@@ -314,7 +330,9 @@ class CosineTracker:
     ``ineffective ↔ ineffective`` (mean pairwise cosine among distinct poisons).
 
     Args:
-        data, poison, setup: the poisoned trial.
+        data: the clean :class:`~workbench.data.DataBundle` of the poisoned trial.
+        poison: its crafted poison.
+        setup: its threat setup.
         effective: dataset indices of the effective poisons (e.g. from
             :func:`find_effective_poisons`, or the proxy's top-k).
         space: gradient space (``"last"``: last-layer weights; ``"full"``: all parameters).
@@ -330,6 +348,7 @@ class CosineTracker:
         self.rows: list[dict] = []
 
     def __call__(self, model: nn.Module, epoch: int, record: dict | None = None) -> None:
+        """Record the cosines at ``model`` after ``epoch`` (epoch 1 and every ``every``-th; ``record`` unused)."""
         if epoch != 1 and epoch % self.every:
             return
         dev = next(model.parameters()).device
@@ -352,4 +371,5 @@ class CosineTracker:
                                   "se": float(pv.std(ddof=1) / math.sqrt(len(pv))) if len(pv) > 1 else float("nan")})
 
     def frame(self) -> pd.DataFrame:
+        """The recorded rows: columns ``epoch``, ``series``, ``mean``, ``se`` (standard error)."""
         return pd.DataFrame(self.rows, columns=["epoch", "series", "mean", "se"])
