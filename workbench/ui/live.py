@@ -47,6 +47,11 @@ class LiveCurves:
 
     # -------------------------------------------------------------- events
     def __call__(self, ev) -> None:
+        """Trainer callback: record a ``RunStarted``, ``StepEnd`` (when ``per_step``) or ``EpochEnd`` event.
+
+        Thread-safe and cheap: it only stores the metrics and marks the figure dirty; the refresher thread redraws.
+        Other events are ignored.
+        """
         if isinstance(ev, RunStarted):
             with self._lock:
                 self._runs.setdefault(ev.run_id, {"name": ev.name, "epochs": [], "steps": []})
@@ -82,11 +87,13 @@ class LiveCurves:
 
     @property
     def run_keys(self) -> list[str]:
+        """Keys (run ids) of the runs shown, in the order they were added."""
         with self._lock:
             return list(self._runs)
 
     # ------------------------------------------------------------- drawing
     def curves(self) -> list[CurveData]:
+        """A snapshot of every run's recorded epochs and steps as :class:`CurveData`."""
         with self._lock:
             snap = [(k, v["name"], list(v["epochs"]), list(v["steps"])) for k, v in self._runs.items()]
         return [CurveData.from_records(name, ep, st, key=k) for k, name, ep, st in snap]
@@ -114,6 +121,7 @@ class LiveCurves:
 
     # ------------------------------------------------------- refresher loop
     def start(self) -> None:
+        """Start the refresher thread (redraws at most every ``interval`` seconds while dirty); no-op if running."""
         if self._alive:
             return
         self._alive = True
@@ -121,6 +129,7 @@ class LiveCurves:
         self._thread.start()
 
     def stop(self, final: bool = True) -> None:
+        """Stop the refresher thread (waits up to 5 s) and, with ``final``, draw the last state once more."""
         self._alive = False
         self._dirty.set()
         if self._thread is not None and self._thread is not threading.current_thread():
@@ -157,9 +166,11 @@ def _trace_keys(trace) -> set[str]:
 
 
 def _drop_layout_keys(widget: go.FigureWidget, keys) -> None:
-    """Remove top-level layout ``keys`` from ``widget`` and its browser views (outside a batch: inside one plotly
-    keeps an empty array). Arrays (annotations, shapes, sliders, ...) by assigning None, which also empties plotly's
-    cached element objects; other containers (xaxis2, ...) by a relayout with null, which removes the key.
+    """Remove top-level layout ``keys`` from ``widget`` and its browser views.
+
+    Call it outside a batch: inside one plotly keeps an empty array. Arrays (annotations, shapes, sliders, ...)
+    are removed by assigning None, which also empties plotly's cached element objects; other containers (xaxis2,
+    ...) by a relayout with null, which removes the key.
     """
     containers = []
     for k in keys:
