@@ -124,6 +124,7 @@ class TargetedPanel(PanelBase):
     # ------------------------------------------------------------ helpers
     @property
     def running(self) -> bool:
+        """Whether a background job (pretraining, crafting or victim training) is running."""
         return self._thread is not None and self._thread.is_alive()
 
     def _ensure(self) -> None:
@@ -217,6 +218,7 @@ class TargetedPanel(PanelBase):
         return self._launch(job, "Preparing ...")
 
     def defense_spec(self) -> dict | None:
+        """The chosen defense's settings with the period and warm-up from the widgets, or ``None`` for no defense."""
         spec = _DEFENSES[self.w_defense.value]
         if spec is None:
             return None
@@ -231,7 +233,8 @@ class TargetedPanel(PanelBase):
         from ..targeted.study import make_defense
 
         try:
-            cfg = VictimConfig(scenario=self.w_scenario.value, epochs=int(self.w_epochs.value), lr=float(self.w_lr.value))
+            cfg = VictimConfig(scenario=self.w_scenario.value, epochs=int(self.w_epochs.value),
+                               lr=float(self.w_lr.value))
             spec = self.defense_spec()
         except ValueError as e:
             self._say(f"Invalid setting: {e}", _ERR)
@@ -261,7 +264,8 @@ class TargetedPanel(PanelBase):
             self.w_table.value = self.table().to_html(index=False, float_format=lambda v: f"{v:.3f}")
             self.w_progress.bar_style = "success"
             u = self.results["undefended"]
-            msg = f"Undefended: target → {u.target_pred} (p(y_adv) = {u.adv_prob:.2f}, {'success' if u.success else 'failure'})"
+            msg = (f"Undefended: target → {u.target_pred} (p(y_adv) = {u.adv_prob:.2f}, "
+                   f"{'success' if u.success else 'failure'})")
             if label in self.results:
                 d = self.results[label]
                 msg += f"; {label}: p(y_adv) = {d.adv_prob:.2f} ({'success' if d.success else 'failure'})"
@@ -297,8 +301,9 @@ class TargetedPanel(PanelBase):
 
         space = "last" if self.w_scenario.value == "transfer" else "full"
         c = poison_target_cosines(self.pretrained, self.data, self.poison, self.setup, space=space)
+        layers = "last layer" if space == "last" else "all layers"
         f = V.cosine_histogram_figure({"poison": c["cosine"], "clean bases": c["clean_cosine"]},
-                                      title=f"Poison → target gradient cosine ({'last layer' if space == 'last' else 'all layers'})")
+                                      title=f"Poison → target gradient cosine ({layers})")
         with self.fig_hist.batch_update():
             self.fig_hist.data = []
             self.fig_hist.add_traces(f.data)
@@ -326,6 +331,7 @@ class TargetedPanel(PanelBase):
             self.fig_pca.layout.update(xaxis=f.layout.xaxis, yaxis=f.layout.yaxis)
 
     def figures(self) -> dict[str, go.Figure]:
+        """Static copies of the panel's figures: ``craft_loss``, ``adv_prob``, ``cosine_hist``, ``gradient_pca``."""
         return {"craft_loss": go.Figure(self.fig_loss), "adv_prob": go.Figure(self.fig_prob),
                 "cosine_hist": go.Figure(self.fig_hist), "gradient_pca": go.Figure(self.fig_pca)}
 
