@@ -91,6 +91,7 @@ class AttackConfig:
             raise ValueError(f"restarts must be >= 0 and patience >= 1, got {self.restarts}, {self.patience}")
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict (field name → value)."""
         return asdict(self)
 
 
@@ -127,6 +128,7 @@ class AttackResult:
     restarts: int = 0
 
     def history_records(self) -> list[dict]:
+        """The history as one dict per hyperiteration (the fields of :class:`AttackStep`)."""
         return [asdict(h) for h in self.history]
 
 
@@ -145,6 +147,10 @@ def init_poison(x_val: torch.Tensor, y_val: torch.Tensor, n_p: int, *, generator
     """Clone ``n_p`` validation points drawn without duplicates and flip their labels (§2, App. C).
 
     Args:
+        x_val: validation inputs ``[n, d]``.
+        y_val: validation labels ``[n]`` in {0, 1}.
+        n_p: number of poisoning points.
+        generator: seeds the draw.
         exclude: validation positions not to draw (e.g. already used by earlier batches;
             ignored when too few remain).
 
@@ -166,7 +172,10 @@ def init_poison(x_val: torch.Tensor, y_val: torch.Tensor, n_p: int, *, generator
 
 
 def _redraw_same_class(problem: BilevelProblem, generator: torch.Generator) -> torch.Tensor:
-    """Restart draw: for every poisoning point a distinct validation point of class ``1 − y_p`` (label stays flipped)."""
+    """Restart draw: for every poisoning point a distinct validation point of class ``1 − y_p``.
+
+    The label stays flipped.
+    """
     out = []
     for c in (0, 1):
         k = torch.nonzero(problem.y_p.long() == c).squeeze(1)
@@ -201,7 +210,8 @@ def run_attack(problem: BilevelProblem, x_p: torch.Tensor, log_lam: float, cfg: 
         log_lam: initial λ (log scale). With ``learn_lambda`` it is projected onto Φ(λ); a fixed
             λ is used as given (``-inf``: no regularisation).
         cfg: :class:`AttackConfig`.
-        learn_xp, learn_lambda: which variables are learned (at least one).
+        learn_xp: learn the poisoning points X_p (the attacker).
+        learn_lambda: learn λ (the defender); at least one of the two.
         record_path: keep every X_p iterate (for the animated 2-D path).
         callback: called after every hyperiteration with ``(step, x_p)``; returning ``True`` stops.
         should_stop: polled every hyperiteration; ``True`` stops early.

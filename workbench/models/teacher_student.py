@@ -24,7 +24,8 @@ from typing import Sequence
 import torch
 from torch import Tensor, nn
 
-__all__ = ["ReLUNet", "TeacherStudentData", "teacher_student_data", "make_student", "angle_between", "TWO_LAYER", "THREE_LAYER"]
+__all__ = ["ReLUNet", "TeacherStudentData", "teacher_student_data", "make_student", "angle_between", "TWO_LAYER",
+           "THREE_LAYER"]
 
 #: Public-code defaults of the three-layer setup (Fig. 6.5).
 THREE_LAYER = dict(d=5, n=50, teacher_hidden=(2, 2), student_hidden=(10, 10), teacher_scale=1.0, student_scale=0.8,
@@ -37,7 +38,9 @@ class ReLUNet(nn.Module):
     """Fully connected ReLU network ``R^d -> R``: ``Linear -> ReLU -> ... -> Linear``.
 
     Args:
-        d: input dimension; hidden: widths of the hidden layers (e.g. ``(10, 10)``); bias: biases in every layer.
+        d: input dimension.
+        hidden: widths of the hidden layers (e.g. ``(10, 10)``).
+        bias: biases in every layer.
         init_scales: one Gaussian standard deviation per weight matrix (``len(hidden) + 1`` values) — weights are
             drawn ``scale · N(0, 1)`` (public code ``init_gaussian``); biases keep PyTorch's default initialisation.
             ``None`` keeps PyTorch's default initialisation everywhere.
@@ -78,11 +81,13 @@ class ReLUNet(nn.Module):
         return out
 
     def forward(self, x: Tensor) -> Tensor:
+        """The network's output ``[N]`` for inputs ``[N, d]``."""
         for lin, act in zip(self.layers[:-1], self.relus):
             x = act(lin(x))
         return self.layers[-1](x).squeeze(-1)
 
     def extra_repr(self) -> str:
+        """Sizes shown in ``repr``: input dimension, hidden widths, biases."""
         return f"d={self.d}, hidden={self.hidden}, bias={self.bias}"
 
 
@@ -117,13 +122,16 @@ def teacher_student_data(*, d: int = 5, n: int = 50, teacher_hidden: Sequence[in
     """Draw a random teacher ReLU net and inputs uniform on the unit sphere S^{d−1}, labelled by the teacher.
 
     Args:
-        d: input dimension; n / n_test: training / test points.
+        d: input dimension.
+        n: number of training points.
         teacher_hidden: teacher widths (three-layer setup: ``(2, 2)``; two-layer: ``(m,)``).
         teacher_scale: Gaussian scale of the teacher weights (public code 1.0).
         bias: biases in the teacher.
+        n_test: number of test points.
         chizat: the two-layer teacher of Chizat et al.: first-layer rows normalised to unit norm, output weights ±1
             (random signs), no biases (requires ``len(teacher_hidden) == 1``).
         seed: seeds the teacher and the inputs.
+        dtype: dtype of the inputs, labels and teacher weights.
 
     Raises:
         ValueError: ``chizat`` with more than one hidden layer, or non-positive sizes.
@@ -155,8 +163,10 @@ def teacher_student_data(*, d: int = 5, n: int = 50, teacher_hidden: Sequence[in
 
 def make_student(d: int, hidden: Sequence[int], *, scales: Sequence[float] | float = 0.8, bias: bool = True,
                  seed: int = 0, dtype: torch.dtype = torch.float64) -> ReLUNet:
-    """A student :class:`ReLUNet` with Gaussian weights (``scales``: one per weight matrix or a single value) —
-    three-layer setup: ``scales=0.8``, biases; two-layer: ``scales=(0.5, 0.0)``, no biases.
+    """A student :class:`ReLUNet` with Gaussian weights.
+
+    ``scales`` is one standard deviation per weight matrix or a single value. Three-layer setup: ``scales=0.8``,
+    biases; two-layer: ``scales=(0.5, 0.0)``, no biases.
     """
     depth = len(tuple(hidden)) + 1
     sc = [float(scales)] * depth if isinstance(scales, (int, float)) else [float(s) for s in scales]

@@ -88,9 +88,11 @@ class ThreatSetup:
 
     @property
     def num_poisons(self) -> int:
+        """Number of poisoned training examples."""
         return len(self.poison_indices)
 
     def to_dict(self) -> dict:
+        """The setup as a plain dict (field name → value); :meth:`from_dict` inverts it."""
         return dataclasses.asdict(self)
 
     def to_benchmark(self) -> dict:
@@ -100,6 +102,11 @@ class ThreatSetup:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ThreatSetup":
+        """A setup from :meth:`to_dict`'s keys or the poisoning benchmark's (``target class``, ``base indices``, ...).
+
+        Raises:
+            ValueError: an unknown key.
+        """
         if "base indices" in d:  # benchmark keys
             d = {"target_class": d["target class"], "target_index": d["target index"],
                  "poison_class": d["base class"], "poison_indices": d["base indices"],
@@ -163,6 +170,10 @@ def make_setups(bundle, n: int, *, budget: float = 0.01, epsilon: float = 8 / 25
         n: number of trials.
         budget: fraction of the training set perturbed (0.01 in [Yang 2022, §4.1.1]).
         epsilon: ℓ∞ bound on the [0, 1] pixel scale.
+        seed: seeds every trial's draw (with the trial number).
+        target_class: a fixed target class (default: drawn per trial).
+        poison_class: a fixed adversarial (poison) class (default: drawn per trial, different from the target's).
+        target_split: the split the target is drawn from (``"test"`` by default).
 
     Raises:
         ValueError: ``n < 1``; a class has too few training examples for the budget.
@@ -246,6 +257,7 @@ class PixelBox:
 
     @classmethod
     def for_bundle(cls, bundle, epsilon: float) -> "PixelBox":
+        """The box of radius ``epsilon`` (pixel scale [0, 1]) for ``bundle``'s normalisation (mean, std)."""
         return cls(float(epsilon), bundle.mean, bundle.std)
 
     def _shape(self, x: Tensor) -> tuple:
