@@ -60,10 +60,11 @@ def figure_has_data(fig: go.Figure) -> bool:
 
 
 class _BusyNotice:
-    """Tells a displayed, idle panel's user when the kernel is running another cell, so that it never says "Ready"
-    while its buttons cannot work: after ``after`` s of a running cell its status line says so and its enabled
-    buttons are disabled (clicks would only queue); when the cell ends both are restored. Checked by the figure
-    watchdog thread (:mod:`workbench.ui.figure`).
+    """Tells a displayed, idle panel's user when the kernel is running another cell.
+
+    So the panel never says "Ready" while its buttons cannot work: after ``after`` s of a running cell its status
+    line says so and its enabled buttons are disabled (clicks would only queue); when the cell ends both are
+    restored. Checked by the figure watchdog thread (:mod:`workbench.ui.figure`).
     """
 
     TEXT = ("The kernel is busy running another cell; this panel's buttons will work again when it finishes "
@@ -156,6 +157,7 @@ class PanelBase:
         return written
 
     def export(self, path=None, formats=("html", "png")) -> list[Path]:  # pragma: no cover - overridden
+        """Write the panel's figures under ``path`` in ``formats``; returns the files written (each panel's own)."""
         raise NotImplementedError
 
     def _export_clicked(self) -> None:
@@ -167,7 +169,10 @@ class PanelBase:
 
 # ----------------------------------------------------------------- classroom
 def classroom_mode(value: bool | None = None) -> bool:
-    """Whether panels start with classroom-safe settings: ``value``, else ``WORKBENCH_CLASSROOM=1`` (set by app mode)."""
+    """Whether panels start with classroom-safe settings.
+
+    ``value`` when given, else whether ``WORKBENCH_CLASSROOM=1`` (set by app mode).
+    """
     if value is not None:
         return bool(value)
     return os.environ.get("WORKBENCH_CLASSROOM", "").strip().lower() in ("1", "true", "yes", "on")
@@ -231,6 +236,7 @@ class ClassroomControls:
             self._estimated.set()
 
     def values(self, heavier: bool = False) -> dict:
+        """The default settings, updated with the heavier preset's when ``heavier`` (and there is one)."""
         v = dict(self.defaults)
         if heavier and self.heavier:
             v.update(self.heavier)
@@ -248,6 +254,7 @@ class ClassroomControls:
             self._estimated.set()
 
     def wait_estimate(self, timeout: float | None = None) -> bool:
+        """Wait up to ``timeout`` s (``None``: forever) for the heavier preset's estimate; whether it is done."""
         return self._estimated.wait(timeout)
 
     def _apply(self, values: Mapping[str, Any]) -> None:
