@@ -10,17 +10,23 @@ import pandas as pd
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_unchanged, snapshot
 from torch import nn
 
-from helpers import assert_unchanged, snapshot
 from workbench.data import IndexedTensorDataset
-from workbench.defenses import (EPIC, DropHighestLoss, DropLowestConfidence, class_medoid_clusters,
-                                facility_location_similarity, greedy_facility_location, medoid_budget)
+from workbench.defenses import (
+    EPIC,
+    DropHighestLoss,
+    DropLowestConfidence,
+    class_medoid_clusters,
+    facility_location_similarity,
+    greedy_facility_location,
+    medoid_budget,
+)
 from workbench.presets import quickstart_config
 from workbench.runs import load_checkpoint
 from workbench.training import Trainer
-from workbench.training.trainer import Stepper
-from workbench.training.trainer import load_data_cached
+from workbench.training.trainer import Stepper, load_data_cached
 
 
 # ----------------------------------------------------------------- point sets
@@ -327,8 +333,8 @@ def test_trainer_with_epic_never_feeds_dropped_examples_and_logs_rounds(run_root
     steps = [l for l in lines if l["kind"] == "step"]
     assert steps[-1]["epoch"] == pytest.approx(4.0)
     # the CLI report rebuilds the defense from the checkpoint and writes its figures
-    from workbench.defenses import defense_from_state
     from workbench.cli import main as defense_cli
+    from workbench.defenses import defense_from_state
 
     again = defense_from_state(load_checkpoint(res.run_path / "checkpoints" / "last.pt")["defense"])
     pd.testing.assert_frame_equal(again.log, log)
@@ -430,8 +436,12 @@ def test_gradient_difference_full_and_last_layer_agree_and_vanish_on_full_set():
 
 def test_epic_figures_render_the_data():
     from workbench.defenses.analysis import cluster_size_fractions, cumulative_drops, drop_rates
-    from workbench.viz.epic import (cluster_size_figure, cumulative_drops_figure, drop_rates_figure,
-                                    gradient_difference_figure)
+    from workbench.viz.epic import (
+        cluster_size_figure,
+        cumulative_drops_figure,
+        drop_rates_figure,
+        gradient_difference_figure,
+    )
 
     ds, model, epic, iso_index = _epic_two_rounds()
     fig = cluster_size_figure(cluster_size_fractions(epic))

@@ -11,8 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.analysis.common import ExampleSet, load_result, save_result
-from workbench.analysis.sharpness import (SharpnessCurve, SharpnessResult, apgd_checkpoints, logit_normalize, sharpness,
-                                          sharpness_curve)
+from workbench.analysis.sharpness import (
+    SharpnessCurve,
+    SharpnessResult,
+    apgd_checkpoints,
+    logit_normalize,
+    sharpness,
+    sharpness_curve,
+)
 
 
 def example_set(x, y, split="train") -> ExampleSet:

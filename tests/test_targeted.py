@@ -11,17 +11,34 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
 from helpers import assert_unchanged, snapshot
+
 from workbench.config import DataConfig
 from workbench.data import load_data
 from workbench.data.poison import apply_poison, load_poison, save_poison
-from workbench.targeted import (GradientMatching, PixelBox, ThreatSetup, VictimConfig, alignment_loss,
-                                load_setups, make_setups, penultimate, pretrain, save_setups, target_gradient,
-                                train_victim)
+from workbench.targeted import (
+    GradientMatching,
+    PixelBox,
+    ThreatSetup,
+    VictimConfig,
+    alignment_loss,
+    load_setups,
+    make_setups,
+    penultimate,
+    pretrain,
+    save_setups,
+    target_gradient,
+    train_victim,
+)
 from workbench.targeted.common import frozen
-from workbench.targeted.effective import (CosineTracker, find_effective_poisons, gradient_pca_frame,
-                                          poison_target_cosines, proxy_agreement, subset_poison)
+from workbench.targeted.effective import (
+    CosineTracker,
+    find_effective_poisons,
+    gradient_pca_frame,
+    poison_target_cosines,
+    proxy_agreement,
+    subset_poison,
+)
 from workbench.targeted.feature_collision import BullseyePolytope, FeatureCollision, feature_distances
 from workbench.targeted.study import TrialStudy, defense_label, read_trials, run_trials, table1, table2
 
@@ -356,8 +373,13 @@ def test_gradient_views(data, base, setup64):
     assert set(f["series"]) == {"effective → target", "ineffective → target", "effective ↔ effective",
                                 "ineffective ↔ ineffective"}
     assert f["mean"].between(-1, 1).all()
-    from workbench.viz.targeted import (cosine_histogram_figure, cosine_over_epochs_figure, gradient_pca_figure,
-                                        proxy_agreement_figure, trials_figure)
+    from workbench.viz.targeted import (
+        cosine_histogram_figure,
+        cosine_over_epochs_figure,
+        gradient_pca_figure,
+        proxy_agreement_figure,
+        trials_figure,
+    )
     fig = gradient_pca_figure(frame, ev)
     assert sum(len(t.x) for t in fig.data) == len(frame)
     assert len(cosine_over_epochs_figure(f, warmup=1).data) == 4

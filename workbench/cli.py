@@ -16,7 +16,6 @@ import importlib
 import os
 import secrets
 import shutil
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -56,7 +55,7 @@ def _exit_code(status: str) -> int:
 
 
 def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1 (``--epochs``, ``--workers``)."""
+    """Argparse type: an integer >= 1 (``--epochs``, ``--workers``)."""
     try:
         value = int(text)
     except ValueError:
@@ -68,7 +67,8 @@ def _positive_int(text: str) -> int:
 
 def _check_root(root: str | os.PathLike, what: str) -> None:
     """Refuse a runs root that is a file, or lies under one, before anything starts (``what``: how the user gave
-    it, e.g. ``--root`` or ``root`` in the config)."""
+    it, e.g. ``--root`` or ``root`` in the config).
+    """
     p = Path(root)
     for q in (p, *p.parents):
         if q.exists():
@@ -171,7 +171,7 @@ def _check_checkpoint(run: Path, name: str, keys: tuple[str, ...]) -> None:
 
 def cmd_run(args) -> int:
     from .config import RunConfig
-    from .training import Trainer, TqdmProgress
+    from .training import TqdmProgress, Trainer
 
     cfg = RunConfig.load(args.config)
     if args.root:
@@ -194,7 +194,7 @@ def cmd_resume(args) -> int:
         FileNotFoundError: ``DIR`` does not exist or is not a run folder (no ``config.json``); the message names it.
         ValueError: ``--epochs`` is invalid or not larger than the epochs already done.
     """
-    from .training import Trainer, TqdmProgress
+    from .training import TqdmProgress, Trainer
 
     run = Path(args.run)
     if not run.exists():
@@ -255,7 +255,8 @@ def _write_figures(runs, out: Path, formats, theme: str, per_step: bool, log_y: 
 
 def _shared_plotlyjs(runs, out: Path) -> Path | None:
     """``<runs root>/plotly.min.js`` when ``out`` lies inside the folder that holds all ``runs`` (the figures
-    of a runs root, or a run's artifacts, then share one plotly.js), else None (one next to the HTML)."""
+    of a runs root, or a run's artifacts, then share one plotly.js), else None (one next to the HTML).
+    """
     parents = {Path(r).resolve().parent for r in runs}
     if len(parents) != 1:
         return None
@@ -304,7 +305,8 @@ def _size_args(args) -> dict:
 
 def _study_figures(study_path: Path, out: Path, formats, theme: str, size: dict, metric: str | None) -> list[Path]:
     """Figures and tables of a study: metric vs hyperparameter (± s.e.), parallel coordinates,
-    ratio-to-baseline histogram, and the mean ± s.e. table as Markdown and LaTeX."""
+    ratio-to-baseline histogram, and the mean ± s.e. table as Markdown and LaTeX.
+    """
     from .sweeps import StudyConfig, summarize, to_latex, to_markdown, trials_table
     from .viz.sweeps import metric_vs_param_figure, parallel_coordinates_figure, ratio_histogram_figure
 
@@ -368,7 +370,7 @@ def cmd_figures(args) -> int:
 
 def cmd_demo(args) -> int:
     from .presets import quickstart_configs
-    from .training import Trainer, TqdmProgress
+    from .training import TqdmProgress, Trainer
 
     root = Path(args.root)
     results = []
@@ -639,7 +641,8 @@ class UsageError(Exception):
 
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors (:class:`UsageError`, printed by :func:`main` as ``error: ...``) and a
-    ``--debug`` flag on every (sub)command. Subcommand parsers are of this class too."""
+    ``--debug`` flag on every (sub)command. Subcommand parsers are of this class too.
+    """
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -780,7 +783,8 @@ def _user_error_message(e: BaseException) -> str:
 
 def _no_unpickling_hint(msg: str) -> str:
     """``msg`` without torch's advice to re-run ``torch.load`` with ``weights_only=False`` (arbitrary code
-    execution for an untrusted checkpoint): the detail becomes what happened (refused, nothing unpickled)."""
+    execution for an untrusted checkpoint): the detail becomes what happened (refused, nothing unpickled).
+    """
     import re
 
     i = msg.find("Weights only load failed")

@@ -62,10 +62,10 @@ from typing import Any, Callable, Mapping
 import numpy as np
 import torch
 
+from ..analysis_registry import BUILTIN, get_entry, resolve
 from ..runs import load_run
 from ..runs.store import RunData
 from .common import ExampleSet, ResultRecord, load_result, save_result
-from ..analysis_registry import BUILTIN, get_entry, resolve
 
 __all__ = ["ANALYSES", "DEFAULTS", "PARAM_CHOICES", "Progress", "AnalysisOutput", "AnalysisStopped", "NonFiniteError",
            "analyze", "load_model", "list_analyses", "check_finite_weights", "check_finite_poison", "example_set"]

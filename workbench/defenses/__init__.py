@@ -14,8 +14,16 @@ No UI imports.
 from .base import LOG_COLUMNS, ROUND_KEYS, SelectionDefense
 from .baselines import DropHighestLoss, DropLowestConfidence, ScoreFilter, loss_and_confidence
 from .epic import EPIC, PROXIES, gradient_proxies
-from .medoids import (GREEDY_METHODS, KERNELS, ClassClusters, assign_to_medoids, class_medoid_clusters,
-                      facility_location_similarity, greedy_facility_location, medoid_budget)
+from .medoids import (
+    GREEDY_METHODS,
+    KERNELS,
+    ClassClusters,
+    assign_to_medoids,
+    class_medoid_clusters,
+    facility_location_similarity,
+    greedy_facility_location,
+    medoid_budget,
+)
 
 __all__ = ["SelectionDefense", "EPIC", "DropHighestLoss", "DropLowestConfidence", "ScoreFilter", "PROXIES",
            "gradient_proxies", "loss_and_confidence", "GREEDY_METHODS", "KERNELS", "greedy_facility_location",

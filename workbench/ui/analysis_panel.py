@@ -417,7 +417,8 @@ class AnalysisPanel(PanelBase):
     def _draw(self, fig) -> None:
         """Show ``fig`` on the panel's figure: its layout replaces the previous one (no annotations, shapes,
         second axes or sliders of another analysis survive); traces are updated in place when only the data
-        changed (:func:`~workbench.ui.live.sync_figure`)."""
+        changed (:func:`~workbench.ui.live.sync_figure`).
+        """
         with self._draw_lock:
             sync_figure(self.figure, fig)
 

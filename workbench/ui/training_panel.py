@@ -14,11 +14,11 @@ from typing import Sequence
 import ipywidgets as W
 import torch
 
+from ..app.estimate import estimate_training
 from ..config import DATASET_CHOICES, MODEL_CHOICES, RunConfig
 from ..runs import load_run
 from ..training.events import EpochEnd, RunEnded, RunStarted, StepEnd
 from ..viz import training_curves
-from ..app.estimate import estimate_training
 from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget, guard
 from .live import LiveCurves
 from .probe_views import ProbeViews

@@ -21,8 +21,16 @@ import numpy as np
 import plotly.graph_objects as go
 
 from ..analysis_registry import analysis_names, get_entry, resolve
-from .analysis import (cosine_histogram_figure, density_figure, eigenvalues_figure, interpolation_figure,
-                       pca_figure, plane_figure, sharpness_figure, slice_figure)
+from .analysis import (
+    cosine_histogram_figure,
+    density_figure,
+    eigenvalues_figure,
+    interpolation_figure,
+    pca_figure,
+    plane_figure,
+    sharpness_figure,
+    slice_figure,
+)
 from .theme import apply_theme
 
 __all__ = ["result_figure", "progress_figure", "summary_rows", "slice_settings", "plane_settings", "ANALYSIS_TITLES",
