@@ -61,7 +61,7 @@ STRATEGIES = {"small": "λ small (fixed)", "large": "λ large (fixed)", "clean":
               "rmd": "λ_RMD (learned)"}
 """Strategy key → label."""
 
-_CLASSES = {"digits": [0, 8], "mnist": [0, 8], "fashion-mnist": [0, 2]}  # Fashion-MNIST: 0 T-shirt, 2 pullover
+_CLASSES = {"digits": [0, 8], "mnist": [0, 8], "mnist-10k": [0, 8], "fashion-mnist": [0, 2]}  # Fashion-MNIST: 0 T-shirt, 2 pullover
 
 
 @dataclass
@@ -160,6 +160,10 @@ def paper_settings(dataset: str, **overrides) -> StudySettings:
       so the 512/171 split becomes 176 training / 59 validation points (the paper's 3:1
       ratio; 117 test points) and poisoning batches of 6 (17·176/512 ≈ 5.8), 5 batches
       → 0–17 % as in the paper.
+    * ``mnist-10k`` (the shipped 10,000 MNIST test images): the MNIST settings at the paper's
+      sizes; its 1,954 images of 0 and 8 are the paper's test set, so 512 + 171 of them are
+      train/validation and the 1,271 left over are the fixed test set (see
+      :mod:`workbench.bilevel.mnist` for the preset with 5 repetitions).
     """
     base = dict(dataset=dataset)
     if dataset == "fashion-mnist":
@@ -167,19 +171,21 @@ def paper_settings(dataset: str, **overrides) -> StudySettings:
                     inner_steps=200)
     elif dataset == "digits":
         base.update(n_train=176, n_val=59, batch=6)
-    elif dataset != "mnist":
+    elif dataset not in ("mnist", "mnist-10k"):
         raise ValueError(f"dataset={dataset!r} is invalid: choose one of {sorted(_CLASSES)}")
     base.update(overrides)
     return StudySettings(**base)
 
 
 def load_binary(dataset: str, root: str | None = None, *, n_test_pool: int | None = None, seed: int = 0,
-                dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+                dtype=torch.float64, n_trainval: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """The study's binary task as flat features in [0, 1]: ``(x_pool, y_pool, x_test, y_test, info)``.
 
     ``x_pool``/``y_pool`` are split into train/validation per repetition; the test set is
     fixed: the official test files when the official training files are present, else a
-    seeded stratified hold-out of ``n_test_pool`` examples (``None``: a third) of the pool.
+    seeded stratified hold-out of ``n_test_pool`` examples of the pool (``None``: what is left
+    after ``n_trainval`` train + validation examples, or a third when that is ``None`` too).
+    ``mnist-10k`` is always pooled (it holds only the official test files).
 
     Raises:
         FileNotFoundError: the dataset's files are missing (from :func:`workbench.data.load_data`).
@@ -193,7 +199,7 @@ def load_binary(dataset: str, root: str | None = None, *, n_test_pool: int | Non
     common = dict(name=dataset, root=root, classes=classes, normalize=False, val_fraction=0.0)
     info: dict = {"dataset": dataset, "classes": classes}
     bundle = None
-    if dataset != "digits":
+    if dataset not in ("digits", "mnist-10k"):
         try:
             bundle = load_data(DataConfig(split="official", **common))
             x, y = bundle.train.x, bundle.train.y
@@ -204,7 +210,8 @@ def load_binary(dataset: str, root: str | None = None, *, n_test_pool: int | Non
     if bundle is None:
         b = load_data(DataConfig(split="pooled", test_fraction=0.0, **common))
         x_all, y_all = b.train.x, b.train.y
-        n_test = n_test_pool if n_test_pool is not None else len(y_all) // 3
+        n_test = (n_test_pool if n_test_pool is not None else
+                  len(y_all) - n_trainval if n_trainval is not None else len(y_all) // 3)
         idx = np.arange(len(y_all))
         rest, test = train_test_split(idx, test_size=n_test, random_state=seed, stratify=y_all.numpy())
         x, y, xt, yt = x_all[rest], y_all[rest], x_all[test], y_all[test]
@@ -322,7 +329,8 @@ def run_study(settings: StudySettings, out: str | Path | None = None, *,
     """
     s = settings
     emit = progress or (lambda e: None)
-    x_pool, y_pool, x_test, y_test, info = load_binary(s.dataset, s.root, seed=s.seed)
+    x_pool, y_pool, x_test, y_test, info = load_binary(
+        s.dataset, s.root, seed=s.seed, n_trainval=(s.n_train + s.n_val) if s.dataset == "mnist-10k" else None)
     if s.max_test is not None and len(y_test) > s.max_test:
         x_test, y_test = x_test[:s.max_test], y_test[:s.max_test]
     from ..training.device import resolve_device
