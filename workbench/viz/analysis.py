@@ -52,6 +52,8 @@ def eigenvalues_figure(runs: Mapping[str, Sequence[float]], *, log_y: bool = Fal
     Args:
         runs: ``{label: eigenvalues}``; partial lists are fine (live Ritz values).
         log_y: logarithmic eigenvalue axis (only positive values are drawn then).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
         subtitle: optional per-run hover text (e.g. "2048 train examples, 31 HVPs").
     """
     fig = go.Figure()
@@ -72,6 +74,8 @@ def density_figure(runs: Mapping[str, tuple], *, theme: str = "screen", title: s
 
     Args:
         runs: ``{label: (grid, density)}`` with ``density`` integrating to 1 over ``grid``.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
         floor: densities below this are clipped for the log axis.
     """
     fig = go.Figure()
@@ -94,13 +98,16 @@ def interpolation_figure(alphas, loss: Mapping[str, Sequence[float]], acc: Mappi
         acc: same for accuracy (second subplot) or None.
         labels: names of θ₁ (at α = 1) and θ₂ (at α = 0), given in the title; the
             two points are marked by dotted lines.
+        log_y: logarithmic loss axis.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
         n_total: total number of grid points (live progress in the title).
     """
     cols = 2 if acc else 1
     fig = make_subplots(rows=1, cols=cols, horizontal_spacing=0.1,
                         subplot_titles=["loss", "accuracy"][:cols] if theme == "screen" else None)
     a = _arr(alphas)
-    for j, (metric, data) in enumerate([("loss", loss), ("accuracy", acc)][:cols], start=1):
+    for j, (_metric, data) in enumerate([("loss", loss), ("accuracy", acc)][:cols], start=1):
         for i, (split, vals) in enumerate(data.items()):
             v = _arr(vals)
             fig.add_trace(go.Scatter(x=a[:len(v)], y=v, mode="lines+markers", name=split, legendgroup=split,
@@ -138,8 +145,13 @@ def plane_figure(alphas, betas, z, *, kind: str = "contour", metric: str = "loss
     """2-D plane L(θ + α d₁ + β d₂) as a contour map or a 3-D surface.
 
     Args:
+        alphas: coefficients of d₁ (x axis).
+        betas: coefficients of d₂ (y axis).
         z: grid ``[len(betas), len(alphas)]``; NaN marks points not computed yet.
         kind: ``contour`` or ``surface``.
+        metric: what ``z`` holds (colour-bar and axis title), e.g. ``"loss"``.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
         log_z: draw log10 of the values.
     """
     if kind not in ("contour", "surface"):
@@ -173,13 +185,16 @@ def cosine_histogram_figure(runs: Mapping[str, Mapping[int, np.ndarray]], *, bin
 
     Args:
         runs: ``{label: {epoch: cosine values}}``.
-        bins, value_range: histogram bins over ``value_range``.
+        bins: number of equal histogram bins over ``value_range``.
+        value_range: ``(low, high)`` of the histogram (and of the x axis).
         xlabel: what the cosines compare (e.g. ``cos(g, g′)`` for SAM vs SGD gradients,
             ``cos(∇ℓᵢ, class mean)`` for per-example gradients).
         epoch: the epoch shown (default the last one).
         slider: add animation frames and an epoch slider (static figures; a live
             ``FigureWidget`` cannot play frames, so live panels pass ``False`` and
             select ``epoch`` with their own widget).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
     """
     epochs = sorted({e for per in runs.values() for e in per})
     edges = np.linspace(value_range[0], value_range[1], bins + 1)
@@ -193,7 +208,8 @@ def cosine_histogram_figure(runs: Mapping[str, Mapping[int, np.ndarray]], *, bin
             frac = counts / max(counts.sum(), 1)
             out.append(go.Bar(x=centers, y=frac, name=name, marker=dict(color=color_for(i)), opacity=0.6,
                               width=(edges[1] - edges[0]),
-                              hovertemplate="%{x:.3f}: %{y:.3f}<extra>" + f"{name}, epoch {epoch}, n={len(vals)}</extra>"))
+                              hovertemplate="%{x:.3f}: %{y:.3f}<extra>"
+                              + f"{name}, epoch {epoch}, n={len(vals)}</extra>"))
         return out
 
     first = epoch if epoch is not None else (epochs[-1] if epochs else None)
@@ -203,8 +219,8 @@ def cosine_histogram_figure(runs: Mapping[str, Mapping[int, np.ndarray]], *, bin
     fig.update_yaxes(title_text="fraction")
     if slider and len(epochs) > 1:
         fig.frames = [go.Frame(data=bars(e), name=str(e)) for e in epochs]
-        fig.update_layout(sliders=[dict(active=epochs.index(first) if first in epochs else len(epochs) - 1, currentvalue=dict(prefix="epoch "),
-                                        pad=dict(t=40),
+        fig.update_layout(sliders=[dict(active=epochs.index(first) if first in epochs else len(epochs) - 1,
+                                        currentvalue=dict(prefix="epoch "), pad=dict(t=40),
                                         steps=[dict(label=str(e), method="animate",
                                                     args=[[str(e)], dict(mode="immediate", frame=dict(duration=0),
                                                                          transition=dict(duration=0))])
@@ -218,6 +234,9 @@ def sparsity_figure(runs: Mapping[str, Mapping[str, tuple]], *, metric: str = "f
 
     Args:
         runs: ``{run label: {layer name: (epochs, values)}}``; colour = run, dash cycles over layers.
+        metric: name of the statistic (y-axis title).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
     """
     dashes = ["solid", "dash", "dot", "dashdot", "longdash", "longdashdot"]
     fig = go.Figure()
@@ -242,6 +261,9 @@ def pca_figure(coords, *, labels: Sequence | None = None, groups: Sequence | Non
         groups: any user label per point (colour; legend entries).
         explained: explained-variance ratios (axis titles).
         index: dataset index per point (hover).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
+        max_points: at most this many points are drawn (a seeded subsample beyond).
     """
     c = _arr(coords)
     if c.ndim != 2 or c.shape[1] < 2:
@@ -272,6 +294,10 @@ def sharpness_figure(runs: Mapping[str, tuple], *, ylabel: str = "sharpness (los
 
     Args:
         runs: ``{label: (rhos, values)}`` or ``{label: (rhos, values, errors)}`` (error bars).
+        ylabel: y-axis title.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
+        log_x: logarithmic ρ axis.
     """
     fig = go.Figure()
     for i, (name, data) in enumerate(runs.items()):
@@ -290,6 +316,10 @@ def metric_vs_epoch_figure(runs: Mapping[str, tuple], *, ylabel: str, theme: str
 
     Args:
         runs: ``{label: (epochs, values)}``.
+        ylabel: what the values are (y-axis title and default title).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
+        log_y: logarithmic y axis.
     """
     fig = go.Figure()
     for i, (name, (ep, vals)) in enumerate(runs.items()):
@@ -302,13 +332,16 @@ def metric_vs_epoch_figure(runs: Mapping[str, tuple], *, ylabel: str, theme: str
 
 def corruption_figure(runs: Mapping[str, tuple], *, budget: str = "", theme: str = "screen",
                       title: str | None = None, log_y: bool = False) -> go.Figure:
-    """Loss increase vs corruption size ``n``: gradient-based (solid) and random (dashed, mean ± s.d. over
-    draws) n-sparse corruption of the weights, several runs overlaid (one colour per run).
+    """Loss increase vs corruption size ``n`` of the weights, several runs overlaid (one colour per run).
+
+    Gradient-based n-sparse corruption is drawn solid, random corruption dashed (mean ± s.d. over draws).
 
     Args:
         runs: ``{label: (sizes, gradient_increase, random_mean, random_std)}``: ``sizes`` the numbers ``n``
             of corrupted weights, the others loss increases in nats (``random_std`` may be ``None``).
         budget: the budget in words for the y label, e.g. ``"‖a‖₂ = 0.5"``.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
         log_y: logarithmic loss-increase axis (non-positive values are not drawn).
 
     The x axis is categorical (one tick per size, ``0`` included, in ascending order), as the sizes are
