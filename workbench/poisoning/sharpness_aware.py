@@ -151,10 +151,16 @@ class PoisonConfig:
         self.drift_epochs = sorted(int(e) for e in (self.drift_epochs or []))
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict (field name → value); :meth:`from_dict` inverts it."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "PoisonConfig":
+        """Settings from a dict of field values (validated as by the constructor).
+
+        Raises:
+            ValueError: an unknown key or an invalid value.
+        """
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -167,7 +173,8 @@ def cosine_loss(g: list[Tensor], g_ref: list[Tensor], mode: str = "global") -> T
     """𝓑 = 1 − cos(g_ref, g) ([Murphy 2025, Eq. 3.6]); differentiable in ``g``.
 
     Args:
-        g, g_ref: per-parameter gradients (same shapes); ``g_ref`` is treated as a constant.
+        g: per-parameter gradients (the differentiable side).
+        g_ref: per-parameter reference gradients, same shapes as ``g``; treated as a constant.
         mode: ``global`` (one cosine over the concatenated vectors) or ``per_tensor``
             (mean over parameter tensors of their cosines).
     """
@@ -291,6 +298,11 @@ class SharpnessAwarePoisoner(Stepper):
 
     # ------------------------------------------------------------ setup
     def setup(self, trainer: Trainer) -> None:
+        """Start crafting for ``trainer``'s run: Δ = 0 (or seeded noise) per training example, ensemble models.
+
+        Raises:
+            ValueError: the run does not train with SAM/ASAM, or its training split is not sorted by index.
+        """
         cfg, run_cfg = self.cfg, trainer.config
         if not isinstance(trainer.optimizer, SAM):
             raise ValueError(f"optim.name={run_cfg.optim.name!r} is invalid for poison crafting: "
@@ -349,6 +361,11 @@ class SharpnessAwarePoisoner(Stepper):
         return res, params, [p.grad.detach().clone() if p.grad is not None else torch.zeros_like(p) for p in params]
 
     def step(self, trainer: Trainer, x, y, index, epoch: int):
+        """One training step: SAM gradient, craft the batch's Δ towards it, then update the model(s).
+
+        Returns:
+            The SAM step's result for the trainer's model (its metrics are logged as usual).
+        """
         cfg = self.cfg
         loss_fn = trainer.loss_fn
         rows = self._rows(index)
@@ -375,7 +392,7 @@ class SharpnessAwarePoisoner(Stepper):
                    "losses": losses, "iterations": len(losses), "delta_change": change}
             trainer.log(rec)
             trainer.emit(CraftStep(trainer.run_id, trainer.step + 1, epoch, losses, len(losses), change))
-        for m, opt in models:
+        for _m, opt in models:
             # the SAM gradients are still in .grad: crafting used autograd.grad only
             optimizer_update(opt)
         return res
@@ -436,6 +453,12 @@ class SharpnessAwarePoisoner(Stepper):
         return float(cosine_loss(list(gq), list(gp), self.cfg.cosine))
 
     def on_epoch_end(self, trainer: Trainer, epoch: int) -> dict:
+        """Poison statistics of the epoch (Δ norms, drift of the objective); saves the poison every ``save_every``.
+
+        Returns:
+            Metrics added to the epoch record (``delta_*``, ``crafted_batches``, ``craft_seconds``, ``drift``,
+            ``poison_cos_loss``, ``clean_cos_loss``).
+        """
         cfg = self.cfg
         loss_fn = trainer.loss_fn
         rho = trainer.config.optim.rho
@@ -470,11 +493,13 @@ class SharpnessAwarePoisoner(Stepper):
         return out
 
     def on_end(self, trainer: Trainer, status: str) -> None:
+        """Save the final poison into the run's artifacts, marked with the run's ``status``."""
         if trainer.artifact_dir is not None and self.delta is not None:
             self._save(trainer, None, status)
 
     # ------------------------------------------------------------- state
     def poison(self, trainer: Trainer | None = None) -> Poison:
+        """The poison crafted so far (Δ on the CPU, dataset indices, provenance; ``trainer`` adds the run's)."""
         meta = {"kind": "sharpness_aware", "data": self._fingerprint, "poison_config": self.cfg.to_dict(),
                 "crafted_batches": self.crafted_batches,
                 "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
@@ -489,6 +514,7 @@ class SharpnessAwarePoisoner(Stepper):
         self.poison_path = save_poison(p, trainer.artifact_dir / POISON_FILE)
 
     def state_dict(self) -> dict:
+        """Everything a resumed run needs (Δ, drift snapshots, ensemble models, counters, RNG); ``{}`` before setup."""
         if self.delta is None:
             return {}
         return {"delta": self.delta.detach().cpu(), "snapshots": {str(k): v for k, v in self.snapshots.items()},
@@ -497,6 +523,7 @@ class SharpnessAwarePoisoner(Stepper):
                 "aug_rng": self._aug_gen.get_state()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`'s output after :meth:`setup` (an empty state is ignored)."""
         if not state:
             return
         self.delta = state["delta"].to(self.device)
@@ -533,6 +560,7 @@ def craft_poison(run_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, *, 
         poison_cfg: crafting settings (default :class:`PoisonConfig`).
         callbacks: trainer event callbacks (also receive :class:`CraftStep` events).
         probes: extra probes for the crafting run.
+        handle_sigint: on the main thread, turn the first Ctrl-C into a graceful stop (the poison is saved).
         stop: a ``threading.Event``; when set, the run stops after its current step
             (the poison crafted so far is saved).
 
