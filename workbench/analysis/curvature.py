@@ -89,7 +89,9 @@ class LinearOperatorLike(Protocol):
 
     size: int
 
-    def matvec(self, v: Tensor) -> Tensor: ...
+    def matvec(self, v: Tensor) -> Tensor:
+        """The product ``A v`` for a flat vector ``v`` of length ``size``."""
+        ...
 
 
 def _select_parameters(model: nn.Module, params) -> list[tuple[str, nn.Parameter]]:
@@ -240,6 +242,7 @@ class HessianOperator:
         self._versions = None
 
     def describe(self) -> dict:
+        """JSON-ready summary: number and selection of parameters, batch size, method and the examples'."""
         return {"n_params": self.size, "params": self.param_selection, "batch_size": self.batch_size,
                 "method": self.method, **self.examples.describe()}
 
@@ -389,6 +392,7 @@ class DenseOperator:
         self.n_matvecs = 0
 
     def matvec(self, v: Tensor) -> Tensor:
+        """``M v`` (``v`` converted to the matrix's device and dtype); counted in ``n_matvecs``."""
         self.n_matvecs += 1
         return self.matrix @ torch.as_tensor(v).to(device=self.device, dtype=self.dtype)
 
@@ -396,6 +400,7 @@ class DenseOperator:
         return self.matvec(v)
 
     def as_linear_operator(self):
+        """The operator as a ``scipy.sparse.linalg.LinearOperator`` (float64 NumPy vectors), e.g. for ARPACK."""
         return _to_scipy(self)
 
 
@@ -918,7 +923,19 @@ def smallest_eigenvalues(op, k: int = 1, tol: float = 1e-3, max_iter: int | None
     converges slowly because λmin − σ is close to the rest of the shifted spectrum.
 
     Args:
+        op: an operator with ``size`` and ``matvec`` (or a dense symmetric tensor).
+        k: number of eigenvalues.
+        tol: relative residual tolerance.
+        max_iter: maximum iterations (Lanczos steps, or ARPACK's ``maxiter``; default as :func:`lanczos`).
+        seed: seed of the start vector.
+        return_vectors: also return the eigenvectors ``[k, size]``.
         method: ``"lanczos"`` (own) or ``"eigsh"`` (ARPACK).
+
+    Returns:
+        :class:`EigenResult` with the k smallest eigenvalues, smallest first.
+
+    Raises:
+        ValueError: an unknown ``method``.
     """
     if method == "lanczos":
         return lanczos(op, k=k, which="SA", tol=tol, max_iter=max_iter, seed=seed, return_vectors=return_vectors)
@@ -1132,19 +1149,33 @@ def _layer_groups(model: nn.Module, by: str) -> list[tuple[str, list[str]]]:
 def layerwise(model: nn.Module, examples: ExampleSet, what: str = "top", *, by: str = "module",
               loss_fn: Callable = F.cross_entropy, tol: float = 1e-3, max_iter: int | None = None, seed: int = 0,
               n_probes: int = 30, trace_method: str = "hutchpp", batch_size: int | None = None) -> LayerwiseResult:
-    """Top eigenvalue and/or trace of each layer's Hessian block (a frequent request on PyHessian's tracker,
-    https://github.com/amirgholami/PyHessian/issues/10).
+    """Top eigenvalue and/or trace of each layer's Hessian block.
+
+    A frequent request on PyHessian's tracker (https://github.com/amirgholami/PyHessian/issues/10).
 
     Each entry gets its own :class:`HessianOperator` restricted to that
     layer's parameters (the diagonal block H_ll of the full Hessian; cross-layer
     blocks are ignored), released after use.
 
     Args:
+        model: the network (its state is preserved).
+        examples: the examples whose mean loss defines the Hessian.
         what: ``"top"``, ``"trace"`` or ``"both"``.
         by: ``"module"`` (modules that own parameters: weight and bias together)
             or ``"parameter"`` (every parameter tensor alone).
+        loss_fn: the loss, mean reduction (default cross-entropy).
+        tol: Lanczos relative residual tolerance (top eigenvalue).
+        max_iter: maximum Lanczos steps (default as :func:`lanczos`).
+        seed: seed of the Lanczos start vector and of the trace probes.
         n_probes: trace budget per entry (Hutchinson probes, or Hutch++ products).
         trace_method: ``"hutchpp"`` or ``"hutchinson"``.
+        batch_size: examples per Hessian-vector product batch (default: all at once).
+
+    Returns:
+        A :class:`LayerwiseResult`, one entry per layer (or parameter).
+
+    Raises:
+        ValueError: an unknown ``what`` or ``trace_method``.
     """
     if what not in ("top", "trace", "both"):
         raise ValueError(f"what={what!r} is invalid: choose 'top', 'trace' or 'both'")
@@ -1359,6 +1390,11 @@ class TopEigenvalueProbe(Probe):
         self.examples: ExampleSet | None = None
 
     def setup(self, trainer) -> None:
+        """Draw the probe's fixed, seeded examples from the trainer's ``split``.
+
+        Raises:
+            ValueError: the trainer has no such split.
+        """
         splits = trainer.splits
         if self.split not in splits:
             raise ValueError(f"split={self.split!r} is invalid: choose one of {sorted(splits)}")
@@ -1366,6 +1402,7 @@ class TopEigenvalueProbe(Probe):
                                                 split=self.split)
 
     def measure(self, model: nn.Module, trainer) -> dict:
+        """Top-k Hessian eigenvalues (and the trace with ``trace``) at ``model``; the keys are in the class doc."""
         if self.examples is None:
             self.setup(trainer)
         loss_fn = trainer.loss_fn
