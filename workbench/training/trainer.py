@@ -116,6 +116,7 @@ class Probe:
         """Called once before training (the model, data bundle and device are ready)."""
 
     def measure(self, model: torch.nn.Module, trainer: "Trainer") -> dict:
+        """Measure ``model`` at an epoch end (every ``every`` epochs); the values are logged as a ``probe`` record."""
         raise NotImplementedError
 
 
@@ -233,6 +234,7 @@ class Trainer:
 
     # ------------------------------------------------------------- controls
     def add_callback(self, fn: Callable) -> None:
+        """Also send every later event to ``fn`` (see :mod:`~workbench.training.events`)."""
         self._callbacks.append(fn)
 
     def stop(self) -> None:
@@ -250,10 +252,12 @@ class Trainer:
 
     @property
     def stop_requested(self) -> bool:
+        """Whether :meth:`stop` was called (the run ends after its current step)."""
         return self._stop_event.is_set()
 
     @property
     def paused(self) -> bool:
+        """Whether the run is paused (:meth:`pause`) and waits for :meth:`resume`."""
         return not self._unpaused.is_set()
 
     @property
@@ -349,6 +353,10 @@ class Trainer:
             path: the run folder.
             epochs: new total number of epochs (default: the configured one).
             checkpoint: checkpoint file name in ``checkpoints/``.
+            callbacks: callables receiving events (see :mod:`~workbench.training.events`).
+            data: a pre-loaded :class:`~workbench.data.DataBundle` for the run's data config
+                (default: loaded and cached per process).
+            handle_sigint: on the main thread, turn the first Ctrl-C into a graceful stop.
             probes: probes to attach again (they are not stored in the run).
             stepper: the run's :class:`Stepper` when it used one (its state is
                 restored from the checkpoint), e.g. a poison crafter.
@@ -667,8 +675,9 @@ class Trainer:
         epoch, batch = self.start_epoch, self.start_batch
         run = self._run
         if run is not None:
-            info = dict(attempt=self.attempt, device=str(self.device), pid=os.getpid(), host=socket.gethostname(), started=time.strftime("%Y-%m-%dT%H:%M:%S"),
-                        steps_per_epoch=spe, total_steps=total, num_parameters=count_parameters(model),
+            info = dict(attempt=self.attempt, device=str(self.device), pid=os.getpid(), host=socket.gethostname(),
+                        started=time.strftime("%Y-%m-%dT%H:%M:%S"), steps_per_epoch=spe, total_steps=total,
+                        num_parameters=count_parameters(model),
                         input_shape=list(self.bundle.input_shape), num_classes=self.bundle.num_classes,
                         split_sizes={k: len(v) for k, v in self._splits.items()})
             resume = getattr(self, "_resume_from", None)
@@ -771,7 +780,8 @@ class Trainer:
         except KeyboardInterrupt:
             status, error = "stopped", "interrupted"
             if run is not None:
-                run.set_status("stopped", error="interrupted (second Ctrl-C); last checkpoint is from the last epoch end",
+                run.set_status("stopped",
+                               error="interrupted (second Ctrl-C); last checkpoint is from the last epoch end",
                                step=self.step, epoch=epoch)
             self.status = "stopped"
             self._emit(RunEnded(self._run_id, "stopped", error, last_metrics, self.step, epoch))
