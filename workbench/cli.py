@@ -628,6 +628,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "workbench.targeted.cli",       # targeted craft | evaluate
     "workbench.defenses.cli",       # defense-report (EPIC rounds and figures)
     "workbench.bilevel.cli",        # bilevel illustrate | study | figures | table
+    "workbench.poisoning.cli",      # poison-fairness (the §4.2.1 protocol)
     "workbench.thesis.cli_repro",    # thesis repro (the shared ``thesis`` command)
     "workbench.thesis.cli_fastat_schedules",  # thesis fastat | schedules
     "workbench.app.cli",            # app, pack build | load
