@@ -48,6 +48,8 @@ def cluster_size_figure(df, *, epochs: Sequence[int] | None = None, theme: str =
     Args:
         df: :func:`workbench.defenses.analysis.cluster_size_fractions` output.
         epochs: panels to show (default: every epoch in ``df``, at most 4 evenly spaced).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         Figure with one bar panel per epoch: x = cluster size (bins), y = fraction of the
@@ -92,6 +94,8 @@ def cumulative_drops_figure(df, *, theme: str = "screen", title: str | None = No
         df: :func:`workbench.defenses.analysis.cumulative_drops` output (``epoch``,
             ``frac_poison``, ``frac_clean``, optional ``frac_effective``, ``frac_ineffective``,
             ``test_error``).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         Figure: x = epoch; left axis the cumulative fractions (step lines); right axis the
@@ -131,6 +135,8 @@ def gradient_difference_figure(records, *, theme: str = "screen", title: str | N
             DataFrame with ``epoch, kept, random_mean, random_std``; ``relative_kept`` /
             ``relative_random`` for ``relative=True``).
         relative: plot ``‖∇L_S − ∇L_V‖ / ‖∇L_V‖`` instead of the absolute norm.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         Figure: x = epoch, y = gradient difference; the random subsets as mean ± std band.
@@ -165,6 +171,8 @@ def drop_rates_figure(df, *, theme: str = "screen", title: str | None = None,
             frac_target``; ``epoch`` in the hover).
         target_label: y-axis title (e.g. "fraction of effective poisons dropped").
         colors: optional colour per defense label.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         Figure: one line per defense through its rounds (cumulative), and the diagonal

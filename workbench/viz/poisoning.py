@@ -166,6 +166,8 @@ def delta_norm_figure(epochs: list[int], norms: list[float], *, theme: str = "sc
     Args:
         epochs: epoch numbers (the ``epoch`` of the ``poison`` probe records).
         norms: ``delta_frobenius`` of those records (input units, i.e. normalised pixels).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         One ``Scatter`` (lines+markers).
@@ -195,6 +197,8 @@ def drift_figure(probe_records: list[dict], *, theme: str = "screen", title: str
             current poisons at the weights frozen after epoch k}``), ``poison_cos_loss``
             (the same at the current weights) and ``clean_cos_loss`` (1 − cos(g, g′) on
             the clean batches at the current weights: the baseline without poison).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         One ``Scatter`` per frozen epoch k (``weights after epoch k``, in increasing k),
@@ -274,6 +278,7 @@ def image_grid_figure(x, delta, *, n: int = 8, labels=None, theme: str = "screen
         n: number of examples (columns); capped by N.
         labels: optional per-example labels (class names or indices) for column titles.
         theme: ``screen`` or ``paper``.
+        title: figure title (default: a descriptive one).
 
     Raises:
         ValueError: shapes differ or are not images.
@@ -342,6 +347,8 @@ def sam_cosine_figure(steps_df_or_records, *, theme: str = "screen", title: str 
         steps_df_or_records: the run's step records (``load_run(path).steps`` or a list of
             dicts with ``step``, ``epoch`` (fractional, step / steps per epoch) and
             ``cosine``). Records without ``cosine`` (non-SAM runs) are skipped.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         Two ``Scatter`` traces: ``per step`` (thin, translucent; x = fractional epoch)

@@ -162,6 +162,8 @@ def result_figure(what: str, results, *, theme: str = "screen", metric: str = "l
         metric: ``loss`` or ``acc`` for slices and planes.
         split: split shown for slices/planes (default the first one).
         kind: ``contour`` or ``surface`` for planes.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        log_y: logarithmic y axis (for the builders that have one).
 
     Raises:
         ValueError: unknown ``what``.
@@ -180,6 +182,7 @@ def progress_figure(what: str, data: Mapping[str, Any], *, label: str = "", them
         what: the analysis (as in :func:`result_figure`).
         data: ``Progress.data`` so far (may be empty).
         label: legend label of the partial series.
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
     """
     fig = _progress_figure(what, data, label=label, theme=theme)
     if theme == "screen":
@@ -234,7 +237,7 @@ def _figure_trace(items, *, theme, metric, split, kind, log_y) -> go.Figure:
 
 def _figure_layerwise(items, *, theme, metric, split, kind, log_y) -> go.Figure:
     fig = go.Figure()
-    for i, (l, r, _) in enumerate(items):
+    for l, r, _ in items:
         fig.add_trace(go.Bar(x=list(r.names), y=np.asarray(r.top_eigenvalues, dtype=float), name=f"{l} λ_max"))
     fig.update_yaxes(title_text="top eigenvalue of the layer's Hessian block")
     fig.update_layout(barmode="group")
@@ -274,7 +277,7 @@ def _figure_plane(items, *, theme, metric, split, kind, log_y) -> go.Figure:
 
 def _figure_sparsity(items, *, theme, metric, split, kind, log_y) -> go.Figure:
     fig = go.Figure()
-    for i, (l, r, _) in enumerate(items):
+    for l, r, _ in items:
         fig.add_trace(go.Bar(x=list(r.layers), y=np.asarray(r.feature_sparsity_coefficient), name=l))
     fig.update_yaxes(title_text="feature sparsity coefficient", range=[0, 1])
     fig.update_layout(barmode="group")

@@ -82,6 +82,8 @@ def metric_vs_param_figure(summary: pd.DataFrame, x: str, metric: str, group: st
             combined into one label (``sam · 0.9``). None: one line.
         percent: multiply by 100 (default: True for ``*acc`` metrics).
         log_x: logarithmic x axis (learning rates, ρ).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         A figure with one ``Scatter`` (lines+markers, ``error_y``) per group value.
@@ -145,6 +147,9 @@ def parallel_coordinates_figure(table: pd.DataFrame, params: Sequence[str], metr
         statuses: trial statuses drawn (None: all rows).
         percent: metric in % (default: True for ``*acc``).
         log: numeric params drawn as log10 (ticks labelled with the values).
+        colorscale: plotly colour scale of the metric (default ``"Viridis"``).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         A figure with one ``Parcoords`` trace: ``len(params) + 1`` dimensions.
@@ -265,6 +270,8 @@ def ratio_histogram_figure(table: pd.DataFrame, *, param: str, metric: str, base
         statuses: trial statuses used (None: all rows).
         barmode: ``overlay`` (translucent histograms on top of each other, as in Fig. 4.1) or
             ``group`` (the values' bars side by side within each bin: clearer for a few trials).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         One ``Histogram`` per value of ``param`` (its ``x`` are the ratios; shared bins,
@@ -319,6 +326,8 @@ def best_so_far_figure(values: Sequence[float | None], *, mode: str = "max", met
         mode: ``max`` or ``min`` (which value is "best").
         metric: axis label.
         total: expected number of trials (fixes the x range while a study runs).
+        theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
+        title: figure title (default: a descriptive one).
 
     Returns:
         Two ``Scatter`` traces: ``trial`` (markers, x = 1..n) and ``best so far``
