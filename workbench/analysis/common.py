@@ -57,6 +57,7 @@ class ExampleSet:
             dataset: an :class:`~workbench.data.IndexedTensorDataset` (attributes x, y, index).
             count: number of examples (``None``: the whole split).
             seed: seed of the draw.
+            split: the split's name, recorded in the result.
 
         Raises:
             ValueError: non-positive ``count`` or an empty dataset.
@@ -78,6 +79,7 @@ class ExampleSet:
                    split=split, seed=used_seed, count=int(order.numel()))
 
     def to(self, device) -> "ExampleSet":
+        """A copy with ``x`` and ``y`` on ``device`` (``index`` is not moved)."""
         return dataclasses.replace(self, x=self.x.to(device), y=self.y.to(device))
 
     def batches(self, batch_size: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -86,10 +88,12 @@ class ExampleSet:
             yield self.x[i:i + batch_size], self.y[i:i + batch_size]
 
     def describe(self) -> dict:
+        """JSON-ready provenance: ``split``, ``seed`` and ``count``."""
         return {"split": self.split, "seed": self.seed, "count": self.count}
 
 
 def model_device(model: nn.Module) -> torch.device:
+    """Device of the model's first parameter (else first buffer; a model with neither: CPU)."""
     p = next(model.parameters(), None)
     if p is not None:
         return p.device

@@ -61,9 +61,11 @@ class TourSettings:
     def from_env(cls) -> "TourSettings":
         """``WORKBENCH_EPOCHS`` and ``WORKBENCH_COUNT`` override the defaults (crafting: at most ``epochs``)."""
         e = int(os.environ.get("WORKBENCH_EPOCHS", cls.epochs))
-        return cls(epochs=e, craft_epochs=min(cls.craft_epochs, e), count=int(os.environ.get("WORKBENCH_COUNT", cls.count)))
+        return cls(epochs=e, craft_epochs=min(cls.craft_epochs, e),
+                   count=int(os.environ.get("WORKBENCH_COUNT", cls.count)))
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict (``epochs``, ``craft_epochs``, ``count``)."""
         return {"epochs": self.epochs, "craft_epochs": self.craft_epochs, "count": self.count}
 
 
@@ -112,6 +114,7 @@ class TourData:
     pack: dict | None = None
 
     def path(self, role: str) -> Path:
+        """The folder of the tour's run with role ``role`` (KeyError for an unknown role)."""
         return self.runs[role]
 
 
@@ -155,7 +158,8 @@ def prepare(root: str | Path, settings: TourSettings | None = None, *,
     saved results when present.
 
     Args:
-        root: runs folder. settings: sizes (default: the pack's, else :meth:`TourSettings.from_env`).
+        root: runs folder.
+        settings: sizes (default: the pack's, else :meth:`TourSettings.from_env`).
         log: receives one line per step (None: silent).
     """
     from ..analysis.tasks import analyze

@@ -200,12 +200,15 @@ class SAM(torch.optim.Optimizer):
         return loss
 
     def zero_grad(self, set_to_none: bool = True) -> None:
+        """Reset the gradients (delegated to the base optimizer)."""
         self.base_optimizer.zero_grad(set_to_none=set_to_none)
 
     def state_dict(self):
+        """The base optimizer's state (momentum buffers, ...); SAM itself keeps no state between steps."""
         return self.base_optimizer.state_dict()
 
     def load_state_dict(self, state_dict) -> None:
+        """Restore :meth:`state_dict`'s output into the base optimizer (and share its parameter groups)."""
         self.base_optimizer.load_state_dict(state_dict)
         self.param_groups = self.base_optimizer.param_groups
 
@@ -295,7 +298,8 @@ def sam_step(model: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor], x: T
     Args:
         model: in train mode.
         loss_fn: ``loss_fn(logits, y) -> mean loss`` (0-d).
-        x: inputs ``[B, ...]``; y: targets ``[B]``.
+        x: inputs ``[B, ...]``.
+        y: targets ``[B]``.
         optimizer: :class:`SAM` or any torch optimizer.
         m: m-SAM chunk size ([Andriushchenko 2024, Eq. 5.4]): the batch is split into
             consecutive chunks of ``m`` examples (the last may be smaller), each

@@ -55,7 +55,8 @@ class Attack:
     Attributes:
         name: short name (``gradient_matching``, ``feature_collision``, ``bullseye_polytope``).
         history: one dict per iteration (``restart``, ``iteration``, ``loss``) of the last :meth:`craft`.
-        seconds: wall time of the last :meth:`craft`; iterations_done: iterations it ran.
+        seconds: wall time of the last :meth:`craft`.
+        iterations_done: iterations it ran.
     """
 
     name = "attack"
@@ -67,9 +68,15 @@ class Attack:
 
     def craft(self, model: nn.Module, setup, data, *, callback: Callable[[CraftProgress], None] | None = None,
               stop=None) -> Poison:  # pragma: no cover - interface
+        """Craft a poison against ``model`` for the threat ``setup`` on ``data``.
+
+        ``callback`` receives a :class:`CraftProgress` per iteration; ``stop`` (a ``threading.Event``) ends the
+        crafting early with the poison so far.
+        """
         raise NotImplementedError
 
     def config(self) -> dict:
+        """The attack's settings as a plain dict (recorded with the poison); the base class has none."""
         return {}
 
     @staticmethod
@@ -144,11 +151,13 @@ class DiffAugment:
         self._draw = None
 
     def draw(self, n: int) -> None:
+        """Draw new shifts (and flips) for batches of ``n`` examples from the generator."""
         g, p = self.generator, self.padding
         self._draw = (torch.randint(0, 2 * p + 1, (n,), generator=g), torch.randint(0, 2 * p + 1, (n,), generator=g),
                       torch.randint(0, 2, (n,), generator=g).bool() & self.flip)
 
     def __call__(self, x: Tensor) -> Tensor:
+        """Apply the current draw to ``x`` ``[N, C, H, W]`` (a new draw when there is none for ``N``)."""
         if self._draw is None or len(self._draw[0]) != x.shape[0]:
             self.draw(x.shape[0])
         oy, ox, fl = (t.to(x.device) for t in self._draw)
