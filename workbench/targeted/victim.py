@@ -1,4 +1,4 @@
-"""Victim training for targeted poisoning: from scratch, transfer, fine-tune; with an optional defense.
+r"""Victim training for targeted poisoning: from scratch, transfer, fine-tune; with an optional defense.
 
 Scenarios ([Yang 2022, §4.1.1–4.1.3]; the poisoning benchmark [Schwarzschild 2021]):
 
@@ -13,7 +13,7 @@ decay 5e-4, learning rate decayed ×0.1 at 25/40 and 35/40 of the epochs (§4.1)
 batch order. A defense (EPIC or a baseline from :mod:`workbench.defenses`) is asked at the
 start of every epoch ``defense.maybe_select(model, kept_train, epoch)`` (``epoch`` = number
 of epochs completed so far); when it returns dataset indices the victim trains only on
-them from then on — drops are permanent (Alg. 1: ``V = V \\ Z``), and the victim never
+them from then on — drops are permanent (Alg. 1: ``V = V \ Z``), and the victim never
 sees a dropped example again.
 
 Attack success ([Yang 2022, §4], benchmark): the trained victim classifies the target ``x_t`` as
@@ -88,6 +88,7 @@ class VictimConfig:
             raise ValueError(f"milestones={self.milestones!r} is invalid: fractions of the epochs in (0, 1]")
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict (``milestones`` as a list)."""
         d = dataclasses.asdict(self)
         d["milestones"] = list(self.milestones)
         return d
@@ -164,7 +165,8 @@ def _new_model(data, model_cfg: ModelConfig | None, seed: int) -> nn.Module:
 
 
 def pretrain(data, *, model_cfg: ModelConfig | None = None, epochs: int = 40, lr: float = 0.05, seed: int = 0,
-             batch_size: int = 64, device: str | torch.device = "cpu", stop: threading.Event | None = None) -> nn.Module:
+             batch_size: int = 64, device: str | torch.device = "cpu",
+             stop: threading.Event | None = None) -> nn.Module:
     """A clean model trained from scratch on ``data.train`` (the attacker's crafting model / the transfer base).
 
     Same loop as :func:`train_victim` with ``scenario="scratch"`` and no poison.
@@ -193,6 +195,7 @@ def train_victim(data, poison: Poison | None, cfg: VictimConfig | None = None, *
         on_epoch_end: ``fn(model, epoch, record)`` after each epoch (model in eval mode; must
             not change it), e.g. to record gradient views.
         stop: a ``threading.Event``; training ends after the current step when set.
+        device: device of the training (``"cpu"``, ``"cuda"``, ...).
         eval_every: evaluate the test accuracy every this many epochs (and at the end).
 
     Returns:

@@ -41,13 +41,18 @@ class ProbeViews:
         self.w_epoch.add_class("wb-cos-epoch")
         for name, f in (("eig", self.fig_eig), ("fsc", self.fig_fsc), ("cos", self.fig_cos)):
             f.add_class(f"wb-probe-{name}")
-        self.widget = W.Tab(children=[guard(self.fig_eig), guard(self.fig_fsc), W.VBox([self.w_epoch, guard(self.fig_cos)])])
+        self.widget = W.Tab(children=[guard(self.fig_eig), guard(self.fig_fsc),
+                                      W.VBox([self.w_epoch, guard(self.fig_cos)])])
         for i, t in enumerate(["λ_max vs epoch", "feature sparsity", "cos(g, g′) histogram"]):
             self.widget.set_title(i, t)
         self.widget.add_class("wb-probe-views")
 
     # --------------------------------------------------------------- events
     def __call__(self, ev) -> None:
+        """Trainer callback: record λ_max and feature-sparsity probe results and SAM's per-step cosines.
+
+        Thread-safe; it only stores the values and marks the views dirty (:meth:`redraw` draws them).
+        """
         if isinstance(ev, RunStarted):
             with self._lock:
                 self._runs.setdefault(ev.run_id, {"name": ev.name, "eig": [], "fsc": {}, "cos": {}})
@@ -73,6 +78,7 @@ class ProbeViews:
                     self._dirty = True
 
     def clear(self) -> None:
+        """Forget every run and redraw the empty views."""
         with self._lock:
             self._runs = {}
             self._dirty = True
@@ -99,6 +105,7 @@ class ProbeViews:
                                                           slider=False))
 
     def redraw(self, force: bool = False) -> None:
+        """Redraw the three views from the recorded values when something changed (always with ``force``)."""
         if not (self._dirty or force):
             return
         self._dirty = False

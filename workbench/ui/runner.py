@@ -45,11 +45,13 @@ class BackgroundRunner:
         self._thread = threading.Thread(target=self._main, name="workbench-runner", daemon=True)
 
     def start(self) -> "BackgroundRunner":
+        """Start the queue on the background thread; returns ``self``."""
         self._thread.start()
         return self
 
     @property
     def running(self) -> bool:
+        """Whether the background thread is still working through the queue."""
         return self._thread.is_alive()
 
     def stop(self) -> None:
@@ -59,10 +61,12 @@ class BackgroundRunner:
             self.trainer.stop()
 
     def pause(self) -> None:
+        """Pause the current run before its next step (:meth:`resume` continues)."""
         if self.trainer is not None:
             self.trainer.pause()
 
     def resume(self) -> None:
+        """Continue a paused run."""
         if self.trainer is not None:
             self.trainer.resume()
 
