@@ -265,6 +265,7 @@ class AnalysisPanel(PanelBase):
     # ------------------------------------------------------------- actions
     @property
     def running(self) -> bool:
+        """Whether an analysis is being computed in the background."""
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> bool:
@@ -306,6 +307,7 @@ class AnalysisPanel(PanelBase):
         return True
 
     def stop(self) -> None:
+        """Ask the running analysis to stop at its next progress point."""
         self._stop.set()
         self._say("Stopping at the next progress point ...", "#b35900")
 
@@ -340,10 +342,16 @@ class AnalysisPanel(PanelBase):
         self._say(f"Showing {len(outputs)} saved {what} result(s): press Run to compute with other settings.")
 
     def clear(self) -> None:
+        """Forget the selected analysis's results and redraw."""
         self.outputs.pop(self.w_what.value, None)
         self._draw_results()
 
     def export(self, path: str | Path | None = None, formats=("html", "png")) -> list[Path]:
+        """Write the selected analysis's figure to ``path`` (default ``<root>/exports/<what>-<time>``) per format.
+
+        Raises:
+            ValueError: no results of the selected analysis yet.
+        """
         what = self.w_what.value
         outs = self._shown(what)
         if not outs:
@@ -415,9 +423,10 @@ class AnalysisPanel(PanelBase):
         return list(self.outputs.get(what, []))
 
     def _draw(self, fig) -> None:
-        """Show ``fig`` on the panel's figure: its layout replaces the previous one (no annotations, shapes,
-        second axes or sliders of another analysis survive); traces are updated in place when only the data
-        changed (:func:`~workbench.ui.live.sync_figure`).
+        """Show ``fig`` on the panel's figure: its layout replaces the previous one.
+
+        No annotations, shapes, second axes or sliders of another analysis survive; traces are updated in place
+        when only the data changed (:func:`~workbench.ui.live.sync_figure`).
         """
         with self._draw_lock:
             sync_figure(self.figure, fig)

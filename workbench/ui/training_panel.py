@@ -124,7 +124,8 @@ class TrainingPanel(PanelBase):
         # optional live probes (measured at epoch ends; they cost time, so they are off by default)
         self.w_probe_eig = W.Checkbox(value=False, description="λ_max every", indent=False,
                                       layout=W.Layout(width="110px"))
-        self.w_probe_eig_every = W.BoundedIntText(value=5, min=1, max=10_000, description="", layout=W.Layout(width="60px"))
+        self.w_probe_eig_every = W.BoundedIntText(value=5, min=1, max=10_000, description="",
+                                                  layout=W.Layout(width="60px"))
         self.w_probe_fsc = W.Checkbox(value=False, description="feature sparsity per epoch", indent=False,
                                       layout=W.Layout(width="210px"))
         self.w_probe_cos = W.Checkbox(value=False, description="cos(g, g′) histogram (SAM)", indent=False,
@@ -228,6 +229,7 @@ class TrainingPanel(PanelBase):
     # ------------------------------------------------------------ actions
     @property
     def running(self) -> bool:
+        """Whether the panel's runs are being trained in the background."""
         return self.runner is not None and self.runner.running
 
     def start(self) -> bool:
@@ -347,8 +349,10 @@ class TrainingPanel(PanelBase):
                                       f"step {p['step']}/{p['total']} · ETA {eta_txt}")
         last = p.get("last")
         if last and self.running:
-            self._say(f"{p['name']}: epoch {p['epoch']}/{p['epochs']} - train loss {last.get('train_loss', float('nan')):.4f}, "
-                      f"val acc {last.get('val_acc', float('nan')):.4f}, test acc {last.get('test_acc', float('nan')):.4f}")
+            self._say(f"{p['name']}: epoch {p['epoch']}/{p['epochs']} - "
+                      f"train loss {last.get('train_loss', float('nan')):.4f}, "
+                      f"val acc {last.get('val_acc', float('nan')):.4f}, "
+                      f"test acc {last.get('test_acc', float('nan')):.4f}")
 
     def _on_error(self, i, cfg, exc, tb) -> None:
         self.errors.append(f"{cfg.display_name}: {type(exc).__name__}: {exc}")
