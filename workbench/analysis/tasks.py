@@ -283,7 +283,8 @@ def analyze(what: str, run: str | Path, *, other: str | Path | None = None, chec
             ones are :data:`ANALYSES`).
         run: run folder (θ₁ for ``interpolate``).
         other: second run folder (θ₂), required for ``interpolate``.
-        checkpoint, other_checkpoint: checkpoint file names in ``checkpoints/``.
+        checkpoint: checkpoint file name of ``run`` in ``checkpoints/``.
+        other_checkpoint: checkpoint file name of ``other`` in ``checkpoints/``.
         split: split the example set is drawn from (``train``, ``val``, ``test``).
         count: number of examples (seeded draw; ``None`` = whole split; ``-1`` =
             the analysis' default: 2,048 for curvature and landscapes, 1,024 for
@@ -483,9 +484,9 @@ def _run_slice(model, bundle, rd, p, *, split, count, seed, device, report, **_)
     results = []
     n = len(alphas) * len(dirs)
     for j, d in enumerate(dirs):
-        inner = _grid_reporter(lambda done, total, data: report(j * len(alphas) + done, n,
-                                                                {**data, "direction": j,
-                                                                 "previous": [_slice_data(r) for r in results]}),
+        inner = _grid_reporter(lambda done, total, data, j=j: report(j * len(alphas) + done, n,
+                                                                     {**data, "direction": j,
+                                                                      "previous": [_slice_data(r) for r in results]}),
                                len(alphas), alphas, p["splits"])
         results.append(L.slice_1d(model, d, sets, alphas=alphas, bn=p["bn"], callback=inner))
     return results[0], results[1:]
