@@ -194,6 +194,7 @@ class SharpnessCurve(ResultRecord):
 
     @property
     def base_loss(self) -> float:
+        """Mean unperturbed loss over the batches."""
         return float(np.mean(self.base_loss_per_batch))
 
 
@@ -491,6 +492,7 @@ def sharpness(model: nn.Module, examples: ExampleSet, rho: float, *, kind: str =
     """m-sharpness of ``model`` on ``examples`` at radius ``rho`` (see the module docstring).
 
     Args:
+        model: the network (restored exactly afterwards).
         examples: fixed, un-augmented training examples (>= 1,024 recommended;
             smaller sets are accepted and noted in ``result.notes``).
         rho: radius (>= 0), in parameter units (standard) or relative to ``|w|`` (adaptive).
@@ -501,7 +503,8 @@ def sharpness(model: nn.Module, examples: ExampleSet, rho: float, *, kind: str =
             ``count // m`` consecutive batches (an incomplete last batch is left
             out and counted in ``dropped``); ``None``: one batch of all examples.
         method: worst-case optimiser, ``"pgd"`` (default; 100 steps of 0.1ρ) or ``"apgd"`` (20 steps, η0 = 2ρ).
-        steps, step_size: override the method's defaults (``step_size`` is a multiple of ρ).
+        steps: number of ascent steps (overrides the method's default).
+        step_size: ascent step size as a multiple of ρ (overrides the method's default).
         n_draws: average-case draws per batch (default 100, as the thesis).
         avg_dist: ℓ2 average-case distribution, ``"gaussian"`` (default: δ ~ N(0, ρ² diag(c²)), Eq. 7.1 of
             [Andriushchenko 2024]) or ``"sphere"`` (norm exactly ρ: worst-case >= average-case).
@@ -562,8 +565,25 @@ def sharpness_curve(model: nn.Module, examples: ExampleSet, rhos: Sequence[float
     independently, as :func:`sharpness` does.
 
     Args:
+        model: the network (restored exactly afterwards).
+        examples: fixed, un-augmented training examples (as :func:`sharpness`).
+        rhos: the radii (sorted ascending here).
+        kind: ``"worst"`` (default) or ``"average"``.
+        norm: ``"l2"`` (default) or ``"linf"``.
+        adaptive: elementwise adaptive radius ``c = |w|`` (Eq. 7.1).
+        m: batch size of the m-sharpness (as :func:`sharpness`).
+        method: worst-case optimiser, ``"pgd"`` or ``"apgd"``.
+        steps: number of ascent steps (default: the method's).
+        step_size: ascent step size as a multiple of ρ (default: the method's).
+        n_draws: average-case draws per batch.
+        avg_dist: ℓ2 average-case distribution, ``"gaussian"`` or ``"sphere"``.
+        rand_init: worst-case start from a uniformly random point of the ball instead of 0.
+        seed: seeds the random start / draws (the same for every ρ).
+        loss_fn: ``loss_fn(outputs, targets) -> mean loss``; default cross-entropy.
+        warm_start: seed each radius's search with the previous radius's best perturbation (see above).
         callback: ``callback(batch_index, n_batches, running_values[R], batch_values[R])``
             after each batch, ``running_values`` the mean over the batches so far.
+        logit_norm: logit normalisation as in :func:`sharpness`.
     """
     t0 = time.perf_counter()
     rhos_arr = np.asarray([_check_rho(r) for r in np.asarray(rhos, dtype=np.float64).reshape(-1)])
