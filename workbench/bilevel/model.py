@@ -90,9 +90,11 @@ def train_gd(x: torch.Tensor, y: torch.Tensor, log_lam, *, eta: float, steps: in
     """``steps`` full-batch gradient-descent steps ``θ ← θ − η∇_θL`` (App. B, Alg. 1 lines 1–4).
 
     Args:
-        x: ``[n, d]`` training inputs (clean + poisoning points), y: ``[n]`` labels in {0, 1}.
+        x: ``[n, d]`` training inputs (clean + poisoning points).
+        y: ``[n]`` labels in {0, 1}.
         log_lam: λ on the log scale (float or 0-d tensor; ``-inf``: no penalty).
-        eta: learning rate η; steps: number of iterations T.
+        eta: learning rate η.
+        steps: number of iterations T.
         theta0: initial ``[d + 1]`` parameters (zeros if ``None``).
         trajectory: also return the states ``θ⁽⁰⁾ … θ⁽ᵀ⁾`` as a ``[T + 1, d + 1]`` tensor.
 
@@ -108,14 +110,16 @@ def train_gd(x: torch.Tensor, y: torch.Tensor, log_lam, *, eta: float, steps: in
     return (theta, torch.stack(states)) if trajectory else theta
 
 
-def train_gd_batched(x: torch.Tensor, y: torch.Tensor, log_lam: torch.Tensor, *, eta: float, steps: int) -> torch.Tensor:
+def train_gd_batched(x: torch.Tensor, y: torch.Tensor, log_lam: torch.Tensor, *, eta: float,
+                     steps: int) -> torch.Tensor:
     """Train ``B`` logistic regressions at once by full-batch gradient descent from zero.
 
     Args:
         x: ``[B, n, d]`` one training set per model (broadcastable, e.g. ``[1, n, d]``).
         y: ``[B, n]`` or ``[n]`` labels in {0, 1}.
         log_lam: ``[B]`` λ per model (log scale; ``-inf`` allowed).
-        eta, steps: learning rate and number of full-batch steps.
+        eta: learning rate η.
+        steps: number of full-batch steps.
 
     Returns:
         ``[B, d + 1]`` parameters. Used for the Fig. 1 maps (one model per poisoning-point

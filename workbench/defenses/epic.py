@@ -1,4 +1,4 @@
-"""EPIC — Effective Poison IdentifiCation ([Yang 2022, Alg. 1, §3.5]).
+r"""EPIC — Effective Poison IdentifiCation ([Yang 2022, Alg. 1, §3.5]).
 
 Every ``period`` (T) epochs after ``warmup`` (K) epochs, for every class ``c``:
 
@@ -8,13 +8,13 @@ Every ``period`` (T) epochs after ``warmup`` (K) epochs, for every class ``c``:
    w.r.t. the input of the last linear layer ``(softmax(z) − onehot(y)) W``
    (``∇_f^L ℓ_i`` in §3.5 after Eq. (5), the paper's wording);
 2. greedily select ``k_c = ceil(budget · |V_c|)`` facility-location medoids
-   (Alg. 1 "while |S| < k/C do j ∈ argmax_{e ∈ V_c \\ S} F(e|S)", Eq. 5), with the
+   (Alg. 1 "while |S| < k/C do j ∈ argmax_{e ∈ V_c \ S} F(e|S)", Eq. 5), with the
    similarity ``c0 − d`` of Eq. 5 (``kernel="shifted_distance"``, default) or the authors'
    code's ``exp(−d/ℓ)`` (``kernel="exponential"``; see :mod:`~workbench.defenses.medoids`);
 3. assign every example of ``V_c`` to its nearest medoid and count the cluster
    sizes ``γ_j`` (Alg. 1 "γ_j = Σ_{i∈V_c} 𝕀[j = argmin_s ‖∇ℓ_i − ∇ℓ_s‖]");
 4. drop the medoids with ``γ_j == 1`` (Alg. 1 "if γ_j == 1 then Z = Z ∪ {j}";
-   ``V = V \\ Z``).
+   ``V = V \ Z``).
 
 Then training continues on the whole remaining set ``V`` ("Train on V for T
 epochs") — the medoids are only used to find the isolated points, the victim
@@ -45,7 +45,8 @@ def gradient_proxies(model: nn.Module, x: Tensor, y: Tensor, proxy: str = "softm
 
     Args:
         model: a classifier ending in an ``nn.Linear``.
-        x: inputs ``[N, ...]``; y: labels ``[N]``.
+        x: inputs ``[N, ...]``.
+        y: labels ``[N]``.
         proxy: ``"softmax"`` → ``softmax(z) − onehot(y)``, ``[N, C]``; ``"last_input"`` →
             ``(softmax(z) − onehot(y)) W``, ``[N, D]`` (D: input width of the last linear layer).
         batch_size: examples per forward pass.
@@ -114,6 +115,7 @@ class EPIC(SelectionDefense):
         self.timings: dict[str, float] = {}
 
     def config(self) -> dict:
+        """The defense's settings as a plain dict (saved with the run's state and in its records)."""
         cfg = {"budget": self.budget, "proxy": self.proxy, "max_isolated": self.max_isolated, **super().config()}
         if self.kernel != "shifted_distance" or self.length_scale is not None:  # states saved before kernel= load
             cfg.update(kernel=self.kernel, length_scale=self.length_scale)

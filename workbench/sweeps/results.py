@@ -27,10 +27,12 @@ def metric_value(run_path: str | Path, metric: str, value: str = "final", mode: 
     """A metric of a stored run.
 
     Args:
+        run_path: the run folder.
         metric: an epoch-record column (``test_acc``, ``val_loss``, ...), or
             ``analysis.<what>.<key>`` for a saved analysis result (e.g.
             ``analysis.hessian.lambda_1``: the newest saved ``hessian`` result's summary value).
         value: ``final`` (last epoch) or ``best`` (best epoch by ``mode``).
+        mode: ``max`` or ``min``: which epoch is best for ``value="best"``.
     """
     if metric.startswith("analysis."):
         from ..analysis.common import load_result
@@ -157,12 +159,12 @@ def _tex(s: str) -> str:
 def to_latex(summary: pd.DataFrame, by: Sequence[str], metric: str = "test_acc", *, group: Sequence[str] = (),
              percent: bool | None = None, digits: int = 2, mode: str = "max", caption: str | None = None,
              label: str | None = None) -> str:
-    """A booktabs LaTeX table in the papers' layout (``$m \\pm s$`` cells, best per ``group`` bold)."""
+    r"""A booktabs LaTeX table in the papers' layout (``$m \pm s$`` cells, best per ``group`` bold)."""
     percent = metric.endswith("acc") if percent is None else percent
     head_label, rows = _layout(summary, by, metric, group, percent, digits, mode)
     lines = [r"\begin{table}[t]", r"\centering", r"\begin{tabular}{" + "l" * len(by) + "r}", r"\toprule",
              " & ".join(_tex(c) for c in by) + f" & {_tex(head_label)} \\\\", r"\midrule"]
-    for keys, cell, b, n in rows:
+    for keys, cell, b, _n in rows:
         val = "$" + cell.replace(" ± ", r" \pm ") + "$" if cell != "–" else "--"
         if b and cell != "–":
             val = r"$\mathbf{" + cell.replace(" ± ", r" \pm ") + "}$"

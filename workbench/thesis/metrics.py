@@ -27,8 +27,8 @@ from torch import Tensor
 
 from ..analysis.features import sparsity_of_activation_matrix
 
-__all__ = ["bootstrap_ci", "singular_value_rank", "diag_net_jacobian_rank", "l0_norm", "l1_norm", "fsc", "functional_jacobian",
-           "RANK_THRESHOLD_RELU", "RANK_THRESHOLD_DIAG", "L0_THRESHOLD_DIAG"]
+__all__ = ["bootstrap_ci", "singular_value_rank", "diag_net_jacobian_rank", "l0_norm", "l1_norm", "fsc",
+           "functional_jacobian", "RANK_THRESHOLD_RELU", "RANK_THRESHOLD_DIAG", "L0_THRESHOLD_DIAG"]
 
 #: Public-code threshold for the normalised singular values of ReLU-net Jacobians (thesis: unspecified).
 RANK_THRESHOLD_RELU = 1e-4
@@ -73,7 +73,8 @@ def diag_net_jacobian_rank(u, v, X_fresh, threshold: float = RANK_THRESHOLD_DIAG
     ``[m, d]`` matrix ``X diag(√(u² + v²))`` — the same numbers at half the cost.
 
     Args:
-        u, v: ``[d]`` or ``[S, d]`` (S models).
+        u: ``[d]`` or ``[S, d]`` (S models).
+        v: same shape as ``u``.
         X_fresh: ``[m, d]`` fresh inputs (thesis: m = |θ| = 2d).
         threshold: relative singular-value threshold (public code: 1e-15).
 
@@ -140,7 +141,9 @@ def bootstrap_ci(values, n_boot: int = 2000, level: float = 0.95, seed: int = 0)
 
     Args:
         values: ``[n]`` per-seed values (e.g. test errors, or seed-paired differences).
-        n_boot: bootstrap resamples. level: CI level. seed: resampling seed.
+        n_boot: bootstrap resamples.
+        level: CI level (e.g. 0.95).
+        seed: resampling seed.
 
     Returns:
         ``(mean, lo, hi)``; all NaN for no values.
