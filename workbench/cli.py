@@ -66,8 +66,9 @@ def _positive_int(text: str) -> int:
 
 
 def _check_root(root: str | os.PathLike, what: str) -> None:
-    """Refuse a runs root that is a file, or lies under one, before anything starts (``what``: how the user gave
-    it, e.g. ``--root`` or ``root`` in the config).
+    """Refuse a runs root that is a file, or lies under one, before anything starts.
+
+    ``what`` says how the user gave it, e.g. ``--root`` or ``root`` in the config.
     """
     p = Path(root)
     for q in (p, *p.parents):
@@ -100,9 +101,10 @@ _MODEL_KEYS = ("model", "input_shape", "num_classes")
 
 
 def _check_checkpoint(run: Path, name: str, keys: tuple[str, ...]) -> None:
-    """Load ``run/checkpoints/name`` (``weights_only=True``) and check that it holds ``keys`` and that its model
-    weights fit the model of the run's config (names and shapes), so that a resume or an analysis fails here, with
-    one line naming the file, instead of deep in the set-up.
+    """Load ``run/checkpoints/name`` (``weights_only=True``) and check it before a resume or an analysis uses it.
+
+    It must hold ``keys``, and its model weights must fit the model of the run's config (names and shapes), so
+    that a resume or an analysis fails here, with one line naming the file, instead of deep in the set-up.
 
     Raises:
         CheckpointError: missing (for a run that diverged before its first checkpoint, it says so), corrupt,
@@ -254,8 +256,10 @@ def _write_figures(runs, out: Path, formats, theme: str, per_step: bool, log_y: 
 
 
 def _shared_plotlyjs(runs, out: Path) -> Path | None:
-    """``<runs root>/plotly.min.js`` when ``out`` lies inside the folder that holds all ``runs`` (the figures
-    of a runs root, or a run's artifacts, then share one plotly.js), else None (one next to the HTML).
+    """``<runs root>/plotly.min.js`` when ``out`` lies inside the folder that holds all ``runs``, else None.
+
+    The figures of a runs root, or a run's artifacts, then share one plotly.js; with None each HTML file gets
+    one next to it.
     """
     parents = {Path(r).resolve().parent for r in runs}
     if len(parents) != 1:
@@ -304,8 +308,10 @@ def _size_args(args) -> dict:
 
 
 def _study_figures(study_path: Path, out: Path, formats, theme: str, size: dict, metric: str | None) -> list[Path]:
-    """Figures and tables of a study: metric vs hyperparameter (± s.e.), parallel coordinates,
-    ratio-to-baseline histogram, and the mean ± s.e. table as Markdown and LaTeX.
+    """Figures and tables of a study.
+
+    Metric vs hyperparameter (± s.e.), parallel coordinates, ratio-to-baseline histogram, and the mean ± s.e.
+    table as Markdown and LaTeX.
     """
     from .sweeps import StudyConfig, summarize, to_latex, to_markdown, trials_table
     from .viz.sweeps import metric_vs_param_figure, parallel_coordinates_figure, ratio_histogram_figure
@@ -593,7 +599,8 @@ def cmd_lab(args) -> int:
     """
     jupyter = shutil.which("jupyter", path=str(Path(sys.executable).parent) + os.pathsep + os.environ.get("PATH", ""))
     if jupyter is None:
-        raise SystemExit("error: 'jupyter' not found; install the project with pip install -e . (jupyterlab is a dependency)")
+        raise SystemExit("error: 'jupyter' not found; install the project with pip install -e . "
+                         "(jupyterlab is a dependency)")
     token = args.token or os.environ.get("WORKBENCH_LAB_TOKEN") or secrets.token_hex(24)
     nb = Path(args.notebook)
     settings = tempfile.TemporaryDirectory(prefix="workbench-lab-settings-")
@@ -641,8 +648,10 @@ class UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (:class:`UsageError`, printed by :func:`main` as ``error: ...``) and a
-    ``--debug`` flag on every (sub)command. Subcommand parsers are of this class too.
+    """argparse with one-line errors and a ``--debug`` flag on every (sub)command.
+
+    Errors raise :class:`UsageError`, printed by :func:`main` as ``error: ...``. Subcommand parsers are of this
+    class too.
     """
 
     def __init__(self, *args, **kwargs):
@@ -677,7 +686,8 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--format", choices=["table", "csv", "json"], default="table")
     ls.set_defaults(fn=cmd_runs)
 
-    f = sub.add_parser("figures", help="export loss/accuracy curves of runs (overlaid), or a study's figures and tables")
+    f = sub.add_parser("figures",
+                       help="export loss/accuracy curves of runs (overlaid), or a study's figures and tables")
     f.add_argument("runs", nargs="+", help="run folders, a root holding run folders, or study folders")
     f.add_argument("--metric", help="studies: the metric tabulated and drawn (default: the study's)")
     f.add_argument("--out", required=True, help="output folder")
@@ -783,8 +793,10 @@ def _user_error_message(e: BaseException) -> str:
 
 
 def _no_unpickling_hint(msg: str) -> str:
-    """``msg`` without torch's advice to re-run ``torch.load`` with ``weights_only=False`` (arbitrary code
-    execution for an untrusted checkpoint): the detail becomes what happened (refused, nothing unpickled).
+    """``msg`` without torch's advice to re-run ``torch.load`` with ``weights_only=False``.
+
+    That advice means arbitrary code execution for an untrusted checkpoint: the detail becomes what happened
+    (refused, nothing unpickled).
     """
     import re
 
