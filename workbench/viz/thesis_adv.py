@@ -43,7 +43,9 @@ def _table(data: Any, key: str) -> pd.DataFrame:
 
 
 def lemma1_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Fig. 2.2: ``data`` = ``{"table": DataFrame(alpha_over_eps, mc_mean_over_sqrt_d, mc_se_over_sqrt_d,
+    """Fig. 2.2 (Lemma 1): expected FGSM-RS perturbation norm vs step size, Monte Carlo and bound.
+
+    ``data`` = ``{"table": DataFrame(alpha_over_eps, mc_mean_over_sqrt_d, mc_se_over_sqrt_d,
     bound_over_sqrt_d, fgsm_over_sqrt_d), "eps", "d"}`` (values in units of 1/255 on the y axis).
     """
     df = _table(data, "table")
@@ -65,11 +67,14 @@ def lemma1_figure(data: Any, *, theme: str = "screen", title: str | None = None)
                   annotation_text="α = 1.25ε", annotation_position="top left")
     fig.update_xaxes(title="step size α / ε")
     fig.update_yaxes(title="E‖δ_FGSM-RS‖₂ / √d  (×1/255)")
-    return _finish(fig, theme, title, f"Lemma 1 (Fig. 2.2): FGSM-RS perturbation norm, ε = {eps * 255:.0f}/255, d = {d}")
+    return _finish(fig, theme, title,
+                   f"Lemma 1 (Fig. 2.2): FGSM-RS perturbation norm, ε = {eps * 255:.0f}/255, d = {d}")
 
 
 def lemma2_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Fig. 2.9: ``data`` = ``{"table": DataFrame(eps, cos_finite_mean, cos_finite_std, cos_limit,
+    """Fig. 2.9 (Lemma 2): gradient alignment at initialisation vs ε, with its bounds.
+
+    ``data`` = ``{"table": DataFrame(eps, cos_finite_mean, cos_finite_std, cos_limit,
     bound_hoeffding, bound_final, k, m)}``; the finite-(k, m) alignment is drawn with a ±1 std band.
     """
     df = _table(data, "table")
@@ -99,7 +104,9 @@ _PANELS = [("accuracy: PGD solid, FGSM dashed, clean dotted", None), ("gradient 
 
 
 def fast_at_figure(data: Any, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Fig. 2.11 analogue: ``data`` = ``{"history": DataFrame with columns method, epoch, clean_acc, fgsm_acc,
+    """Fig. 2.11 analogue: fast adversarial training on digits, accuracies and losses per epoch.
+
+    ``data`` = ``{"history": DataFrame with columns method, epoch, clean_acc, fgsm_acc,
     pgd_acc, fgsm_loss, pgd_loss, grad_alignment, cos_fgsm_pgd}, "eps"}`` (or the DataFrame itself).
 
     Four panels vs epoch; colour = method; accuracy: clean dotted, FGSM dashed, PGD solid; loss: FGSM dashed,
