@@ -72,6 +72,7 @@ class Estimate:
 
     @property
     def label(self) -> str:
+        """The estimate for a button, e.g. ``≈ 3:05 min``."""
         return "≈ " + format_duration(self.seconds)
 
 
@@ -82,8 +83,10 @@ class TrainingProbe:
     Attributes:
         step_seconds: median seconds per optimizer step (after warm-up).
         eval_seconds: seconds of one evaluation pass over all splits (one epoch end).
-        steps_per_epoch: optimizer steps per epoch. setup_seconds: data and model set-up.
-        probe_seconds: total wall time of the probe. steps: timed steps.
+        steps_per_epoch: optimizer steps per epoch.
+        setup_seconds: data and model set-up.
+        probe_seconds: total wall time of the probe.
+        steps: timed steps.
     """
 
     step_seconds: float
@@ -94,6 +97,7 @@ class TrainingProbe:
     steps: int
 
     def predict(self, epochs: int) -> float:
+        """Seconds of training for ``epochs`` epochs (steps and epoch-end evaluations; set-up not included)."""
         return epochs * (self.steps_per_epoch * self.step_seconds + self.eval_seconds)
 
 
@@ -106,6 +110,7 @@ def _key(cfg: RunConfig) -> str:
 
 
 def clear_cache() -> None:
+    """Forget the timings measured so far in this process (the next estimate probes again)."""
     with _LOCK:
         _CACHE.clear()
 

@@ -65,7 +65,8 @@ class BilevelProblem:
 
     def __post_init__(self):
         if self.x_tr.dim() != 2 or self.x_val.dim() != 2:
-            raise ValueError(f"x_tr and x_val must be [n, d], got {tuple(self.x_tr.shape)} and {tuple(self.x_val.shape)}")
+            raise ValueError(f"x_tr and x_val must be [n, d], got {tuple(self.x_tr.shape)} and "
+                             f"{tuple(self.x_val.shape)}")
         if self.x_tr.shape[1] != self.x_val.shape[1]:
             raise ValueError(f"x_tr has {self.x_tr.shape[1]} features but x_val has {self.x_val.shape[1]}")
         if self.eta <= 0 or self.steps < 1:
@@ -78,6 +79,7 @@ class BilevelProblem:
         return torch.cat([self.x_tr, x_p.to(self.x_tr.dtype)]), torch.cat([self.y_tr, self.y_p.to(self.y_tr.dtype)])
 
     def with_poison_labels(self, y_p: torch.Tensor) -> "BilevelProblem":
+        """The same problem with the poisoning labels ``y_p`` (``[n_p]``) instead."""
         return BilevelProblem(self.x_tr, self.y_tr, self.x_val, self.y_val, y_p, self.eta, self.steps)
 
 
@@ -242,8 +244,9 @@ def conjugate_gradient(matvec: Callable[[torch.Tensor], torch.Tensor], b: torch.
     return q
 
 
-def implicit_hypergradient(problem: BilevelProblem, x_p: torch.Tensor, log_lam, *, theta_star: torch.Tensor | None = None,
-                           solver: str = "cg", method: str = "analytic", tol: float = 1e-12) -> Hypergradient:
+def implicit_hypergradient(problem: BilevelProblem, x_p: torch.Tensor, log_lam, *,
+                           theta_star: torch.Tensor | None = None, solver: str = "cg", method: str = "analytic",
+                           tol: float = 1e-12) -> Hypergradient:
     """Exact hypergradient at the inner optimum θ* by the implicit function theorem.
 
     ``q = H⁻¹∇_θ𝒜(θ*)`` (``solver="cg"``: conjugate gradients on Hessian-vector products;

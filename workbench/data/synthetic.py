@@ -56,14 +56,17 @@ class SparseRegression:
 
     @property
     def n(self) -> int:
+        """Number of training points."""
         return self.x_train.shape[0]
 
     @property
     def d(self) -> int:
+        """Input dimension."""
         return self.x_train.shape[1]
 
     @property
     def kappa(self) -> int:
+        """Sparsity κ of the ground truth: the number of non-zero coordinates (``support``)."""
         return int(self.support.numel())
 
 
