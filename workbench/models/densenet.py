@@ -9,8 +9,9 @@ from ._common import check_dropout, check_num_classes, check_positive_int, init_
 
 
 class _DenseLayer(nn.Module):
-    """``BN-ReLU-conv3x3(k)`` or, with bottleneck, ``BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k)``;
-    the output is concatenated to the input along the channels. Each ReLU is its own module.
+    """``BN-ReLU-conv3x3(k)`` or, with bottleneck, ``BN-ReLU-conv1x1(4k)-BN-ReLU-conv3x3(k)``.
+
+    The output is concatenated to the input along the channels. Each ReLU is its own module.
     """
 
     def __init__(self, in_planes: int, growth_rate: int, bottleneck: bool, dropout: float) -> None:
@@ -56,8 +57,9 @@ class _Transition(nn.Module):
 
 
 class DenseNet(nn.Module):
-    """CIFAR DenseNet: ``conv3x3 - [dense block - transition] x 2 - dense block - BN - ReLU -
-    global avg-pool - fc``.
+    """CIFAR DenseNet: ``conv3x3 - [dense block - transition] x 2 - dense block - BN - ReLU - avg-pool - fc``.
+
+    The pooling is global average pooling.
 
     * Plain (``bottleneck=False``): stem of 16 channels, ``(depth - 4) / 3``
       layers per block, each ``BN-ReLU-conv3x3`` adding ``growth_rate``
@@ -126,6 +128,7 @@ class DenseNet(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, num_classes]`` for images ``[N, C, H, W]``."""
         x = self.features(self.conv1(x))
         x = self.relu(self.bn(x))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)

@@ -1,5 +1,6 @@
-"""Toy models of [Andriushchenko 2024]: diagonal linear networks and
-one-hidden-layer ReLU nets for 1-D regression.
+"""Toy models of [Andriushchenko 2024]: diagonal linear networks and 1-D ReLU nets.
+
+The ReLU nets have one hidden layer and fit a 1-D regression.
 
 Both models keep a leading **batch-of-models** dimension ``S`` on every weight
 tensor, so that several seeds / learning rates / initialisations train as one
@@ -197,6 +198,7 @@ class DiagonalLinearNet(nn.Module):
         return DiagonalLinearNet.from_weights(*conv(a, b), parametrization)
 
     def extra_repr(self) -> str:
+        """Sizes shown in ``repr``: input dimension, number of models, parametrization."""
         return f"d={self.d}, n_models={self.n_models}, parametrization={self.parametrization!r}"
 
 
@@ -262,4 +264,5 @@ class ReLU1D(nn.Module):
             return torch.where(self.w != 0, -self.b / self.w, torch.full_like(self.b, math.inf))
 
     def extra_repr(self) -> str:
+        """Sizes shown in ``repr``: hidden width and number of models."""
         return f"width={self.width}, n_models={self.n_models}"

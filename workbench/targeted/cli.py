@@ -19,7 +19,10 @@ __all__ = ["add_commands", "parse_defense"]
 
 
 def parse_defense(text: str) -> dict:
-    """``none`` | ``epic[:budget[:period[:warmup]]]`` | ``drop_highest_loss[:budget]`` | ``drop_lowest_confidence[:budget]``.
+    """Parse a ``--defense`` value into a defense spec dict (``name`` and the numeric fields given).
+
+    Accepted: ``none`` | ``epic[:budget[:period[:warmup]]]`` | ``drop_highest_loss[:budget]`` |
+    ``drop_lowest_confidence[:budget]``.
 
     Raises:
         ValueError: unknown name or non-numeric field.
@@ -37,7 +40,8 @@ def parse_defense(text: str) -> dict:
     elif name in ("drop_highest_loss", "drop_lowest_confidence"):
         keys = ("budget", "period", "warmup")
     else:
-        raise ValueError(f"--defense {text!r} is invalid: choose none, epic, drop_highest_loss or drop_lowest_confidence")
+        raise ValueError(f"--defense {text!r} is invalid: choose none, epic, drop_highest_loss or "
+                         "drop_lowest_confidence")
     spec = {"name": name}
     for k, v in zip(keys, nums):
         spec[k] = int(v) if k in ("period", "warmup") else v
@@ -147,7 +151,8 @@ def cmd_evaluate(args) -> int:
 
 def add_commands(subparsers) -> None:
     """Add ``targeted craft`` and ``targeted evaluate`` to the ``workbench`` CLI's subparsers."""
-    t = subparsers.add_parser("targeted", help="targeted clean-label poisoning (gradient matching, FC, BP) and defenses")
+    t = subparsers.add_parser("targeted",
+                              help="targeted clean-label poisoning (gradient matching, FC, BP) and defenses")
     ts = t.add_subparsers(dest="targeted_command", required=True)
     c = ts.add_parser("craft", help="pretrain, draw setups and craft one poison per setup")
     _common(c)
