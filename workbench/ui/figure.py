@@ -90,8 +90,10 @@ export default mod.default;
 
 
 def esm_shim(spec: str) -> str:
-    """The small ES module each figure carries: it imports plotly's module from ``spec`` (a URL, or a path relative
-    to the Jupyter server's base URL such as ``files/runs/app/static/plotly-widgetbundle-7.1.0.js``).
+    """The small ES module each figure carries: it imports plotly's module from ``spec``.
+
+    ``spec`` is a URL, or a path relative to the Jupyter server's base URL such as
+    ``files/runs/app/static/plotly-widgetbundle-7.1.0.js``.
     """
     return _SHIM % {"spec": json.dumps(spec)}
 
@@ -198,6 +200,7 @@ class LiveFigure(go.FigureWidget):
         tv["_widget_data"] = data
 
     def get_state(self, key=None, drop_defaults=False):
+        """The widget's state (ipywidgets); a full-state request also snapshots it and notes a reconnecting view."""
         if key is None and getattr(self, "_wb_lock", None) is not None:
             # the full state, after construction: a front end (re)connecting (page load, reload, Voilà)
             self.snapshot_state()
@@ -247,8 +250,10 @@ class LiveFigure(go.FigureWidget):
         return self._wb_displayed or (isinstance(vc, int) and vc > 0)
 
     def health(self) -> tuple[str, float]:
-        """``(state, seconds)``: ``("ok", s since the last acknowledgement or 0)``, ``("pending", age of the oldest
-        unacknowledged update)``, ``("no view", 0)`` or ``("busy", s the current cell has run)``.
+        """Whether the browser keeps up with the figure's updates, as ``(state, seconds)``.
+
+        ``("ok", s since the last acknowledgement or 0)``, ``("pending", age of the oldest unacknowledged
+        update)``, ``("no view", 0)`` or ``("busy", s the current cell has run)``.
         """
         if not self.displayed:
             return "no view", 0.0

@@ -65,6 +65,7 @@ class CurveData:
     @classmethod
     def from_records(cls, name: str, epoch_records: Sequence[dict], step_records: Sequence[dict] = (),
                      key: str | None = None, config: Any = None) -> "CurveData":
+        """Curves from a run's epoch and step records (lists of dicts, as in ``metrics.jsonl``)."""
         return cls(name=name, epochs=pd.DataFrame(list(epoch_records)), steps=pd.DataFrame(list(step_records)),
                    key=key, config=config)
 
@@ -111,8 +112,10 @@ def _fmt(v: Any) -> str:
 
 def optimizer_label(name: str, rho: float | None = None, m: int | None = None, base: str = "sgd",
                     adaptive: bool = False) -> str:
-    """A legend label for an optimizer: ``SGD``, ``Adam``, ``SAM, ρ = 0.05``, ``ASAM, ρ = 0.5``,
-    ``SAM, ρ = 0.05, m = 16``, ``SAM (Adam), ρ = 0.05`` (a SAM with an Adam base).
+    """A legend label for an optimizer.
+
+    For example ``SGD``, ``Adam``, ``SAM, ρ = 0.05``, ``ASAM, ρ = 0.5``, ``SAM, ρ = 0.05, m = 16``,
+    ``SAM (Adam), ρ = 0.05`` (a SAM with an Adam base).
     """
     n = str(name).lower()
     if n == "sam" and adaptive:
@@ -349,11 +352,15 @@ def training_curves(runs: Sequence[CurveData], *, metrics: Iterable[str] = METRI
 
     Args:
         runs: :class:`CurveData` list (``CurveData.from_run(load_run(path))``).
-        metrics, splits, per_step, x: see :func:`curve_series`.
+        metrics: subset of ``("loss", "acc")`` (:func:`curve_series`).
+        splits: subset of ``("train", "val", "test")`` for the per-epoch curves.
+        per_step: add the per-step (mini-batch) training curves.
+        x: ``epoch`` (fractional for steps) or ``step``.
         log_y: logarithmic loss axis.
         theme: ``screen`` or ``paper``.
         title: figure title (default none for paper, "Training curves" for screen).
-        width, height: layout size in px (96 px per inch); default the theme's (paper: 6.75 × 2.2 in).
+        width: layout width in px (96 px per inch); default the theme's (paper: 6.75 in).
+        height: layout height in px; default the theme's (paper: 2.2 in).
 
     Returns:
         A ``plotly.graph_objects.Figure``; every trace has a stable ``uid``.
