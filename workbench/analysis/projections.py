@@ -110,7 +110,9 @@ def pca(matrix, n_components: int = 2, *, center: bool = True, labels=None, grou
         matrix: ``[N, D]`` Tensor or ndarray (float32 stays float32, else float64).
         n_components: k, ``1 <= k <= min(N, D)``.
         center: centre each feature over the examples (PCA); ``False``: uncentred truncated SVD.
-        labels, groups, index: per-point class labels, user groups, dataset indices (length N).
+        labels: per-point class labels (length N).
+        groups: per-point user groups (length N).
+        index: per-point dataset indices (length N).
         seed: random state of the randomized solver.
         solver: ``"auto"`` (``randomized`` when ``D > 1000`` and ``k < 0.8 min(N, D)``,
             else ``full``), ``"full"`` or ``"randomized"``.
@@ -181,9 +183,14 @@ def gradient_pca(model: nn.Module, examples: ExampleSet, kind: str = "logits", n
             ``"weights"`` (last-layer weight gradient) or ``"full"``
             (:func:`~workbench.analysis.gradients.per_example_gradients` on ``params``).
         groups: user label per point (see :func:`groups_from_indices`).
-        params, max_params: parameter selection and guard for ``kind="full"``
+        n_components: number of principal components k.
+        params: parameter selection for ``kind="full"`` (default: all).
+        center: centre each gradient coordinate over the examples (see :func:`pca`).
+        seed: random state of the randomized solver.
+        batch_size: examples per backward pass.
+        max_params: guard on the gradient size for ``kind="full"``
             (default guard of :func:`~workbench.analysis.gradients.per_example_gradients`).
-        center, seed, solver: see :func:`pca`.
+        solver: ``"auto"``, ``"full"`` or ``"randomized"`` (see :func:`pca`).
     """
     from .gradients import DEFAULT_MAX_PARAMS, gradients_of_kind
 

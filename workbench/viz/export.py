@@ -165,17 +165,17 @@ def export_figure(fig: go.Figure, path: str | Path, *, format: str | None = None
             (then the suffix is added when missing).
         format: ``html``, ``png``, ``svg`` or ``pdf``.
         theme: re-theme the copy (``paper`` for publication sizes and fonts).
-        width, height: layout size in px (plotly units, 96 px per inch); default
-            the figure's. A PNG is ``width*scale`` × ``height*scale`` pixels; a PDF
-            page is ``width/96`` × ``height/96`` inches.
+        width: layout width in px (plotly units, 96 px per inch); default the figure's.
+            A PNG is ``width*scale`` pixels wide; a PDF page is ``width/96`` inches wide.
+        height: layout height in px; default the figure's (PNG ``height*scale`` pixels, PDF ``height/96`` in).
         scale: resolution multiplier for PNG (SVG and PDF are vector and ignore it).
-        width_in, height_in, dpi: paper sizes instead, in inches: the layout is
-            ``width_in * 96`` px wide (e.g. 3.25 in for one column, 6.75 in for two,
-            see ``PAPER_WIDTHS_IN``), a PDF page is ``width_in`` inches wide, and a
-            PNG has ``width_in * dpi`` pixels (dpi, dots per inch, default 300).
-            Without ``height_in`` the height is the figure's (the paper theme's
-            2.2 in). A figure with a compact legend (paper training curves) lays
-            it out again for the new size.
+        width_in: paper width instead, in inches: the layout is ``width_in * 96`` px wide
+            (e.g. 3.25 in for one column, 6.75 in for two, see ``PAPER_WIDTHS_IN``), a PDF
+            page is ``width_in`` inches wide, and a PNG has ``width_in * dpi`` pixels. A figure
+            with a compact legend (paper training curves) lays it out again for the new size.
+        height_in: paper height in inches; without it the height is the figure's (the paper
+            theme's 2.2 in).
+        dpi: dots per inch of a PNG with paper sizes (default 300).
         self_contained: HTML only: embed plotly.js (4.8 MB) in the file. Default:
             the file loads ``plotly.min.js`` from its folder, written there once
             (keep the two together when moving the file).
@@ -229,7 +229,7 @@ def export_figure(fig: go.Figure, path: str | Path, *, format: str | None = None
     path.parent.mkdir(parents=True, exist_ok=True)
     scale = scale if fmt == "png" else 1.0
     first: Exception | None = None
-    for attempt in range(2):
+    for _attempt in range(2):
         try:
             _write_image(out, path, fmt, width, height, scale)
             return path
