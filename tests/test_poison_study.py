@@ -15,7 +15,9 @@ from workbench.config import RunConfig
 from workbench.data.poison import load_poison
 from workbench.poisoning import PoisonConfig
 from workbench.poisoning.study import (VARIANTS, PoisonStudyEvent, compare_poison, open_comparison, poison_search,
-                                       ratio_figure, read_search, table41_grid, variant_configs)
+                                       read_search, table41_grid, variant_configs)
+from workbench.viz.poison_study import (plot_craft_loss, plot_curves, plot_delta_norm, plot_drift, plot_eigenvalues,
+                                        plot_images, plot_interpolation, plot_ratios, plot_sam_cosine)
 from workbench.runs import load_run
 
 
@@ -106,25 +108,25 @@ def test_resume_skips_everything(comparison):
 
 def test_comparison_figures(comparison):
     c, _, _ = comparison
-    fig = c.curves_figure(seed=0)
+    fig = plot_curves(c, seed=0)
     assert len(fig.data) == 8  # 4 variants x (train, val) loss
     names = {t.name.split(" · ")[0] for t in fig.data}
     assert names == set(VARIANTS.values())
-    assert len(c.curves_figure(seed=1, variants=("sgd_clean", "SGD on S′")).data) == 4
+    assert len(plot_curves(c, seed=1, variants=("sgd_clean", "SGD on S′")).data) == 4
     recs = c.craft_records()
     assert len(recs) == 2 * 20 and all(len(r["losses"]) <= 2 for r in recs)  # 1258 examples / 64 = 20 batches
-    assert len(c.craft_loss_figure().data[0].x) == sum(len(r["losses"]) for r in recs)
-    assert len(c.craft_loss_figure(zoom=(3, 6)).layout.shapes) == 4
-    assert list(c.delta_norm_figure().data[0].x) == [1, 2]
-    assert [t.name for t in c.drift_figure().data][0] == "weights after epoch 1"
-    cos = c.sam_cosine_figure()
+    assert len(plot_craft_loss(c).data[0].x) == sum(len(r["losses"]) for r in recs)
+    assert len(plot_craft_loss(c, zoom=(3, 6)).layout.shapes) == 4
+    assert list(plot_delta_norm(c).data[0].x) == [1, 2]
+    assert [t.name for t in plot_drift(c).data][0] == "weights after epoch 1"
+    cos = plot_sam_cosine(c)
     assert len(cos.data[0].x) == 40 and list(cos.data[1].x) == [1, 2]
-    assert len(c.sam_cosine_figure(seed=1).data[0].x) == 40
-    grid = c.image_grid_figure(n=3)
+    assert len(plot_sam_cosine(c, seed=1).data[0].x) == 40
+    grid = plot_images(c, n=3)
     assert len(grid.data) == 9
     im = c.images(3)
     assert im["x"].shape == im["delta"].shape == (3, 1, 8, 8) and len(im["labels"]) == 3
-    assert isinstance(c.image_grid_figure(n=2, noise=True), go.Figure)
+    assert isinstance(plot_images(c, n=2, noise=True), go.Figure)
 
 
 def test_eigenvalues_and_interpolation(comparison):
@@ -132,7 +134,7 @@ def test_eigenvalues_and_interpolation(comparison):
     eig = c.eigenvalues(k=3, count=64)
     assert list(eig["variant"]) == ["SGD on S", "SGD on S′"]
     assert (eig["lambda_1"] >= eig["lambda_2"]).all() and (eig["count"] == 64).all()
-    fig = c.eigenvalues_figure(k=3, count=64)
+    fig = plot_eigenvalues(c, k=3, count=64)
     assert len(fig.data) == 2 and len(fig.data[0].y) == 3
     out = c.interpolation(count=64, params={"alphas": [-0.25, 1.25, 7]})
     a = np.asarray(out.result.alphas)
@@ -140,7 +142,7 @@ def test_eigenvalues_and_interpolation(comparison):
     # θ1 = baseline at α = 1, θ2 = poison at α = 0: the end points are the runs' own losses
     i1, i0 = int(np.argmin(np.abs(a - 1.0))), int(np.argmin(np.abs(a)))
     assert np.isfinite(out.result.loss["train"][i1]) and np.isfinite(out.result.loss["train"][i0])
-    assert "SGD on S" in c.interpolation_figure(count=64, params={"alphas": [-0.25, 1.25, 7]}).layout.title.text
+    assert "SGD on S" in plot_interpolation(c, count=64, params={"alphas": [-0.25, 1.25, 7]}).layout.title.text
 
 
 def test_variant_configs_and_validation(tmp_path):
@@ -198,11 +200,11 @@ def test_poison_search_two_combinations(tmp_path):
     assert len(list((Path(df.attrs["path"]) / "runs").iterdir())) == 4
     pd.testing.assert_frame_equal(again, df)
     assert len(read_search(df.attrs["path"])) == 2
-    fig = ratio_figure(df, "lr", barmode="group")
+    fig = plot_ratios(df, "lr", barmode="group")
     assert len(fig.data) == 2 and np.allclose(sorted(np.concatenate([t.x for t in fig.data])), sorted(df["ratio"]))
-    assert len(ratio_figure(df.iloc[:0], "lr").data) == 0
+    assert len(plot_ratios(df.iloc[:0], "lr").data) == 0
     with pytest.raises(ValueError, match="param"):
-        ratio_figure(df, "iterations")
+        plot_ratios(df, "iterations")
     with pytest.raises(ValueError, match="grid key"):
         poison_search(base, {"learning_rate": [0.1]}, root=tmp_path / "s")
 

@@ -230,14 +230,12 @@ def test_two_trainers_in_one_process_exclude_each_other(finished_run, tmp_path):
 # ------------------------------------------------------------------ 3. append-only logs
 def _writers(tmp_path):
     """Every append-only log of the workbench: (name, file, append(record), read() -> records)."""
-    import threading
-
-    from workbench.poisoning import study as ps
+    from workbench.engine import Journal
     from workbench.sweeps import runner
+    from workbench.sweeps.trials import trials_journal
     from workbench.targeted import study as ts
 
     run = Run.create(tmp_path / "runs", tiny(tmp_path / "runs"))
-    lock = threading.Lock()
     sweep = tmp_path / "sweep"
     sweep.mkdir()
     targeted = tmp_path / "targeted"
@@ -245,13 +243,14 @@ def _writers(tmp_path):
     return [
         ("metrics.jsonl", run.path / "metrics.jsonl", lambda r: (run.append(r), run.close()),
          lambda: run.read_metrics()),
-        ("sweep trials.jsonl", sweep / "trials.jsonl", lambda r: runner._append(sweep, r, lock),
+        ("sweep trials.jsonl", sweep / "trials.jsonl", lambda r: trials_journal(sweep).append(r),
          lambda: runner.read_trials(sweep)),
-        ("comparison.jsonl", tmp_path / "comparison.jsonl", lambda r: ps._append(tmp_path / "comparison.jsonl", r),
-         lambda: ps._read_jsonl(tmp_path / "comparison.jsonl")),
-        ("search.jsonl", tmp_path / "search.jsonl", lambda r: ps._append(tmp_path / "search.jsonl", r),
-         lambda: ps._read_jsonl(tmp_path / "search.jsonl")),
-        ("targeted trials.jsonl", targeted / "trials.jsonl", lambda r: ts._append(targeted / "trials.jsonl", r),
+        ("comparison.jsonl", tmp_path / "comparison.jsonl",
+         lambda r: Journal(tmp_path / "comparison.jsonl", "kind").append(r),
+         lambda: Journal(tmp_path / "comparison.jsonl", "kind").records()),
+        ("search.jsonl", tmp_path / "search.jsonl", lambda r: Journal(tmp_path / "search.jsonl", "kind").append(r),
+         lambda: Journal(tmp_path / "search.jsonl", "kind").records()),
+        ("targeted trials.jsonl", targeted / "trials.jsonl", lambda r: ts.trials_journal(targeted).append(r),
          lambda: ts.read_trials(targeted).to_dict("records")),
     ]
 

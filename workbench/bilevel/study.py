@@ -23,10 +23,16 @@ model with mini-batch SGD (Table 3) on D_tr ∪ D_p with the strategy's λ and m
 test error.
 
 Results: one record per (repetition, strategy, number of poisoning points) in a pandas
-DataFrame (:attr:`StudyResult.records`), the parameters w of the clean and most-poisoned
-models for the Fig. 3 histograms (:attr:`StudyResult.weights`), written as
-``records.csv``/``records.json``, ``weights.json`` and ``settings.json`` in the output
-folder after every repetition (a rerun with the same folder skips finished repetitions).
+DataFrame (:attr:`StudyResult.records`) and the parameters w of the clean and most-poisoned
+models for the Fig. 3 histograms (:attr:`StudyResult.weights`). The output folder is run by
+the study engine (:mod:`workbench.engine`): every finished repetition is appended to
+``reps.jsonl`` (a :class:`~workbench.engine.Journal`: its records and weights on one line,
+torn-line tolerant, latest per repetition wins), ``spec.json`` binds the folder to the
+settings (a rerun with other settings is refused with a one-line
+:class:`~workbench.engine.SpecMismatchError`; with the same settings it skips finished
+repetitions), and ``records.csv``/``records.json``, ``weights.json`` and ``settings.json``
+are exported from the journal after every repetition. :func:`study_folder` gives each
+settings its own folder. Progress callbacks that raise are disabled with a warning.
 
 Datasets: ``digits`` (scikit-learn's 8×8 digits, 0 vs 8: 352 images, so the paper's
 512/171 split is scaled down, see :func:`paper_settings`), ``mnist`` (0 vs 8) and
@@ -50,12 +56,13 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ..engine import CallbackList, Journal, bind_spec, spec_hash
 from .attack import AttackConfig, init_poison, run_attack
 from .hypergrad import BilevelProblem
 from .model import error_rate, train_sgd, val_loss
 
 __all__ = ["STRATEGIES", "StudySettings", "StudyResult", "paper_settings", "load_binary", "lambda_cv",
-           "run_study", "load_study", "summary_table"]
+           "run_study", "load_study", "summary_table", "study_folder"]
 
 STRATEGIES = {"small": "λ small (fixed)", "large": "λ large (fixed)", "clean": "λ_CLEAN (5-fold CV)",
               "rmd": "λ_RMD (learned)"}
@@ -311,6 +318,28 @@ def _rep(s: StudySettings, rep: int, x_pool, y_pool, x_test, y_test, emit, shoul
     return records, weights
 
 
+def _journal(out: Path) -> Journal:
+    return Journal(out / "reps.jsonl", "rep")
+
+
+def study_folder(root: str | Path, settings: StudySettings) -> Path:
+    """A folder for ``settings`` under ``root`` that :func:`run_study` accepts.
+
+    ``<root>/<dataset>`` when it is new or holds these settings, else
+    ``<root>/<dataset>-<hash of the settings>``: every settings resumes in its own folder and
+    none overwrites another's results.
+    """
+    first = Path(root) / settings.dataset
+    h = spec_hash(settings.to_dict())
+    try:
+        stored = json.loads((first / "spec.json").read_text(encoding="utf-8")).get("hash")
+    except (OSError, ValueError, AttributeError):
+        stored = None
+    if stored is None and (first / "records.json").exists() and not (first / "reps.jsonl").exists():
+        stored = "an older study"  # written before the journal: keep it
+    return first if stored in (None, h) else Path(root) / f"{settings.dataset}-{h[:8]}"
+
+
 def run_study(settings: StudySettings, out: str | Path | None = None, *,
               progress: Callable[[dict], None] | None = None, should_stop: Callable[[], bool] | None = None
               ) -> StudyResult:
@@ -318,17 +347,21 @@ def run_study(settings: StudySettings, out: str | Path | None = None, *,
 
     Args:
         settings: :class:`StudySettings` (:func:`paper_settings` gives App. C's).
-        out: folder for ``records.csv``/``records.json``/``weights.json``/``settings.json``
-            (written after every repetition; finished repetitions found there are skipped).
+        out: the study folder (``reps.jsonl``, ``spec.json`` and the exports ``records.csv``/``records.json``/
+            ``weights.json``/``settings.json``, written after every repetition; finished repetitions found
+            there are skipped).
         progress: called with event dicts: ``{"kind": "record", ...}`` per evaluated attack and
             ``{"kind": "rep", "rep", "reps", "seconds"}`` per finished repetition.
         should_stop: polled between hyperiterations; ``True`` stops after saving finished work.
 
     Returns:
         :class:`StudyResult`.
+
+    Raises:
+        SpecMismatchError: ``out`` holds a study with other settings (one line).
     """
     s = settings
-    emit = progress or (lambda e: None)
+    emit = CallbackList([progress], what="bilevel study")
     x_pool, y_pool, x_test, y_test, info = load_binary(
         s.dataset, s.root, seed=s.seed, n_trainval=(s.n_train + s.n_val) if s.dataset == "mnist-10k" else None)
     if s.max_test is not None and len(y_test) > s.max_test:
@@ -344,12 +377,14 @@ def run_study(settings: StudySettings, out: str | Path | None = None, *,
     weights: dict = {}
     done: set[int] = set()
     out = Path(out) if out is not None else None
-    if out is not None and (out / "records.json").exists():
-        prev = load_study(out)
-        if prev.settings == json.loads(json.dumps(s.to_dict())):
-            records = prev.records.to_dict("records")
-            weights = prev.weights
-            done = {int(r) for r in prev.records["rep"].unique()}
+    journal = None
+    if out is not None:
+        bind_spec(out / "spec.json", s.to_dict(), what="bilevel study", hint="settings")
+        journal = _journal(out)
+        for r in journal.latest().values():
+            records += r["records"]
+            weights.update(r["weights"])
+            done.add(int(r["rep"]))
     for rep in range(s.reps):
         if rep in done:
             continue
@@ -359,7 +394,8 @@ def run_study(settings: StudySettings, out: str | Path | None = None, *,
             break
         records += recs
         weights.update(w)
-        if out is not None:
+        if journal is not None:
+            journal.append({"rep": rep, "records": recs, "weights": w, "seconds": time.perf_counter() - t0})
             _save(out, records, weights, s, info)
         emit({"kind": "rep", "rep": rep, "reps": s.reps, "seconds": time.perf_counter() - t0})
     return StudyResult(pd.DataFrame(records), weights, s.to_dict(), info)
@@ -376,15 +412,20 @@ def _save(out: Path, records, weights, s: StudySettings, info: dict) -> None:
 
 
 def load_study(out: str | Path) -> StudyResult:
-    """Read a study folder written by :func:`run_study`.
+    """Read a study folder written by :func:`run_study` (its journal ``reps.jsonl``; an older folder: ``records.json``).
 
     Raises:
-        FileNotFoundError: no ``records.json`` in ``out``.
+        FileNotFoundError: neither ``reps.jsonl`` nor ``records.json`` in ``out``.
     """
     out = Path(out)
-    if not (out / "records.json").exists():
-        raise FileNotFoundError(f"no bilevel study in {out} (records.json missing)")
     meta = json.loads((out / "settings.json").read_text()) if (out / "settings.json").exists() else {}
+    if (out / "reps.jsonl").exists():
+        reps = sorted(_journal(out).latest().values(), key=lambda r: int(r["rep"]))
+        records = [rec for r in reps for rec in r["records"]]
+        w = {k: v for r in reps for k, v in r["weights"].items()}
+        return StudyResult(pd.DataFrame(records), w, meta.get("settings", {}), meta.get("info", {}))
+    if not (out / "records.json").exists():
+        raise FileNotFoundError(f"no bilevel study in {out} (reps.jsonl and records.json missing)")
     w = json.loads((out / "weights.json").read_text()) if (out / "weights.json").exists() else {}
     return StudyResult(pd.DataFrame(json.loads((out / "records.json").read_text())), w, meta.get("settings", {}),
                        meta.get("info", {}))

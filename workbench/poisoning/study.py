@@ -28,28 +28,32 @@ Study folder ``<root>/<name>/``::
 
 The poison is the crafting run's ``artifacts/poison.pt``; the matched noise is written
 beside it as ``artifacts/noise.pt``. Running the same comparison again skips every
-finished run and resumes stopped or killed ones from their last checkpoint (the same
-spirit as :mod:`workbench.sweeps.runner`); more seeds can be added later.
+finished run and resumes stopped or killed ones from their last checkpoint; more seeds
+can be added later. The machinery is the study engine (:mod:`workbench.engine`): the
+records are a :class:`~workbench.engine.Journal` (torn-line tolerant, latest record per
+key wins), ``comparison.json`` binds the folder to its definition (a different one is
+refused with a one-line :class:`~workbench.engine.SpecMismatchError`), every run trains
+through :func:`~workbench.engine.train_run`, and a callback that raises is disabled with
+a warning naming it.
 
 :func:`poison_search` runs the §4.2 search: for every combination of poisoning
 hyperparameters (and seed) a SAM crafting run, then the base optimizer on its poison;
 it records both final validation accuracies and their ratio (Fig. 4.1: > 1 means the
-poison run beat the SAM run that made its poison). :func:`ratio_figure` draws Fig. 4.1.
+poison run beat the SAM run that made its poison).
 
-The core part of this module imports no plotting library; the figure methods import
-:mod:`workbench.viz` when called.
+The results carry data; their figures are functions of :mod:`workbench.viz.poison_study`
+(``plot_curves(comparison, seed)``, ``plot_ratios(search_table, param)``, ...). This
+module imports no plotting library.
 
 No UI imports.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import threading
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
@@ -58,14 +62,14 @@ import pandas as pd
 
 from ..config import RunConfig
 from ..data.poison import load_poison, save_poison
+from ..engine import CallbackList, Journal, StopSignal, bind_spec, config_core, spec_hash, train_run
 from ..runs import Run, load_run
-from ..runs.logs import append_jsonl, read_jsonl
-from ..runs.store import atomic_write_bytes
+from ..runs.store import dedupe_records
 from .sharpness_aware import POISON_FILE, PoisonConfig, SharpnessAwarePoisoner, matched_noise
 
 __all__ = ["VARIANTS", "NOISE_FILE", "PoisonStudyEvent", "PoisonComparison", "compare_poison", "open_comparison",
-           "variant_configs", "poison_search", "read_search", "table41_grid", "ratio_figure", "craft_records",
-           "poison_probes"]
+           "variant_configs", "variant_key", "poison_search", "read_search", "table41_grid", "craft_records",
+           "poison_probes", "SEARCH_COLUMNS"]
 
 VARIANTS: dict[str, str] = {
     "sgd_clean": "SGD on S",
@@ -103,43 +107,18 @@ class PoisonStudyEvent:
 
 
 # ------------------------------------------------------------------ helpers
-def _hash(obj: Any, n: int = 10) -> str:
-    return hashlib.sha1(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
-
-
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _append(path: Path, record: dict) -> None:
-    """Append one record to a study log (a torn last line is terminated first, see :mod:`workbench.runs.logs`)."""
-    append_jsonl(path, record, default=str)
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    """The records of a study log; torn lines are skipped (lines that are not objects: with a warning)."""
-    return read_jsonl(path)
-
-
-def _dedupe(records: Iterable[dict]) -> list[dict]:
-    """Drop a run's records of branches abandoned by a resume (as :func:`workbench.runs.load_run` does)."""
-    out: list[dict] = []
-    for r in records:
-        if r.get("kind") == "resume":
-            s = r.get("step", 0)
-            out = [q for q in out if q.get("step", 0) <= s]
-        out.append(r)
-    return out
-
-
 def craft_records(run_path: str | Path) -> list[dict]:
     """The ``craft`` records of a crafting run (one per crafted batch, in order; resumes deduplicated)."""
-    return [r for r in _dedupe(Run(run_path).read_metrics()) if r.get("kind") == "craft"]
+    return [r for r in dedupe_records(Run(run_path).read_metrics()) if r.get("kind") == "craft"]
 
 
 def poison_probes(run_path: str | Path) -> list[dict]:
     """The per-epoch ``poison`` probe records of a crafting run (‖Δ‖ norms, drift, cosine losses)."""
-    return [r for r in _dedupe(Run(run_path).read_metrics())
+    return [r for r in dedupe_records(Run(run_path).read_metrics())
             if r.get("kind") == "probe" and r.get("name") == "poison"]
 
 
@@ -206,90 +185,90 @@ def _run_metrics(run_path: Path) -> dict:
     return out
 
 
-class _Runner:
-    """Runs (or resumes) one training run with stop support; returns its record."""
+def _resumable(prev: dict | None) -> Path | None:
+    """The run folder of a recorded run that was stopped or killed and has a checkpoint to resume from."""
+    if prev and prev.get("run_path") and prev.get("status") in ("stopped", "running"):
+        p = Path(prev["run_path"])
+        if (p / "checkpoints" / "last.pt").is_file():
+            return p
+    return None
 
-    def __init__(self, callbacks: Sequence[Callable], stop: threading.Event | None, handle_sigint: bool):
-        self.callbacks = list(callbacks)
-        self.stop = stop
-        self.handle_sigint = handle_sigint
 
-    def emit(self, ev) -> None:
-        for cb in self.callbacks:
-            try:
-                cb(ev)
-            except Exception:  # a broken UI callback must not stop the study
-                pass
+def _train(cfg: RunConfig, prev: dict | None, *, callbacks: CallbackList, stop: StopSignal, handle_sigint: bool,
+           stepper_factory=None, on_start: Callable[[Path], None] | None = None) -> dict:
+    """Train ``cfg`` (or resume ``prev``'s run) with the engine; the record with the run's final metrics."""
+    t0 = time.perf_counter()
+    rec, _ = train_run(cfg, resume=_resumable(prev), callbacks=[callbacks], stop=stop, handle_sigint=handle_sigint,
+                       stepper_factory=stepper_factory, on_start=on_start)
+    if rec.get("run_path"):
+        rec.update(_run_metrics(Path(rec["run_path"])))
+    rec["seconds"] = time.perf_counter() - t0
+    return rec
+
+
+def _comparison_key(r: dict) -> tuple:
+    return r.get("kind"), r.get("variant"), r.get("seed")
+
+
+def _search_key(r: dict) -> tuple:
+    return r.get("combo_id"), r.get("stage")
+
+
+class _Study:
+    """A running study's bookkeeping: its journal and latest records, callbacks, stop signal, progress and runs."""
+
+    def __init__(self, path: Path, journal: Journal, callbacks: Iterable[Callable], stop: threading.Event | None,
+                 handle_sigint: bool):
+        self.path, self.runs_dir = path, path / "runs"
+        self.runs_dir.mkdir(parents=True, exist_ok=True)
+        self.journal, self.latest = journal, journal.latest()
+        self.callbacks = CallbackList(callbacks, what="poisoning study")
+        self.stop, self.handle_sigint = StopSignal(stop), handle_sigint
+        self.total = self.done = 0
+
+    @classmethod
+    def open(cls, kind: str, base_cfg: RunConfig, core: dict, extra: dict, root, name, journal_key: Callable,
+             callbacks, stop, handle_sigint) -> "_Study":
+        """Bind ``<root>/<name>`` (default ``<kind>-<data>-<model>-<hash>``) to ``core`` and open its journal."""
+        root = Path(root) if root is not None else Path(base_cfg.root) / "poison"
+        name = name or f"{kind}-{base_cfg.data.name}-{base_cfg.model.name}-{spec_hash(core)[:8]}"
+        path = root / name
+        spec, log, what = {"compare": ("comparison.json", "comparison.jsonl", "poison comparison"),
+                           "search": ("search.json", "search.jsonl", "poison search")}[kind]
+        bind_spec(path / spec, core, what=what, hint="base config, poison config or seeds of crafting", extra=extra)
+        return cls(path, Journal(path / log, journal_key), callbacks, stop, handle_sigint)
+
+    def emit(self, kind: str, record: dict) -> None:
+        self.callbacks(PoisonStudyEvent(kind, record, self.total, self.done))
 
     def stopping(self) -> bool:
-        return self.stop is not None and self.stop.is_set()
+        return self.stop.is_set()
 
-    def train(self, cfg: RunConfig, prev: dict | None, *, stepper_factory=None,
-              on_start: Callable[[Path], None] | None = None) -> dict:
-        """Train ``cfg``; resume ``prev['run_path']`` when it was stopped or killed with a checkpoint."""
-        from ..training import RunStarted, Trainer
+    def record(self, rec: dict) -> None:
+        rec = dict(rec, time=_now())
+        self.journal.append(rec)
+        self.latest[self.journal.key(rec)] = rec
 
-        t0 = time.perf_counter()
-        rec: dict[str, Any] = {"status": "failed", "run_path": None, "error": None}
-        resume = None
-        if prev and prev.get("run_path") and prev.get("status") in ("stopped", "running"):
-            p = Path(prev["run_path"])
-            if (p / "checkpoints" / "last.pt").is_file():
-                resume = p
-        trainer = None
-        try:
-            if resume is not None and Run(resume).status().get("status") == "finished":
-                rec.update(status="finished", run_path=str(resume))
-            else:
-                stepper = stepper_factory() if stepper_factory else None
-                started = {"done": False}
+    def skip(self, prev: dict) -> None:
+        self.done += 1
+        self.emit("skipped", prev)
 
-                def watch(ev):
-                    if isinstance(ev, RunStarted) and not started["done"] and ev.run_path:
-                        started["done"] = True
-                        if on_start is not None:
-                            on_start(Path(ev.run_path))
-                    if self.stopping() and trainer is not None:
-                        trainer.stop()
+    def run(self, head: dict, cfg: RunConfig, prev: dict | None, *, poison: PoisonConfig | None = None) -> dict:
+        """Train (or resume) one run of the study, recorded ``running`` as it starts and again as it ends.
 
-                cbs = [watch] + self.callbacks
-                if resume is not None:
-                    trainer = Trainer.from_run(resume, callbacks=cbs, stepper=stepper,
-                                               handle_sigint=self.handle_sigint)
-                else:
-                    trainer = Trainer(cfg, callbacks=cbs, stepper=stepper, handle_sigint=self.handle_sigint)
-                if self.stopping():
-                    trainer.stop()
-                res = trainer.run()
-                rec.update(status=res.status, run_path=str(res.run_path) if res.run_path else None, error=res.error)
-        except Exception as e:  # recorded; the study goes on
-            rec.update(error=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=5))
-            if trainer is not None and trainer.run_path is not None:
-                rec["run_path"] = str(trainer.run_path)
-        if rec.get("run_path"):
-            rec.update(_run_metrics(Path(rec["run_path"])))
-        rec["seconds"] = time.perf_counter() - t0
+        ``poison``: a crafting run (SAM with :class:`SharpnessAwarePoisoner`); its record gets ``poison_path``.
+        """
+        self.emit("run_started", dict(head, status="running"))
+        factory = (lambda: SharpnessAwarePoisoner(poison)) if poison is not None else None
+        rec = dict(head, **_train(cfg, prev, callbacks=self.callbacks, stop=self.stop, handle_sigint=self.handle_sigint,
+                                  stepper_factory=factory,
+                                  on_start=lambda p: self.record(dict(head, status="running", run_path=str(p)))))
+        if poison is not None:
+            _attach_poison(rec)
+        self.record(rec)
+        self.done += 1
+        self.emit("run_ended", rec)
         return rec
-
-
-def _check_spec(path: Path, fname: str, spec: dict, what: str) -> None:
-    f = path / fname
-    if f.exists():
-        old = json.loads(f.read_text())
-        if old.get("hash") != spec["hash"]:
-            raise ValueError(f"{str(path)!r} holds a different {what} (its {fname} differs: base config, poison "
-                             f"config or seeds of crafting); choose another name= or root=")
-    else:
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write_bytes(f, (json.dumps(spec, indent=1, default=str) + "\n").encode())
-
-
-def _spec_core(base_cfg: RunConfig) -> dict:
-    d = base_cfg.to_dict()
-    for k in ("name", "root", "tags"):
-        d.pop(k, None)
-    d["train"].pop("seed", None)
-    return d
 
 
 # --------------------------------------------------------------- comparison
@@ -329,7 +308,7 @@ class PoisonComparison:
         Raises:
             KeyError: no such trial, or it has no run folder (yet).
         """
-        key = _variant_key(variant)
+        key = variant_key(variant)
         t = self.trials
         hit = t[(t["key"] == key) & (t["seed"] == int(seed))] if len(t) else t
         if hit.empty or not isinstance(hit.iloc[0]["run_path"], str):
@@ -367,34 +346,16 @@ class PoisonComparison:
 
         return to_latex(self.table(metric), ["variant"], metric, **kw)
 
-    # ------------------------------------------------------------ curves
-    def curves_figure(self, seed: int = 0, *, variants: Sequence[str] | None = None,
-                      metrics: Sequence[str] = ("loss",), splits: Sequence[str] = ("train", "val"),
-                      theme: str = "screen", title: str | None = None):
-        """Train/validation loss curves of the variants for one seed ([Murphy 2025, Figs. 5.1, 5.3, 5.4]).
-
-        ``variants`` (keys or labels; default all four): ``("sgd_clean", "sgd_poison")`` is Fig. 5.1,
-        ``("sgd_noise", "sgd_poison")`` Fig. 5.3, ``("sgd_poison", "sam_clean")`` Fig. 5.4.
-        """
-        from ..viz.curves import CurveData, training_curves
-
-        keys = [_variant_key(v) for v in (variants or list(VARIANTS))]
-        runs = []
-        for k in keys:
-            try:
-                rd = load_run(self.run_path(k, seed))
-            except (KeyError, FileNotFoundError):
-                continue
-            runs.append(CurveData(name=VARIANTS[k], epochs=rd.epochs, steps=rd.steps, key=rd.id))
-        if title is None and theme == "screen":
-            title = f"{' vs '.join(VARIANTS[k] for k in keys)} (seed {seed})"
-        return training_curves(runs, metrics=metrics, splits=splits, theme=theme, title=title)
-
     # ------------------------------------------------------ minima analyses
-    def _hessians(self, seed: int, k: int, count: int | None, split: str, variants: Sequence[str], device: str):
+    def hessians(self, seed: int = 0, k: int = 5, *, count: int | None = -1, split: str = "train",
+                 variants: Sequence[str] = ("sgd_clean", "sgd_poison"), device: str = "auto") -> dict:
+        """``{variant label: AnalysisOutput}`` of ``analyze("hessian")`` (top-``k`` Lanczos) at each variant's minimum.
+
+        See :meth:`eigenvalues`; the figure is :func:`workbench.viz.poison_study.plot_eigenvalues`.
+        """
         from ..analysis.tasks import analyze
 
-        return {VARIANTS[_variant_key(v)]: analyze("hessian", self.run_path(v, seed), count=count, split=split,
+        return {VARIANTS[variant_key(v)]: analyze("hessian", self.run_path(v, seed), count=count, split=split,
                                                    device=device, params={"k": int(k)})
                 for v in variants}
 
@@ -412,28 +373,17 @@ class PoisonComparison:
             One row per variant: ``variant``, ``lambda_1`` … ``lambda_k``, ``lambda_1/lambda_5``,
             ``count``, ``split``, ``n_matvecs``.
         """
-        from ..viz.results import summary_rows
-
-        outs = self._hessians(seed, k, count, split, variants, device)
+        outs = self.hessians(seed, k, count=count, split=split, variants=variants, device=device)
         rows = []
         for label, out in outs.items():
-            row = summary_rows("hessian", {label: out.result})[0]
-            row = {"variant": label, **{c: v for c, v in row.items() if c != "run"}, "split": split}
+            r = out.result
+            vals = [float(v) for v in r.values]
+            row: dict[str, Any] = {"variant": label, **{f"lambda_{i + 1}": v for i, v in enumerate(vals[:8])}}
+            if r.which != "SA" and len(vals) >= 5 and vals[4] != 0:
+                row["lambda_1/lambda_5"] = vals[0] / vals[4]
+            row.update(n_matvecs=r.n_matvecs, converged=r.converged, count=r.count, seconds=r.seconds, split=split)
             rows.append(row)
         return pd.DataFrame(rows)
-
-    def eigenvalues_figure(self, seed: int = 0, k: int = 5, *, count: int | None = -1, split: str = "train",
-                           variants: Sequence[str] = ("sgd_clean", "sgd_poison"), device: str = "auto",
-                           theme: str = "screen", log_y: bool = False):
-        """Fig. 5.9: the top-k eigenvalues of :meth:`eigenvalues`, one line per variant."""
-        from ..viz.results import result_figure
-
-        outs = self._hessians(seed, k, count, split, variants, device)
-        fig = result_figure("hessian", {label: o.result for label, o in outs.items()}, theme=theme, log_y=log_y)
-        if theme == "screen":
-            fig.update_layout(title=dict(text=f"Top-{k} Hessian eigenvalues of the minima (seed {seed}, "
-                                              f"{split} split of each run's data)", x=0.01))
-        return fig
 
     def interpolation(self, seed: int = 0, *, count: int | None = -1, params: Mapping | None = None,
                       device: str = "auto"):
@@ -449,15 +399,6 @@ class PoisonComparison:
         return analyze("interpolate", self.run_path("sgd_clean", seed), other=self.run_path("sgd_poison", seed),
                        count=count, params=dict(params or {}), device=device)
 
-    def interpolation_figure(self, seed: int = 0, *, count: int | None = -1, params: Mapping | None = None,
-                             device: str = "auto", theme: str = "screen", log_y: bool = False):
-        """Fig. 5.10: loss and accuracy along the line from the poison minimum (α = 0) to the baseline (α = 1)."""
-        from ..viz.results import result_figure
-
-        out = self.interpolation(seed, count=count, params=params, device=device)
-        return result_figure("interpolate", {f"{VARIANTS['sgd_clean']} → {VARIANTS['sgd_poison']}": out.result},
-                             theme=theme, log_y=log_y)
-
     # ------------------------------------------------------- crafting run
     def _craft(self) -> Path:
         if self.craft_run is None or not Path(self.craft_run).is_dir():
@@ -472,37 +413,13 @@ class PoisonComparison:
         """The crafting run's per-epoch ``poison`` records (‖Δ‖, drift, poison/clean cosine losses)."""
         return poison_probes(self._craft())
 
-    def craft_loss_figure(self, zoom: tuple[int, int] | None = None, *, theme: str = "screen",
-                          title: str | None = None):
-        """Figs. 5.5 (whole run) and 5.6 (``zoom=(first_step, last_step)``)."""
-        from ..viz.poisoning import craft_loss_figure
+    def sam_steps(self, seed: int | None = None) -> pd.DataFrame:
+        """The step records (``cosine`` = cos(g, g′) per SAM step, ...) of a SAM run.
 
-        return craft_loss_figure(self.craft_records(), zoom=zoom, theme=theme, title=title)
-
-    def delta_norm_figure(self, *, theme: str = "screen", title: str | None = None):
-        """Fig. 5.2: ‖Δ‖_F after every epoch of the crafting run."""
-        from ..viz.poisoning import delta_norm_figure
-
-        p = self.poison_probes()
-        return delta_norm_figure([int(r["epoch"]) for r in p], [r.get("delta_frobenius") for r in p], theme=theme,
-                                 title=title)
-
-    def drift_figure(self, *, theme: str = "screen", title: str | None = None):
-        """Fig. 5.7: mean 𝓑 of the current poisons at weights frozen after earlier epochs."""
-        from ..viz.poisoning import drift_figure
-
-        return drift_figure(self.poison_probes(), theme=theme, title=title)
-
-    def sam_cosine_figure(self, seed: int | None = None, *, theme: str = "screen", title: str | None = None):
-        """Fig. 5.8: 1 − cos(g, g′) per step on clean data while training with SAM.
-
-        ``seed=None``: the crafting run (SAM on the clean batches, the run that made the
-        poison); a seed: that seed's ``SAM on S`` run.
+        ``seed=None``: the crafting run; a seed: that seed's ``SAM on S`` run.
         """
-        from ..viz.poisoning import sam_cosine_figure
-
         path = self._craft() if seed is None else self.run_path("sam_clean", seed)
-        return sam_cosine_figure(load_run(path).steps, theme=theme, title=title)
+        return load_run(path).steps
 
     def images(self, n: int = 8) -> dict:
         """The first ``n`` training examples: ``{"x", "delta", "noise", "labels", "index"}`` (input units)."""
@@ -522,17 +439,6 @@ class PoisonComparison:
             out["noise"] = load_poison(self.noise_path).rows_for(idx)[1]
         return out
 
-    def image_grid_figure(self, n: int = 8, *, noise: bool = False, theme: str = "screen", title: str | None = None):
-        """x, Δ and x + Δ for the first ``n`` training examples (``noise=True``: the matched noise instead of Δ)."""
-        from ..viz.poisoning import image_grid_figure
-
-        im = self.images(n)
-        d = im["noise"] if noise else im["delta"]
-        if title is None and theme == "screen":
-            title = (f"Clean images x, {'matched noise' if noise else 'poison perturbations Δ'} and the sum "
-                     f"(first {len(im['labels'])} training examples)")
-        return image_grid_figure(im["x"], d, n=n, labels=im["labels"], theme=theme, title=title)
-
     def norms(self) -> pd.DataFrame:
         """Norms of the poison and the matched noise (Frobenius, mean/max per-example ℓ2, max |·|)."""
         rows = []
@@ -542,7 +448,12 @@ class PoisonComparison:
         return pd.DataFrame(rows)
 
 
-def _variant_key(v: str) -> str:
+def variant_key(v: str) -> str:
+    """The variant key (``sgd_poison``) of a key or label (``SGD on S′``).
+
+    Raises:
+        ValueError: neither a key nor a label of :data:`VARIANTS`.
+    """
     if v in VARIANTS:
         return v
     for k, label in VARIANTS.items():
@@ -553,13 +464,6 @@ def _variant_key(v: str) -> str:
 
 _TRIAL_COLUMNS = ["variant", "key", "seed", "status", "run_path", "test_acc", "val_acc", "train_acc", "train_loss",
                   "val_loss", "test_loss", "best_val_acc", "epochs_done", "seconds", "error"]
-
-
-def _latest(records: Iterable[dict]) -> dict[tuple, dict]:
-    out: dict[tuple, dict] = {}
-    for r in records:
-        out[(r.get("kind"), r.get("variant"), r.get("seed"))] = r
-    return out
 
 
 def _trials_frame(latest: Mapping[tuple, dict], seeds: Sequence[int]) -> pd.DataFrame:
@@ -578,11 +482,13 @@ def _trials_frame(latest: Mapping[tuple, dict], seeds: Sequence[int]) -> pd.Data
     return df
 
 
-def _comparison_spec(base_cfg: RunConfig, poison_cfg: PoisonConfig, craft_seed: int, noise_seed: int) -> dict:
-    core = {"base": _spec_core(base_cfg), "poison": poison_cfg.to_dict(), "craft_seed": int(craft_seed),
+def _comparison_spec(base_cfg: RunConfig, poison_cfg: PoisonConfig, craft_seed: int, noise_seed: int
+                     ) -> tuple[dict, dict]:
+    """``(definition, extra)`` of a comparison folder (see :func:`workbench.engine.bind_spec`)."""
+    core = {"base": config_core(base_cfg), "poison": poison_cfg.to_dict(), "craft_seed": int(craft_seed),
             "noise_seed": int(noise_seed)}
-    return {"format": _FORMAT, "kind": "poison_comparison", "hash": _hash(core), **core,
-            "base_config": base_cfg.to_dict(), "created": _now()}
+    return core, {"format": _FORMAT, "kind": "poison_comparison", "base_config": base_cfg.to_dict(),
+                  "created": _now()}
 
 
 def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, *,
@@ -622,26 +528,13 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds!r} is invalid: give one or more distinct integers")
-    spec = _comparison_spec(base_cfg, poison_cfg, craft_seed, noise_seed)
-    root = Path(root) if root is not None else Path(base_cfg.root) / "poison"
-    name = name or f"compare-{base_cfg.data.name}-{base_cfg.model.name}-{spec['hash'][:8]}"
-    path = root / name
-    _check_spec(path, "comparison.json", spec, "poison comparison")
-    runs_dir = path / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    log = path / "comparison.jsonl"
-    latest = _latest(_read_jsonl(log))
-    runner = _Runner(list(callbacks), stop, handle_sigint)
-    total = 1 + 4 * len(seeds)
-    done = 0
+    core, extra = _comparison_spec(base_cfg, poison_cfg, craft_seed, noise_seed)
+    study = _Study.open("compare", base_cfg, core, extra, root, name, _comparison_key, callbacks, stop, handle_sigint)
+    path, runs_dir, latest = study.path, study.runs_dir, study.latest
+    study.total = 1 + 4 * len(seeds)
     skipped = 0
     status = "finished"
-    runner.emit(PoisonStudyEvent("started", {"path": str(path), "seeds": seeds}, total, done))
-
-    def record(rec: dict) -> None:
-        rec = dict(rec, time=_now())
-        _append(log, rec)
-        latest[(rec.get("kind"), rec.get("variant"), rec.get("seed"))] = rec
+    study.emit("started", {"path": str(path), "seeds": seeds})
 
     # ---- 1. the crafting run
     prev = latest.get(("craft", None, int(craft_seed)))
@@ -649,25 +542,16 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
                 and Path(prev["poison_path"]).is_file())
     if craft_ok:
         skipped += 1
-        done += 1
-        runner.emit(PoisonStudyEvent("skipped", prev, total, done))
-    elif runner.stopping():
+        study.skip(prev)
+    elif study.stopping():
         status = "stopped"
     else:
         cfg = _craft_config(base_cfg, craft_seed, runs_dir, f"craft-sam-s{craft_seed}")
-        head = {"kind": "craft", "variant": None, "seed": int(craft_seed)}
-        runner.emit(PoisonStudyEvent("run_started", dict(head, status="running"), total, done))
-        rec = runner.train(cfg, prev, stepper_factory=lambda: SharpnessAwarePoisoner(poison_cfg),
-                           on_start=lambda p: record(dict(head, status="running", run_path=str(p))))
-        rec = dict(head, **rec)
-        _attach_poison(rec)
-        record(rec)
-        done += 1
-        runner.emit(PoisonStudyEvent("run_ended", rec, total, done))
+        rec = study.run({"kind": "craft", "variant": None, "seed": int(craft_seed)}, cfg, prev, poison=poison_cfg)
         if rec["status"] == "stopped":
             status = "stopped"
         elif rec["status"] != "finished":
-            runner.emit(PoisonStudyEvent("ended", {"status": "failed"}, total, done))
+            study.emit("ended", {"status": "failed"})
             raise RuntimeError(f"the crafting run {rec.get('run_path')} ended {rec['status']}: {rec.get('error')}")
     craft = latest.get(("craft", None, int(craft_seed)))
     craft_run = Path(craft["run_path"]) if craft and craft.get("run_path") else None
@@ -687,19 +571,12 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
                 if prev is not None and prev.get("status") in DONE and prev.get("run_path") and \
                         Path(prev["run_path"]).is_dir():
                     skipped += 1
-                    done += 1
-                    runner.emit(PoisonStudyEvent("skipped", prev, total, done))
+                    study.skip(prev)
                     continue
-                if runner.stopping():
+                if study.stopping():
                     status = "stopped"
                     break
-                head = {"kind": "trial", "variant": key, "label": VARIANTS[key], "seed": seed}
-                runner.emit(PoisonStudyEvent("run_started", dict(head, status="running"), total, done))
-                rec = dict(head, **runner.train(cfg, prev, on_start=lambda p, h=head: record(
-                    dict(h, status="running", run_path=str(p)))))
-                record(rec)
-                done += 1
-                runner.emit(PoisonStudyEvent("run_ended", rec, total, done))
+                rec = study.run({"kind": "trial", "variant": key, "label": VARIANTS[key], "seed": seed}, cfg, prev)
                 if rec["status"] == "stopped":
                     status = "stopped"
                     break
@@ -711,7 +588,7 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
     result = PoisonComparison(path=path, base=base_cfg, poison=poison_cfg, seeds=seeds, craft_seed=int(craft_seed),
                               status=status, craft_run=craft_run, poison_path=poison_path, noise_path=noise_path,
                               trials=trials, skipped=skipped)
-    runner.emit(PoisonStudyEvent("ended", {"status": status, "path": str(path), "skipped": skipped}, total, done))
+    study.emit("ended", {"status": status, "path": str(path), "skipped": skipped})
     return result
 
 
@@ -729,7 +606,7 @@ def open_comparison(path: str | Path, *, seeds: Sequence[int] | None = None) -> 
     if not f.is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a poison comparison folder (no comparison.json)")
     spec = json.loads(f.read_text())
-    latest = _latest(_read_jsonl(path / "comparison.jsonl"))
+    latest = Journal(path / "comparison.jsonl", _comparison_key).latest()
     if seeds is None:
         seeds = sorted({int(k[2]) for k in latest if k[0] == "trial" and k[2] is not None})
     craft = latest.get(("craft", None, int(spec["craft_seed"])))
@@ -759,7 +636,7 @@ def table41_grid(epochs: int) -> dict[str, list]:
     return {"lr": [0.01, 0.1], "epsilon": [0.0, 0.1], "iterations": [5, 10], "start_epoch": starts}
 
 
-_SEARCH_COLUMNS = ["combo_id", "seed", "status", "sam_val_acc", "poison_val_acc", "ratio", "sam_best_val_acc",
+SEARCH_COLUMNS = ["combo_id", "seed", "status", "sam_val_acc", "poison_val_acc", "ratio", "sam_best_val_acc",
                    "poison_best_val_acc", "best_ratio", "sam_test_acc", "poison_test_acc", "craft_run", "poison_run",
                    "poison_path", "error"]
 
@@ -780,10 +657,10 @@ def _check_grid(grid: Mapping[str, Sequence], base: PoisonConfig) -> None:
             PoisonConfig.from_dict({**base.to_dict(), k: v})  # validates the value
 
 
-def _search_spec(base_cfg: RunConfig, poison_cfg: PoisonConfig) -> dict:
-    core = {"base": _spec_core(base_cfg), "poison": poison_cfg.to_dict()}
-    return {"format": _FORMAT, "kind": "poison_search", "hash": _hash(core), **core,
-            "base_config": base_cfg.to_dict(), "created": _now()}
+def _search_spec(base_cfg: RunConfig, poison_cfg: PoisonConfig) -> tuple[dict, dict]:
+    """``(definition, extra)`` of a search folder (see :func:`workbench.engine.bind_spec`)."""
+    core = {"base": config_core(base_cfg), "poison": poison_cfg.to_dict()}
+    return core, {"format": _FORMAT, "kind": "poison_search", "base_config": base_cfg.to_dict(), "created": _now()}
 
 
 def poison_search(base_cfg: RunConfig, grid: Mapping[str, Sequence] | None = None, *,
@@ -831,86 +708,57 @@ def poison_search(base_cfg: RunConfig, grid: Mapping[str, Sequence] | None = Non
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds!r} is invalid: give one or more distinct integers")
-    spec = _search_spec(base_cfg, poison_cfg)
-    root = Path(root) if root is not None else Path(base_cfg.root) / "poison"
-    name = name or f"search-{base_cfg.data.name}-{base_cfg.model.name}-{spec['hash'][:8]}"
-    path = root / name
-    _check_spec(path, "search.json", spec, "poison search")
-    runs_dir = path / "runs"
-    runs_dir.mkdir(parents=True, exist_ok=True)
-    log = path / "search.jsonl"
-    latest = {(r.get("combo_id"), r.get("stage")): r for r in _read_jsonl(log)}
-    runner = _Runner(list(callbacks), stop, handle_sigint)
+    core, extra = _search_spec(base_cfg, poison_cfg)
+    study = _Study.open("search", base_cfg, core, extra, root, name, _search_key, callbacks, stop, handle_sigint)
+    path, runs_dir, latest = study.path, study.runs_dir, study.latest
     combos = _combos(grid)
     todo = [(c, s) for c in combos for s in seeds]
-    total, done, status = 2 * len(todo), 0, "finished"
-    runner.emit(PoisonStudyEvent("started", {"path": str(path), "combinations": len(combos), "seeds": seeds},
-                                 total, done))
-
-    def record(rec: dict) -> None:
-        rec = dict(rec, time=_now())
-        _append(log, rec)
-        latest[(rec["combo_id"], rec["stage"])] = rec
+    study.total, status = 2 * len(todo), "finished"
+    study.emit("started", {"path": str(path), "combinations": len(combos), "seeds": seeds})
 
     def finished(rec: dict | None, need: str) -> bool:
         return bool(rec and rec.get("status") in DONE and rec.get(need) and Path(rec[need]).exists())
 
     ids = []
     for params, seed in todo:
-        cid = _hash({"params": params, "seed": seed}, 12)
+        cid = spec_hash({"params": params, "seed": seed}, 12)
         ids.append((cid, params, seed))
         if status == "stopped":
             continue
         head = {"combo_id": cid, "params": params, "seed": seed}
         craft = latest.get((cid, "craft"))
         if finished(craft, "poison_path"):
-            done += 1
-            runner.emit(PoisonStudyEvent("skipped", craft, total, done))
+            study.skip(craft)
         else:
-            if runner.stopping():
+            if study.stopping():
                 status = "stopped"
                 continue
             pc = PoisonConfig.from_dict({**poison_cfg.to_dict(), **params})
-            cfg = _craft_config(base_cfg, seed, runs_dir, f"craft-{cid}")
-            h = dict(head, stage="craft")
-            runner.emit(PoisonStudyEvent("run_started", dict(h, status="running"), total, done))
-            rec = dict(h, **runner.train(cfg, craft, stepper_factory=lambda pc=pc: SharpnessAwarePoisoner(pc),
-                                         on_start=lambda p, h=h: record(dict(h, status="running", run_path=str(p)))))
-            _attach_poison(rec)
-            record(rec)
-            done += 1
-            runner.emit(PoisonStudyEvent("run_ended", rec, total, done))
+            rec = study.run(dict(head, stage="craft"), _craft_config(base_cfg, seed, runs_dir, f"craft-{cid}"), craft,
+                            poison=pc)
             if rec["status"] == "stopped":
                 status = "stopped"
                 continue
             if rec["status"] != "finished":
-                done += 1  # its poison run cannot happen
+                study.done += 1  # its poison run cannot happen
                 continue
             craft = rec
         prev = latest.get((cid, "poison"))
         if finished(prev, "run_path"):
-            done += 1
-            runner.emit(PoisonStudyEvent("skipped", prev, total, done))
+            study.skip(prev)
             continue
-        if runner.stopping():
+        if study.stopping():
             status = "stopped"
             continue
         cfg = variant_configs(base_cfg, seed, poison_path=craft["poison_path"], root=runs_dir)["sgd_poison"]
-        cfg = cfg.with_overrides({"name": f"poison-{cid}"})
-        h = dict(head, stage="poison")
-        runner.emit(PoisonStudyEvent("run_started", dict(h, status="running"), total, done))
-        rec = dict(h, **runner.train(cfg, prev, on_start=lambda p, h=h: record(dict(h, status="running",
-                                                                                      run_path=str(p)))))
-        record(rec)
-        done += 1
-        runner.emit(PoisonStudyEvent("run_ended", rec, total, done))
+        rec = study.run(dict(head, stage="poison"), cfg.with_overrides({"name": f"poison-{cid}"}), prev)
         if rec["status"] == "stopped":
             status = "stopped"
     df = _search_frame(latest, ids, list(grid))
     if status == "finished" and not (df["status"] == "finished").all():
         status = "incomplete"
     df.attrs.update(path=str(path), status=status)
-    runner.emit(PoisonStudyEvent("ended", {"status": status, "path": str(path)}, total, done))
+    study.emit("ended", {"status": status, "path": str(path)})
     return df
 
 
@@ -926,7 +774,7 @@ def _search_frame(latest: Mapping[tuple, dict], ids: Sequence[tuple], params: Se
                "craft_run": c.get("run_path"), "poison_run": q.get("run_path"), "poison_path": c.get("poison_path"),
                "error": q.get("error") or c.get("error")}
         rows.append(row)
-    cols = ["combo_id", "seed", *params] + _SEARCH_COLUMNS[2:]
+    cols = ["combo_id", "seed", *params] + SEARCH_COLUMNS[2:]
     df = pd.DataFrame(rows, columns=cols)
     for a in ("sam_val_acc", "poison_val_acc", "sam_best_val_acc", "poison_best_val_acc", "sam_test_acc",
               "poison_test_acc"):
@@ -941,8 +789,9 @@ def read_search(path: str | Path) -> pd.DataFrame:
     path = Path(path)
     if not (path / "search.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} is not a poison search folder (no search.json)")
-    recs = _read_jsonl(path / "search.jsonl")
-    latest = {(r.get("combo_id"), r.get("stage")): r for r in recs}
+    journal = Journal(path / "search.jsonl", _search_key)
+    recs = journal.records()
+    latest = journal.latest()
     ids, seen, params = [], set(), []
     for r in recs:
         if r["combo_id"] not in seen:
@@ -952,57 +801,3 @@ def read_search(path: str | Path) -> pd.DataFrame:
     df = _search_frame(latest, ids, params)
     df.attrs.update(path=str(path))
     return df
-
-
-def ratio_figure(df: pd.DataFrame, param: str, *, value: str = "final", bins: int = 10, barmode: str = "overlay",
-                 statuses: Sequence[str] | None = ("finished",), theme: str = "screen", title: str | None = None):
-    """The Fig. 4.1 view: histograms of poison-run / SAM-run validation-accuracy ratios per value of ``param``.
-
-    Reuses :func:`workbench.viz.sweeps.ratio_histogram_figure`: every poison run is matched
-    with the SAM crafting run that made its poison (same ``combo_id``). A ratio above 1
-    (right of the dashed line) means the poison run beat its SAM run.
-
-    Args:
-        df: :func:`poison_search` output.
-        param: a grid column (``lr``, ``epsilon``, ``iterations``, ``start_epoch``, ...).
-        value: ``final`` (final validation accuracies, the ``ratio`` column) or ``best``
-            (best epoch, ``best_ratio``; the report's choice).
-        bins, barmode: see :func:`ratio_histogram_figure` (``group`` is clearer for a few runs).
-        statuses: rows used (default finished).
-
-    Raises:
-        ValueError: ``param`` is not a column of ``df``, or a bad ``value``.
-    """
-    from ..viz.sweeps import ratio_histogram_figure
-    from ..viz.theme import apply_theme
-
-    if value not in ("final", "best"):
-        raise ValueError(f"value={value!r} is invalid: choose 'final' or 'best'")
-    if param not in df.columns:
-        raise ValueError(f"param={param!r} is invalid: not a column of the search table "
-                         f"(grid columns: {[c for c in df.columns if c not in _SEARCH_COLUMNS]})")
-    t = df if statuses is None else df[df["status"].isin(list(statuses))]
-    pv, sv = ("poison_val_acc", "sam_val_acc") if value == "final" else ("poison_best_val_acc", "sam_best_val_acc")
-    t = t[t[pv].notna() & t[sv].notna()]
-    label = f"{'final' if value == 'final' else 'best'} validation accuracy: poison run / SAM run"
-    if title is None and theme == "screen":
-        title = f"Poison / SAM validation accuracy by {param} (Fig. 4.1 view; > 1: poison better)"
-    if t.empty:
-        import plotly.graph_objects as go
-
-        fig = go.Figure()
-        fig.update_xaxes(title_text=label)
-        fig.update_yaxes(title_text="runs")
-        apply_theme(fig, theme)
-        if title:
-            fig.update_layout(title=dict(text=title, x=0.01))
-        return fig
-    keep = ["combo_id", "seed", param]
-    long = pd.concat([t[keep].assign(role="poison", val_acc=t[pv].to_numpy(), status="finished"),
-                      t[keep].assign(role="sam", val_acc=t[sv].to_numpy(), status="finished")], ignore_index=True)
-    fig = ratio_histogram_figure(long, param=param, metric="val_acc", baseline={"role": "sam"},
-                                 match_on=("combo_id",), bins=bins, barmode=barmode, statuses=None, theme=theme,
-                                 title=title)
-    fig.update_xaxes(title_text=label)
-    fig.update_yaxes(title_text="runs")
-    return fig

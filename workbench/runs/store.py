@@ -55,7 +55,7 @@ from .lock import RunLock, RunLockedError
 from . import logs as _logs
 from .logs import LogError, read_jsonl
 
-__all__ = ["effective_status", "Run", "RunData", "CheckpointError", "CorruptRunError", "RunLockedError", "list_runs",
+__all__ = ["effective_status", "dedupe_records", "Run", "RunData", "CheckpointError", "CorruptRunError", "RunLockedError", "list_runs",
            "load_run", "load_runs", "run_folders", "is_run_folder", "atomic_write_bytes", "atomic_torch_save",
            "load_checkpoint", "STATUSES"]
 
@@ -327,7 +327,7 @@ def _json_default(o: Any):
     raise TypeError(f"cannot serialise {type(o).__name__}")
 
 
-def _dedupe(records: Iterable[dict]) -> list[dict]:
+def dedupe_records(records: Iterable[dict]) -> list[dict]:
     """Drop records of abandoned branches.
 
     A resumed attempt writes ``{"kind": "resume", "step": s, ...}`` where ``s``
@@ -506,7 +506,7 @@ def load_run(path: str | Path) -> RunData:
         raise FileNotFoundError(f"{str(path)!r} is not a run folder (no config.json)")
     cfg, status, records = _read_parts(path)
     run = Run(path)
-    records = _dedupe(records)
+    records = dedupe_records(records)
     steps = pd.DataFrame([r for r in records if r.get("kind") == "step"])
     epochs = pd.DataFrame([r for r in records if r.get("kind") == "epoch"])
     probes = pd.DataFrame([r for r in records if r.get("kind") == "probe"])
@@ -564,7 +564,7 @@ def list_runs(root: str | Path = "runs") -> pd.DataFrame:
         except CorruptRunError as e:
             rows.append({"run_id": p.name, "name": p.name, "status": "corrupt", "path": str(p), "reason": e.reason})
             continue
-        epochs = [r for r in _dedupe(records) if r.get("kind") == "epoch"]
+        epochs = [r for r in dedupe_records(records) if r.get("kind") == "epoch"]
         last = epochs[-1] if epochs else {}
         vals = [r.get("val_acc") for r in epochs if r.get("val_acc") is not None]
         rows.append({

@@ -1,6 +1,6 @@
 """The Ray Tune backend of :func:`workbench.sweeps.run_study` (``backend: ray``).
 
-Every Ray trial trains through the workbench's own code (:func:`runner._execute`,
+Every Ray trial trains through the workbench's own code (:func:`workbench.engine.execute_trial`,
 i.e. :class:`workbench.training.Trainer` on ``study.config_for(params, seed)``)
 with one torch thread and writes an ordinary run folder under
 ``<study>/runs/``. After every epoch it calls ``tune.report({metric: value,
@@ -57,8 +57,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from .runner import (DONE_STATUSES, SweepEvent, _append, _execute, _meta, _stopping, objective_value, read_trials,
-                     stop_study)
+from ..engine import execute_trial, objective_value
+from .trials import (DONE_STATUSES, SweepEvent, read_trials, resume_optuna, stop_study, study_stop, trial_meta,
+                     trials_journal)
 from .study import StudyConfig, Trial, trial_id
 
 __all__ = ["run_ray", "init_local_ray", "RayStartError", "LOCAL_RAY_ENV", "RAY_START_ATTEMPTS"]
@@ -302,7 +303,7 @@ def _trainable(config: dict, job: dict) -> None:
     for k, (tid, params, seed, index) in enumerate(units):
         if (path / "STOP").exists():
             break
-        meta = dict(_meta(study, Trial(tid, dict(params), seed, None, index)), ray_trial=ray_id)
+        meta = dict(trial_meta(study, Trial(tid, dict(params), seed, None, index)), ray_trial=ray_id)
         try:
             cfg = study.config_for(params, seed).to_dict()
         except ValueError as e:  # an Optuna suggestion that makes an invalid config
@@ -332,7 +333,7 @@ def _trainable(config: dict, job: dict) -> None:
                 return True
             return False
 
-        rec = _execute(cfg, meta, str(path), 1, on_epoch=on_epoch, prune=prune)
+        rec = execute_trial(cfg, meta, str(path), 1, on_epoch=on_epoch, prune=prune)
         if killed["flag"]:
             # Tune no longer listens (the driver records the trial from its last report); SystemExit(0)
             # ends this thread quietly, so Tune can reuse the actor for the next trial
@@ -532,7 +533,7 @@ def _records_from(metrics, config, err, describe, pruned: set) -> list[dict]:
         except (TypeError, ValueError):
             pass
     error = None
-    if err is not None:  # the trainable itself died (``_execute`` never raises)
+    if err is not None:  # the trainable itself died (``execute_trial`` never raises)
         error = f"{type(err).__name__}: {err}".strip()[:2000]
     if "epoch" in m and "wb_trial_id" in m:  # ended without its final report, after an epoch report
         base = next((u for u in units if u["trial_id"] == m["wb_trial_id"]), units[0] if units else {})
@@ -577,7 +578,7 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
     """
     ray, tune = _import_ray()
     path = study.path
-    lock = threading.Lock()
+    journal = trials_journal(path)
     status = "finished"
     study_dict = dict(study.to_dict(), root=str(path.parent))
     job: dict[str, Any] = {"study": study_dict, "search": study.search, "cwd": os.getcwd()}
@@ -588,16 +589,7 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
                       *([int(spec.high)] if spec.is_range else [])])
 
     if study.search == "optuna":
-        from .runner import open_optuna_study
-
-        optuna, ostudy = open_optuna_study(study)  # creates optuna.db; fails trials left RUNNING
-        done_states = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-        skipped = len(ostudy.get_trials(deepcopy=False, states=done_states))
-        todo_n = max(0, study.n_trials - skipped)
-        queued = {json.dumps(t.params, sort_keys=True) for t in ostudy.get_trials(deepcopy=False)}
-        for e in study.enqueue:
-            if json.dumps(e, sort_keys=True) not in queued:
-                ostudy.enqueue_trial(e)
+        optuna, ostudy, skipped, todo_n = resume_optuna(study)  # creates optuna.db; fails trials left RUNNING
         index0 = len(ostudy.get_trials(deepcopy=False))
         total = None
         previous_records: dict[str, dict] = {}
@@ -606,7 +598,7 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
             if not all(n in config for n in study.params):
                 return []
             params = {n: config[n] for n in study.params}
-            return [dict(_meta(study, Trial(trial_id(params, s), params, s, None, -1))) for s in study.seeds]
+            return [dict(trial_meta(study, Trial(trial_id(params, s), params, s, None, -1))) for s in study.seeds]
     else:
         trials = study.trials()
         previous_records = {r["trial_id"]: r for r in read_trials(path)}
@@ -621,11 +613,11 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
             i = config.get("wb_index")
             if not isinstance(i, int) or not 0 <= i < len(todo):
                 return []
-            return [_meta(study, todo[i])]
+            return [trial_meta(study, todo[i])]
 
     emit(SweepEvent("study_started", {"skipped": skipped}, total, skipped))
     new: list[dict] = []
-    if todo_n and not _stopping(study, stop):
+    if todo_n and not study_stop(study, stop).is_set():
         started = False
         if not ray.is_initialized():
             if study.ray_address:
@@ -667,7 +659,7 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
                         rec["config_index"] = number
                         rec["optuna_trial"] = number
                     new.append(rec)
-                    _append(path, rec, lock)
+                    journal.append(rec)
                     emit(SweepEvent("trial_ended", rec, total, skipped + len(new)))
 
             events.on_done = lambda trial, error: record(
@@ -702,7 +694,7 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
         finally:
             if started:
                 ray.shutdown()
-    if _stopping(study, stop) or any(r["status"] == "stopped" for r in new):
+    if study_stop(study, stop).is_set() or any(r["status"] == "stopped" for r in new):
         status = "stopped"
     (path / "STOP").unlink(missing_ok=True)
     if study.search == "optuna":

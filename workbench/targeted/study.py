@@ -16,6 +16,13 @@ gives [Yang 2022, Table 1]'s layout (attack × scenario; undefended / defended a
 test accuracy), :func:`table2` Table 2's (one row per defense: attack success, test
 accuracy, time), both from the trial records (mean ± standard error over trials).
 
+The study folder is run by the study engine (:mod:`workbench.engine`): ``trials.jsonl`` is a
+:class:`~workbench.engine.Journal` (torn-line tolerant, latest record per (trial, defense)
+wins), ``spec.json`` binds the folder to the study's definition (attack, victim, threat
+setups, pretraining, model: a changed one is refused with a one-line
+:class:`~workbench.engine.SpecMismatchError`; more trials or defenses extend it), and a
+callback that raises is disabled with a warning naming it.
+
 Defenses are named by spec dicts, built lazily from :mod:`workbench.defenses`
 (``{"name": "epic", "budget": 0.2, "period": 2, "warmup": 4}``; ``drop_highest_loss``,
 ``drop_lowest_confidence``) so this module imports without them.
@@ -36,14 +43,14 @@ import pandas as pd
 
 from ..config import ModelConfig
 from ..data.poison import load_poison, save_poison
-from ..runs.logs import append_jsonl, read_jsonl
+from ..engine import CallbackList, Journal, bind_spec
 from ..runs.store import atomic_write_bytes
 from .common import CraftProgress
 from .setup import make_setups, save_setups
 from .victim import VictimConfig, pretrain, train_victim
 
 __all__ = ["ATTACKS", "DEFENSES", "make_attack", "make_defense", "defense_label", "TrialStudy", "TrialEvent",
-           "run_trials", "read_trials", "table1", "table2", "ATTACK_LABELS"]
+           "run_trials", "read_trials", "trials_journal", "table1", "table2", "ATTACK_LABELS"]
 
 ATTACKS = ("gradient_matching", "feature_collision", "bullseye_polytope")
 ATTACK_LABELS = {"gradient_matching": "Gradient Matching", "feature_collision": "Feature Collision",
@@ -166,32 +173,27 @@ def _se(v: pd.Series) -> float:
     return float(v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
 
 
+def trials_journal(root: str | Path) -> Journal:
+    """The journal ``<root>/trials.jsonl`` of a study folder (key ``(trial, defense)``)."""
+    return Journal(Path(root) / "trials.jsonl", ("trial", "defense"), default=float)
+
+
 def read_trials(root: str | Path) -> pd.DataFrame:
     """The trial records of a study folder (``trials.jsonl``), latest record per (trial, defense).
 
-    A torn line (a study killed mid-write) is skipped; a line that is not a trial record (JSON but
-    not an object, or without ``trial``/``defense``) is skipped with a ``RuntimeWarning``.
+    A torn line (a study killed mid-write) is skipped; a line that is not a trial record (JSON but not
+    an object, or without ``trial``/``defense``) is skipped with a ``RuntimeWarning``.
     """
-    path = Path(root) / "trials.jsonl"
-    if not path.is_file():
-        return pd.DataFrame()
-    rows = []
-    for r in read_jsonl(path):
-        if "trial" in r and "defense" in r:
-            rows.append(r)
-        else:
-            import warnings
-
-            warnings.warn(f"{path}: a record without trial/defense skipped", RuntimeWarning, stacklevel=2)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    return df.drop_duplicates(["trial", "defense"], keep="last").reset_index(drop=True)
+    return pd.DataFrame(list(trials_journal(root).latest().values()))
 
 
-def _append(path: Path, rec: dict) -> None:
-    """Append one record to ``trials.jsonl`` (a torn last line is terminated first, see :mod:`workbench.runs.logs`)."""
-    append_jsonl(path, rec, default=float)
+def _bind(root: Path, study: TrialStudy) -> None:
+    """Bind the folder to what makes its records valid (all of the study but ``trials`` and ``defenses``)."""
+    d = study.to_dict()
+    for k in ("trials", "defenses"):
+        d.pop(k, None)
+    bind_spec(root / "spec.json", d, what="targeted-poisoning study",
+              hint="attack, victim, threat setups, pretraining or model")
 
 
 def run_trials(data, study: TrialStudy, root: str | Path | None = None, *,
@@ -210,15 +212,20 @@ def run_trials(data, study: TrialStudy, root: str | Path | None = None, *,
         callback: receives :class:`TrialEvent` objects (crafting progress included).
         stop: ``threading.Event``; the study stops after the current victim / crafting iteration.
         pretrained: a ready clean model (skips pretraining; it must fit ``data``).
+
+    Raises:
+        SpecMismatchError: ``root`` holds a study with another attack, victim, setups or model (one line).
     """
     root = Path(root) if root is not None else None
-    emit = callback or (lambda ev: None)
+    emit = CallbackList([callback], what="targeted study")
     model_cfg = ModelConfig(**study.model)
-    done = read_trials(root) if root is not None else pd.DataFrame()
-    have = set(zip(done["trial"], done["defense"])) if not done.empty else set()
-    rows = done.to_dict("records") if not done.empty else []
+    journal = trials_journal(root) if root is not None else None
     if root is not None:
-        root.mkdir(parents=True, exist_ok=True)
+        _bind(root, study)
+    done = journal.latest() if journal is not None else {}
+    have = set(done)
+    rows = list(done.values())
+    if root is not None:
         atomic_write_bytes(root / "study.json", (json.dumps(study.to_dict(), indent=1) + "\n").encode())
     if pretrained is None:
         emit(TrialEvent("pretrain", -1, study.trials))
@@ -276,8 +283,8 @@ def run_trials(data, study: TrialStudy, root: str | Path | None = None, *,
                    "craft_final_loss": poison.meta.get("final_loss")}
             rows.append(rec)
             have.add((s.trial, lab))
-            if root is not None:
-                _append(root / "trials.jsonl", rec)
+            if journal is not None:
+                journal.append(rec)
             emit(TrialEvent("victim", s.trial, study.trials, defense=lab, record=rec))
     emit(TrialEvent("done", study.trials, study.trials))
     return pd.DataFrame(rows)

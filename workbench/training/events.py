@@ -7,8 +7,9 @@ and the callback is dropped; training goes on.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterable
 
 
 @dataclass(frozen=True)
@@ -113,3 +114,55 @@ class RunEnded:
 
 
 Event = Any
+
+
+def callback_name(fn: Callable) -> str:
+    """A readable name of a callback for messages: ``module.qualname`` of a function, else its class."""
+    target = fn if hasattr(fn, "__qualname__") else type(fn)
+    mod = getattr(target, "__module__", None)
+    name = getattr(target, "__qualname__", None) or repr(fn)
+    return f"{mod}.{name}" if mod and mod != "builtins" else name
+
+
+class CallbackList:
+    """Callbacks with the workbench's one error policy: a callback that raises is disabled with a warning.
+
+    ``cbs(event)`` calls every callback in order. A callback that raises an ``Exception``
+    is removed and reported once as a ``RuntimeWarning`` naming it (``<what> callback
+    <module.name> raised <Type>: <message>; it is disabled``); the other callbacks and the
+    caller (a training run, a study) go on. The Trainer and every study (sweeps, poisoning,
+    targeted, bilevel) dispatch their events with this policy. A ``CallbackList`` is itself
+    a callback, so a study hands one to each Trainer it runs: a callback disabled by one
+    run stays disabled for the rest of the study.
+
+    Args:
+        callbacks: callables ``fn(event)``; ``None`` entries are ignored.
+        what: the word used in the warning (``"training"``, ``"study"``).
+    """
+
+    def __init__(self, callbacks: Iterable[Callable | None] = (), *, what: str = "study"):
+        self.callbacks = [fn for fn in callbacks if fn is not None]
+        self.what = what
+        self.disabled: list[Callable] = []
+
+    def append(self, fn: Callable) -> None:
+        """Add a callback (called after the others)."""
+        self.callbacks.append(fn)
+
+    def __len__(self) -> int:
+        return len(self.callbacks)
+
+    def __call__(self, event: Any) -> None:
+        """Send ``event`` to every enabled callback (see the class docstring for errors)."""
+        for fn in list(self.callbacks):
+            try:
+                fn(event)
+            except Exception as e:  # a broken callback must not stop the work it watches
+                try:
+                    self.callbacks.remove(fn)
+                except ValueError:
+                    pass
+                self.disabled.append(fn)
+                warnings.warn(f"{self.what} callback {callback_name(fn)} raised {type(e).__name__}: {e}; "
+                              "it is disabled", RuntimeWarning, stacklevel=2)
+

@@ -248,7 +248,7 @@ class BilevelPanel(PanelBase):
     def run_study(self, wait: bool = False, **overrides) -> None:
         """Run the study with the widget settings (``overrides``: more :class:`StudySettings` fields)."""
         from ..bilevel.cli import markdown_table
-        from ..bilevel.study import paper_settings, run_study
+        from ..bilevel.study import paper_settings, run_study, study_folder
 
         steps = int(self.w_steps.value)
         try:
@@ -275,12 +275,13 @@ class BilevelPanel(PanelBase):
         def work():
             self.w_run.disabled, self.w_stop.disabled = True, False
             try:
-                self.study = run_study(s, self.study_root / s.dataset, progress=progress, should_stop=self._stop.is_set)
+                self.study = run_study(s, study_folder(self.study_root, s), progress=progress,
+                                       should_stop=self._stop.is_set)
                 if len(self.study.records):
                     _replace(self.figures["study"], error_vs_fraction_figure(self.study.records))
                     self.w_table.value = _md_to_html(markdown_table(self.study.records))
                 self._say(("Stopped" if self._stop.is_set() else "Finished") +
-                          f": results in {self.study_root / s.dataset}", "#1b5e20")
+                          f": results in {study_folder(self.study_root, s)}", "#1b5e20")
             except Exception as e:  # pragma: no cover - reported in the status line
                 self.errors.append(traceback.format_exc())
                 self._say(f"Study failed: {e}", "#b00020")

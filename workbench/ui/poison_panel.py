@@ -40,6 +40,7 @@ from ..config import RunConfig
 from ..poisoning.sharpness_aware import POISON_FILE, CraftResult, CraftStep, PoisonConfig, craft_poison
 from ..presets import quickstart_config
 from ..training.events import EpochEnd, ProbeResult, RunEnded, RunStarted, StepEnd
+from ..viz.poison_study import plot_curves
 from ..viz.poisoning import (craft_loss_figure, delta_norm_figure, drift_figure, image_grid_figure,
                              sam_cosine_figure)
 from ..app.estimate import estimate_crafting
@@ -638,7 +639,7 @@ class PoisonPanel(PanelBase):
         try:
             if len(comp.trials) and (comp.trials["status"] == "finished").any():
                 seed = int(comp.trials.loc[comp.trials["status"] == "finished", "seed"].iloc[0])
-                sync_figure(self.figure_compare, comp.curves_figure(seed))
+                sync_figure(self.figure_compare, plot_curves(comp, seed))
         except Exception as e:
             notes.append(f"curves failed: {type(e).__name__}: {e}")
         if comp.poison_path is not None:
