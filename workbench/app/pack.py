@@ -583,9 +583,12 @@ def load_pack(pack: str | Path, root: str | Path = "runs", *, verify: bool = Tru
     then uses these runs and finds their saved analyses.
 
     Args:
-        pack: the pack folder. root: the runs folder (created if needed).
+        pack: the pack folder.
+        root: the runs folder (created if needed).
         verify: also open every ``.pt`` file with ``torch.load(weights_only=True)`` (SHA-256 checks always run).
-        max_bytes, max_files: caps on the pack's total size and number of files and folders.
+        log: receives the progress lines, e.g. the final summary (None: silent).
+        max_bytes: cap on the pack's total size in bytes.
+        max_files: cap on the pack's number of files and folders.
 
     Returns:
         The index written to ``<root>/pack.json``.

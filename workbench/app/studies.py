@@ -1,4 +1,4 @@
-"""The study notebooks and what the landing page says about them, read from the notebooks themselves.
+r"""The study notebooks and what the landing page says about them, read from the notebooks themselves.
 
 Every notebook in ``notebooks/`` is a study. Its first Markdown cell describes
 it for a person::
@@ -13,7 +13,7 @@ The title is that cell's first heading, the summary the first sentence of the
 paragraph after it, and "you will see" the paragraph that starts with
 "You will see" (``metadata["workbench"]`` keys ``title``, ``summary`` and
 ``you_will_see`` override them). All three are turned into plain text: no
-Markdown marks, no LaTeX source (``$\\min_w$`` becomes ``min w``), no file names.
+Markdown marks, no LaTeX source (``$\min_w$`` becomes ``min w``), no file names.
 Nothing is listed by hand, so a notebook added later appears on the landing
 page by itself.
 

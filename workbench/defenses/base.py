@@ -1,9 +1,9 @@
-"""Train-time data-selection defenses: the shared round schedule, bookkeeping and resume state.
+r"""Train-time data-selection defenses: the shared round schedule, bookkeeping and resume state.
 
 A :class:`SelectionDefense` is called by the :class:`~workbench.training.Trainer`
 at the start of every epoch (``maybe_select``). It runs a *selection round* at
 epochs ``warmup, warmup + period, warmup + 2·period, ...`` ([Yang 2022,
-Alg. 1]: "Train the network for K epochs on V. for every T epochs do ... V = V \\ Z
+Alg. 1]: "Train the network for K epochs on V. for every T epochs do ... V = V \ Z
 ... Train on V for T epochs"), each time choosing, among the examples still
 kept (``V``), the ones to drop for good. The trainer then trains on the kept
 examples only until the next round; dropped examples are never seen again.
@@ -110,7 +110,9 @@ class SelectionDefense:
 
         Args:
             model: the model being trained (must be left unchanged, modes included).
-            x, y, index: the kept examples (inputs, labels, dataset indices).
+            x: inputs of the kept examples ``[n, ...]``.
+            y: their labels ``[n]``.
+            index: their dataset indices ``[n]``.
             epoch: epochs trained so far.
 
         Returns:
