@@ -18,7 +18,9 @@ def quickstart_config(optimizer: str = "sgd", *, epochs: int = 30, root: str = "
 
     Args:
         optimizer: ``sgd``, ``sam``, ``asam`` (rho 0.5) or ``adam`` (lr 1e-3).
-        epochs: training epochs (positive). root: runs folder. seed: initialisation and batch-order seed.
+        epochs: training epochs (positive).
+        root: runs folder.
+        seed: initialisation and batch-order seed.
 
     Raises:
         ValueError: an unknown optimizer or a non-positive ``epochs`` (from the config's validation).

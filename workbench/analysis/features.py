@@ -418,10 +418,12 @@ class FeatureSparsityProbe(Probe):
         self.examples: ExampleSet | None = None
 
     def setup(self, trainer) -> None:
+        """Draw the probe's fixed, seeded training examples."""
         self.examples = ExampleSet.from_dataset(trainer.splits["train"], count=self.count, seed=self.seed,
                                                 split="train")
 
     def measure(self, model: nn.Module, trainer) -> dict:
+        """Feature sparsity of ``model``'s ReLU layers on the probe's examples (model state preserved)."""
         if self.examples is None:
             self.setup(trainer)
         with preserved_state(model):

@@ -74,6 +74,7 @@ class IndexedTensorDataset(torch.utils.data.Dataset):
 
     @property
     def device(self) -> torch.device:
+        """Device of the inputs ``x``."""
         return self.x.device
 
     def __repr__(self) -> str:
@@ -115,6 +116,7 @@ class DataBundle:
     clean_train: IndexedTensorDataset | None = None
 
     def splits(self) -> dict[str, IndexedTensorDataset]:
+        """``{"train", "val", "test"}`` → the split's dataset."""
         return {"train": self.train, "val": self.val, "test": self.test}
 
     def __repr__(self) -> str:

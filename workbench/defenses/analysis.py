@@ -258,9 +258,11 @@ class GradientDifferenceProbe(Probe):
         self.reduction = reduction
 
     def setup(self, trainer) -> None:
+        """Keep a reference to the run's (possibly poisoned) training set."""
         self._train = trainer.bundle.train
 
     def measure(self, model: nn.Module, trainer) -> dict:
+        """Gradient difference of the kept subset vs random subsets of the same size (``{}`` before a round)."""
         if self.defense.kept_indices is None:
             return {}
         df = kept_vs_random_gradient_difference(model, self._train, self.defense.kept_indices,

@@ -15,6 +15,7 @@ __all__ = ["add_commands", "cmd_defense_report"]
 
 
 def cmd_defense_report(args) -> int:
+    """``workbench defense-report RUN``: print a defended run's rounds and write its figures; exit status."""
     import pandas as pd
 
     from ..runs import load_checkpoint, load_run

@@ -65,4 +65,5 @@ class LeNet5(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, num_classes]`` for inputs ``[N, ...]``."""
         return self.classifier(self.features(x))

@@ -11,8 +11,9 @@ from ._common import check_num_classes, check_positive_int
 
 
 class LogisticRegression(nn.Module):
-    """``Flatten - Linear(in_features, num_classes)``; trained with cross-entropy this
-    is multinomial logistic regression (softmax regression), a convex problem.
+    """``Flatten - Linear(in_features, num_classes)``: multinomial logistic regression.
+
+    Trained with cross-entropy this is softmax regression, a convex problem.
 
     Args:
         in_features: ``prod(input_shape)``.
@@ -39,4 +40,5 @@ class LogisticRegression(nn.Module):
         return cls(math.prod(input_shape), num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, num_classes]`` for inputs ``[N, ...]``."""
         return self.linear(self.flatten(x))

@@ -57,4 +57,5 @@ class MLP(nn.Module):
         return cls(math.prod(input_shape), hidden_sizes, num_classes, dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, num_classes]`` for inputs ``[N, ...]``."""
         return self.net(x)

@@ -33,6 +33,7 @@ class WideBasicBlock(nn.Module):
             self.shortcut = nn.Conv2d(in_planes, out_planes, 1, stride=stride, padding=0, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The block's output: pre-activation residual branch plus the (projected) shortcut."""
         o = self.relu1(self.bn1(x))
         identity = x if self.shortcut is None else self.shortcut(o)
         o = self.conv1(o)
@@ -95,6 +96,7 @@ class WideResNet(nn.Module):
         init_weights(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``[N, num_classes]`` for inputs ``[N, ...]``."""
         x = self.block3(self.block2(self.block1(self.conv1(x))))
         x = self.relu(self.bn(x))
         x = F.adaptive_avg_pool2d(x, 1).flatten(1)

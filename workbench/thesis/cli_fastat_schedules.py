@@ -66,6 +66,7 @@ def _write_figure(fig, stem: Path, formats) -> list[str]:
 
 
 def cmd_fastat(args) -> int:
+    """``workbench thesis fastat``: fast adversarial training on digits (Ch. 2); writes history, summary, figure."""
     from ..viz.thesis_adv import fast_at_figure
     from .ch2 import FastATConfig, fast_adversarial_training
 
@@ -90,6 +91,7 @@ def cmd_fastat(args) -> int:
 
 
 def cmd_schedules(args) -> int:
+    """``workbench thesis schedules``: one step-size schedule of Ch. 6 as a CSV table and an HTML figure."""
     import pandas as pd
     import plotly.graph_objects as go
 

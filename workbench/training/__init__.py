@@ -6,5 +6,5 @@ from .progress import TqdmProgress
 from .trainer import CHECKPOINT_FORMAT, Probe, Trainer, TrainResult, load_data_cached
 
 __all__ = ["Trainer", "TrainResult", "evaluate", "resolve_device", "seed_everything", "set_deterministic",
-           "RunStarted", "StepEnd", "EpochEnd", "ProbeResult", "Probe", "StatusChanged", "RunEnded", "TqdmProgress", "load_data_cached",
-           "CHECKPOINT_FORMAT"]
+           "RunStarted", "StepEnd", "EpochEnd", "ProbeResult", "Probe", "StatusChanged", "RunEnded", "TqdmProgress",
+           "load_data_cached", "CHECKPOINT_FORMAT"]

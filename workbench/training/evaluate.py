@@ -15,6 +15,7 @@ def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, batch_size: 
     statistics, dropout off) and its previous mode is restored afterwards.
 
     Args:
+        model: the classifier (its train/eval mode is restored afterwards).
         x: inputs ``[N, ...]`` (any device; moved batch-wise to ``device``).
         y: labels ``[N]``.
         batch_size: evaluation batch size.

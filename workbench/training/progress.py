@@ -15,6 +15,7 @@ class TqdmProgress:
         self.bar = None
 
     def __call__(self, ev) -> None:
+        """Trainer callback: open, advance and close the progress bar on the run's events."""
         if isinstance(ev, RunStarted):
             self.bar = tqdm(total=ev.total_steps, initial=ev.start_step, desc=ev.name, **self._kw)
         elif isinstance(ev, StepEnd) and self.bar is not None:

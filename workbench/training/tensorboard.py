@@ -32,6 +32,7 @@ class TensorBoardWriter:
         self.writer = SummaryWriter(log_dir=str(self.log_dir), flush_secs=10)
 
     def __call__(self, ev) -> None:
+        """Trainer callback: write the step, epoch and probe metrics of ``ev`` as scalars; close at the run's end."""
         w = self.writer
         if isinstance(ev, StepEnd):
             for k, v in ev.metrics.items():

@@ -6,4 +6,5 @@ from .runner import BackgroundRunner
 from .sweep_panel import SweepPanel
 from .training_panel import TrainingPanel
 
-__all__ = ["TrainingPanel", "AnalysisPanel", "SweepPanel", "PoisonPanel", "LiveCurves", "BackgroundRunner", "sync_figure"]
+__all__ = ["TrainingPanel", "AnalysisPanel", "SweepPanel", "PoisonPanel", "LiveCurves", "BackgroundRunner",
+           "sync_figure"]

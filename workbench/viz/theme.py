@@ -127,6 +127,7 @@ def compact_legend(fig: go.Figure, entries: list[dict], *, font_size: float | No
     """Replace plotly's legend of ``fig`` by a compact one in the top margin; return ``fig``.
 
     Args:
+        fig: the figure (modified in place).
         entries: one dict per entry: ``label`` (text), ``color``, and optionally ``dash`` (plotly dash name),
             ``width`` (line width, px), ``opacity``, and ``break_before`` (start a group: a wider gap, and a
             new row unless the whole group fits in the current one).
