@@ -410,7 +410,8 @@ def read_gaussians_2d(cfg: DataConfig) -> RawDataset:
     from sklearn.datasets import make_blobs
 
     x, y = make_blobs(n_samples=cfg.n_samples, centers=np.array([[-2.0, 0.0], [2.0, 0.0]]),
-                      cluster_std=float(1.0 if cfg.noise is None else cfg.noise), shuffle=True, random_state=cfg.split_seed)
+                      cluster_std=float(1.0 if cfg.noise is None else cfg.noise), shuffle=True,
+                      random_state=cfg.split_seed)
     return RawDataset(
         x=torch.from_numpy(x.astype(np.float32)), y=torch.from_numpy(y.astype(np.int64)),
         class_names=["0", "1"], n_official_train=None,
@@ -426,7 +427,8 @@ def read_moons(cfg: DataConfig) -> RawDataset:
     """
     from sklearn.datasets import make_moons
 
-    x, y = make_moons(n_samples=cfg.n_samples, noise=float(0.2 if cfg.noise is None else cfg.noise), random_state=cfg.split_seed)
+    x, y = make_moons(n_samples=cfg.n_samples, noise=float(0.2 if cfg.noise is None else cfg.noise),
+                      random_state=cfg.split_seed)
     return RawDataset(
         x=torch.from_numpy(x.astype(np.float32)), y=torch.from_numpy(y.astype(np.int64)),
         class_names=["0", "1"], n_official_train=None,

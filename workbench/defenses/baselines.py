@@ -84,6 +84,7 @@ class ScoreFilter(SelectionDefense):
         self.threshold = threshold
 
     def config(self) -> dict:
+        """The defense's settings as a plain dict (saved with the run's state and in its records)."""
         return {"budget": self.budget, "threshold": self.threshold, **super().config()}
 
     def _suspicion(self, loss: Tensor, conf: Tensor) -> tuple[Tensor, Tensor | None]:

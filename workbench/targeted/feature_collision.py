@@ -109,6 +109,7 @@ class FeatureCollision(Attack):
         self.initial_distance = self.final_distance = float("nan")
 
     def config(self) -> dict:
+        """The attack's settings as a plain dict (recorded with the poison)."""
         return {"iterations": self.iterations, "lr": self.lr, "beta": self.beta, "decay": self.decay, "tol": self.tol,
                 "hard_bound": self.hard_bound}
 
@@ -192,6 +193,7 @@ class BullseyePolytope(Attack):
         self.initial_distance = self.final_distance = float("nan")
 
     def config(self) -> dict:
+        """The attack's settings as a plain dict (recorded with the poison)."""
         return {"iterations": self.iterations, "lr": self.lr, "init_noise": self.init_noise, "seed": self.seed}
 
     def craft(self, model, setup: ThreatSetup, data, *, callback: Callable[[CraftProgress], None] | None = None,

@@ -100,6 +100,7 @@ class GradientMatching(Attack):
         self.final_loss = float("nan")
 
     def config(self) -> dict:
+        """The attack's settings as a plain dict (recorded with the poison)."""
         return {"iterations": self.iterations, "lr": self.lr, "restarts": self.restarts, "augment": self.augment,
                 "padding": self.padding, "flip": self.flip, "batch_size": self.batch_size, "seed": self.seed}
 

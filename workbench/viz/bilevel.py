@@ -114,7 +114,8 @@ def _panel_traces(ill, which: str, *, coloraxis: str, showlegend: bool, path_upt
                              showlegend=showlegend, line=dict(color=POISON_COLOR, width=1.2, dash="dot")))
     traces.append(go.Scatter(x=[p[0]], y=[p[1]], mode="markers", name=f"poisoning point (label {ill.maps.y_p})",
                              legendgroup="pp", showlegend=showlegend,
-                             marker=dict(color=POISON_COLOR, size=12, symbol="star", line=dict(color="black", width=1))))
+                             marker=dict(color=POISON_COLOR, size=12, symbol="star",
+                                         line=dict(color="black", width=1))))
     return traces
 
 
@@ -155,7 +156,8 @@ def lambda_map_figure(ill, *, theme: str = "screen", title: str | None = None) -
 def illustration_figure(ill, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Fig. 1: no regularisation | λ = log 20 (shared error colour scale) | argmin-λ map."""
     fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.09,
-                        subplot_titles=(PANEL_TITLES["no_reg"], PANEL_TITLES["reg"], "argmin-λ of the validation error"))
+                        subplot_titles=(PANEL_TITLES["no_reg"], PANEL_TITLES["reg"],
+                                        "argmin-λ of the validation error"))
     for col, which in ((1, "no_reg"), (2, "reg")):
         for tr in _panel_traces(ill, which, coloraxis="coloraxis", showlegend=col == 1):
             fig.add_trace(tr, row=1, col=col)

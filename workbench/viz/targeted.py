@@ -121,7 +121,8 @@ def proxy_agreement_figure(cosines: pd.DataFrame, effective: Sequence[int], *, a
                              pointpos=0, marker_color=GROUP_COLORS[name], text=[f"index {i}" for i in d["index"]]))
     sub = ""
     if agreement:
-        sub = f" — ROC AUC {agreement.get('auc', float('nan')):.2f}, precision@k {agreement.get('precision_at_k', float('nan')):.2f}"
+        sub = (f" — ROC AUC {agreement.get('auc', float('nan')):.2f}, "
+               f"precision@k {agreement.get('precision_at_k', float('nan')):.2f}")
     fig.update_layout(title="Cheap proxy (poison→target cosine) vs retraining (Yang 2022, §3.2)" + sub,
                       yaxis_title="poison→target gradient cosine", showlegend=False)
     return apply_theme(fig, theme)
@@ -166,7 +167,8 @@ def trials_figure(df: pd.DataFrame, *, theme: str = "screen") -> go.Figure:
         for col, (metric, scale) in enumerate((("success", 1.0), ("test_acc", 1.0)), start=1):
             m = g[metric].apply(lambda s: s.astype(float).mean())
             se = g[metric].apply(lambda s: s.astype(float).std(ddof=1) / np.sqrt(len(s)) if len(s) > 1 else 0.0)
-            fig.add_trace(go.Bar(x=list(m.index), y=m.to_numpy() * scale, error_y=dict(type="data", array=se.to_numpy()),
+            fig.add_trace(go.Bar(x=list(m.index), y=m.to_numpy() * scale,
+                                 error_y=dict(type="data", array=se.to_numpy()),
                                  marker_color=[color_for(i) for i in range(len(m))], showlegend=False,
                                  text=[f"n={int(n[k])}" for k in m.index]), row=1, col=col)
     fig.update_yaxes(range=[0, 1])
