@@ -15,7 +15,8 @@ def test_defaults_depend_on_the_optimizer():
     assert (a.rho, a.eta, a.adaptive) == (0.5, 0.01, True)
     assert (OptimConfig(name="sam", adaptive=True).rho, OptimConfig(name="sam", adaptive=True).eta) == (0.5, 0.01)
     # explicit values always win, also 0
-    assert (OptimConfig(name="asam", rho=2.0, eta=0.0).rho, OptimConfig(name="asam", rho=2.0, eta=0.0).eta) == (2.0, 0.0)
+    explicit = OptimConfig(name="asam", rho=2.0, eta=0.0)
+    assert (explicit.rho, explicit.eta) == (2.0, 0.0)
 
 
 def test_overrides_switching_to_asam_take_its_defaults_unless_set():

@@ -16,12 +16,19 @@ import warnings
 from pathlib import Path
 
 import pytest
-import torch
 
 from workbench.cli import main
 from workbench.presets import quickstart_config
-from workbench.runs import (CheckpointError, CorruptRunError, Run, RunLockedError, list_runs, load_run, load_runs,
-                            run_folders)
+from workbench.runs import (
+    CheckpointError,
+    CorruptRunError,
+    Run,
+    RunLockedError,
+    list_runs,
+    load_run,
+    load_runs,
+    run_folders,
+)
 from workbench.runs import logs as L
 from workbench.training import Trainer
 

@@ -107,7 +107,8 @@ def test_setup_validation(data):
 
 def test_pixel_box_projects_per_channel_in_pixel_space():
     box = PixelBox(0.1, mean=[0.5, 0.2], std=[0.25, 0.5])
-    x = (torch.rand(4, 2, 3, 3) - torch.tensor([0.5, 0.2]).view(1, 2, 1, 1)) / torch.tensor([0.25, 0.5]).view(1, 2, 1, 1)
+    mean, std = torch.tensor([0.5, 0.2]).view(1, 2, 1, 1), torch.tensor([0.25, 0.5]).view(1, 2, 1, 1)
+    x = (torch.rand(4, 2, 3, 3) - mean) / std
     d = box.project(torch.randn(4, 2, 3, 3) * 3, x)
     pix = box.pixel_delta(d)
     assert pix.abs().max() <= 0.1 + 1e-6

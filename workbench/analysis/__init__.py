@@ -6,29 +6,29 @@ saves the result in the run folder.
 """
 from . import corruption, curvature, features, gradients, landscape, projections, sharpness, tasks
 from .common import (
-                     DEFAULT_COUNT,
-                     ExampleSet,
-                     ResultRecord,
-                     eval_mode,
-                     load_result,
-                     model_device,
-                     preserved_state,
-                     save_result,
+    DEFAULT_COUNT,
+    ExampleSet,
+    ResultRecord,
+    eval_mode,
+    load_result,
+    model_device,
+    preserved_state,
+    save_result,
 )
 from .corruption import CorruptionResult, parameter_corruption
 from .curvature import (
-                     HessianOperator,
-                     TopEigenvalueProbe,
-                     eigenvalue_ratio,
-                     hutchinson_trace,
-                     hutchpp_trace,
-                     lanczos,
-                     layerwise,
-                     power_iteration,
-                     pyhessian_eigenvalues,
-                     pyhessian_trace,
-                     smallest_eigenvalues,
-                     spectral_density,
+    HessianOperator,
+    TopEigenvalueProbe,
+    eigenvalue_ratio,
+    hutchinson_trace,
+    hutchpp_trace,
+    lanczos,
+    layerwise,
+    power_iteration,
+    pyhessian_eigenvalues,
+    pyhessian_trace,
+    smallest_eigenvalues,
+    spectral_density,
 )
 from .features import FeatureSparsityProbe, feature_sparsity
 from .gradients import SamCosineTracker, last_layer_gradients, per_example_gradients

@@ -15,26 +15,26 @@ No UI imports.
 """
 from .attack import AttackConfig, AttackResult, AttackStep, init_poison, project_box, project_lambda, run_attack
 from .hypergrad import (
-                        BilevelProblem,
-                        Hypergradient,
-                        central_difference,
-                        conjugate_gradient,
-                        grad_vjp,
-                        implicit_hypergradient,
-                        reverse_hypergradient,
-                        unrolled_objective,
+    BilevelProblem,
+    Hypergradient,
+    central_difference,
+    conjugate_gradient,
+    grad_vjp,
+    implicit_hypergradient,
+    reverse_hypergradient,
+    unrolled_objective,
 )
 from .illustration import (
-                        Illustration,
-                        IllustrationSettings,
-                        PoisonMaps,
-                        Toy2D,
-                        argmin_lambda,
-                        gaussian_2d,
-                        illustrate,
-                        load_illustration,
-                        poison_maps,
-                        save_illustration,
+    Illustration,
+    IllustrationSettings,
+    PoisonMaps,
+    Toy2D,
+    argmin_lambda,
+    gaussian_2d,
+    illustrate,
+    load_illustration,
+    poison_maps,
+    save_illustration,
 )
 from .model import error_rate, solve_inner, train_gd, train_gd_batched, train_loss, train_sgd, val_loss
 

@@ -68,7 +68,8 @@ STRATEGIES = {"small": "λ small (fixed)", "large": "λ large (fixed)", "clean":
               "rmd": "λ_RMD (learned)"}
 """Strategy key → label."""
 
-_CLASSES = {"digits": [0, 8], "mnist": [0, 8], "mnist-10k": [0, 8], "fashion-mnist": [0, 2]}  # Fashion-MNIST: 0 T-shirt, 2 pullover
+# Fashion-MNIST: 0 T-shirt, 2 pullover
+_CLASSES = {"digits": [0, 8], "mnist": [0, 8], "mnist-10k": [0, 8], "fashion-mnist": [0, 2]}
 
 
 @dataclass
@@ -148,10 +149,12 @@ class StudySettings:
                              f"{self.lam_small}, {self.lam_large}")
 
     def attack_config(self, steps: int, seed: int) -> AttackConfig:
+        """The attack's settings for ``steps`` hyperiterations, seeded by ``seed``."""
         return AttackConfig(alpha=self.alpha, beta=self.beta, steps=steps, box=self.box, lam_range=self.lam_range,
                             restarts=self.restarts, patience=self.patience, method=self.method, seed=seed)
 
     def to_dict(self) -> dict:
+        """The settings as a plain dict (``strategies`` as a list)."""
         d = asdict(self)
         d["strategies"] = list(self.strategies)
         return d
@@ -185,7 +188,8 @@ def paper_settings(dataset: str, **overrides) -> StudySettings:
 
 
 def load_binary(dataset: str, root: str | None = None, *, n_test_pool: int | None = None, seed: int = 0,
-                dtype=torch.float64, n_trainval: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
+                dtype=torch.float64, n_trainval: int | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict]:
     """The study's binary task as flat features in [0, 1]: ``(x_pool, y_pool, x_test, y_test, info)``.
 
     ``x_pool``/``y_pool`` are split into train/validation per repetition; the test set is

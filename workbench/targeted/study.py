@@ -142,12 +142,14 @@ class TrialStudy:
                 raise ValueError(f"defense {d!r} is invalid: name must be one of {', '.join(DEFENSES)}")
 
     def to_dict(self) -> dict:
+        """The study as a plain dict (the victim's settings nested); :meth:`from_dict` inverts it."""
         d = dataclasses.asdict(self)
         d["victim"] = self.victim.to_dict()
         return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrialStudy":
+        """A study from :meth:`to_dict`'s output (e.g. a saved ``study.json``)."""
         d = dict(d)
         if isinstance(d.get("victim"), dict):
             v = dict(d["victim"])
@@ -212,6 +214,7 @@ def run_trials(data, study: TrialStudy, root: str | Path | None = None, *,
         callback: receives :class:`TrialEvent` objects (crafting progress included).
         stop: ``threading.Event``; the study stops after the current victim / crafting iteration.
         pretrained: a ready clean model (skips pretraining; it must fit ``data``).
+        device: device of the pretraining, crafting and victim trainings.
 
     Raises:
         SpecMismatchError: ``root`` holds a study with another attack, victim, setups or model (one line).

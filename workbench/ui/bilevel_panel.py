@@ -30,8 +30,7 @@ import torch
 
 from ..bilevel.illustration import Illustration, IllustrationSettings, fit_eval, illustrate
 from ..bilevel.model import error_rate, val_loss
-from ..viz.bilevel import (PANEL_TITLES, boundary_xy, error_vs_fraction_figure, lambda_map_figure,
-                           poison_map_figure)
+from ..viz.bilevel import PANEL_TITLES, boundary_xy, error_vs_fraction_figure, lambda_map_figure, poison_map_figure
 from .base import PanelBase, figure_widget, guard
 
 __all__ = ["BilevelPanel"]
@@ -118,7 +117,8 @@ class BilevelPanel(PanelBase):
             guard(self.figures["lambda"]),
         ])
         study = W.VBox([W.HBox([self.w_dataset, self.w_reps, self.w_steps, self.w_batches]),
-                        W.HBox([self.w_run, self.w_stop, self.w_study_progress]), guard(self.figures["study"]), self.w_table])
+                        W.HBox([self.w_run, self.w_stop, self.w_study_progress]), guard(self.figures["study"]),
+                        self.w_table])
         self.w_tabs = W.Tab(children=[two_d, study])
         self.w_tabs.set_title(0, "2-D illustration (Fig. 1)")
         self.w_tabs.set_title(1, "study (Fig. 2)")
@@ -136,9 +136,10 @@ class BilevelPanel(PanelBase):
                 self._say("Computing the attack and the maps ...")
                 t0 = time.perf_counter()
                 ill = illustrate(int(self.w_seed.value), s,
-                                 progress=lambda stage, f: setattr(self.w_progress, "value",
-                                                                   {"attack": 0.6, "maps": 0.1, "lambda": 0.3}[stage] * f
-                                                                   + {"attack": 0, "maps": 0.6, "lambda": 0.7}[stage]))
+                                 progress=lambda stage, f: setattr(
+                                     self.w_progress, "value",
+                                     {"attack": 0.6, "maps": 0.1, "lambda": 0.3}[stage] * f
+                                     + {"attack": 0, "maps": 0.6, "lambda": 0.7}[stage]))
                 self.settings = s
                 self.set_illustration(ill)
                 self._say(f"Done in {time.perf_counter() - t0:.1f} s (maps {ill.seconds.get('maps', 0):.2f} s, "
