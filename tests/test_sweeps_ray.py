@@ -262,6 +262,60 @@ def test_stop_event_stops_the_study(tmp_path, ray_session):
     assert not (study.path / "STOP").exists()
 
 
+def test_run_folders_come_back_through_tune_storage(tmp_path, ray_session):
+    # ray_storage: trials train in their Tune working directory (node-local) and hand the run folder over as
+    # their checkpoint; the driver copies it into the study (as on a cluster without a shared study folder;
+    # the multi-node version is in test_sweeps_ray_cluster.py)
+    from workbench.sweeps import trials_table
+
+    base = quickstart_config("sgd", epochs=1).with_overrides({"model.name": "mlp", "data.max_train": 128})
+    study = StudyConfig(name="rst", base=base, params={"optim.lr": [0.05, 0.1]}, seeds=[0], backend="ray",
+                        ray_storage=str(tmp_path / "storage"), root=str(tmp_path / "driver"))
+    res = run_study(study)
+    assert res.status == "finished" and res.counts() == {"finished": 2}
+    node = ray_session.get_runtime_context().get_node_id()
+    for r in read_trials(study.path):
+        assert r["node_id"] == node and r["node_ip"] == "127.0.0.1"
+        assert "workbench-runs" in r["node_run_path"] and not Path(r["node_run_path"]).exists()  # handed over
+        run = load_run(r["run_path"])
+        assert run.path.parent == study.path / "runs" and run.config.root == str(study.path / "runs")
+        assert run.config.train.device == "cpu"  # no GPU reserved (resources_per_trial gpu 0): never 'auto'
+        assert run.checkpoints and r["value"] == pytest.approx(run.epochs["val_acc"].iloc[-1])
+        assert list((tmp_path / "storage" / "rst").glob(f"trial_*/checkpoint_*/{run.path.name}/config.json"))
+    assert trials_table(study.path, metrics=("test_acc",))["test_acc"].notna().all()
+
+
+def test_resources_no_node_can_hold_are_refused_at_once(tmp_path, ray_session):
+    from workbench.sweeps.ray_backend import RayClusterError
+
+    study = StudyConfig(name="rgpu", base=quickstart_config("sgd", epochs=1), params={"optim.lr": [0.05]},
+                        seeds=[0], backend="ray", resources_per_trial={"gpu": 1}, root=str(tmp_path))
+    t0 = time.monotonic()
+    with pytest.raises(RayClusterError, match=r"resources_per_trial cpu: 1, gpu: 1 fits on no node of the local Ray"):
+        run_study(study)
+    assert time.monotonic() - t0 < 30 and not read_trials(study.path)
+
+
+def test_a_study_joins_a_running_ray_by_its_loopback_address(tmp_path, ray_session):
+    # the user's flow: a Ray is running (here this module's, on 127.0.0.1), `workbench sweep` joins it with
+    # ray_address: 127.0.0.1:<port>; Ray used to swap in the machine's interface address and fail to connect
+    address = ray_session.get_runtime_context().gcs_address
+    assert address.startswith("127.0.0.1:")
+    import yaml
+
+    base = quickstart_config("sgd", epochs=1).with_overrides({"model.name": "mlp", "data.max_train": 128})
+    study = tmp_path / "s.yaml"
+    study.write_text(yaml.safe_dump({"name": "join", "base": base.to_dict(), "params": {"optim.lr": [0.05]},
+                                     "backend": "ray", "ray_address": address, "root": str(tmp_path / "sweeps")}))
+    out = subprocess.run([sys.executable, "-m", "workbench", "sweep", str(study), "--no-progress"], cwd=REPO,
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    recs = read_trials(tmp_path / "sweeps" / "join")
+    assert [r["status"] for r in recs] == ["finished"]
+    assert recs[0]["node_id"] == ray_session.get_runtime_context().get_node_id()  # ran on this module's Ray
+    assert "Traceback" not in out.stderr
+
+
 def test_no_ray_processes_are_left(ray_session):
     pids = _descendants()
     assert pids  # the module's Ray session

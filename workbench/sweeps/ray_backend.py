@@ -28,9 +28,10 @@ Ray's own files go to ``<study>/ray/tune/``. Ray is started locally by :func:`in
 (``num_cpus=os.cpu_count()``, no dashboard, worker output not forwarded, every service listening on
 127.0.0.1 only, generous start-up timeouts and one retry, else :class:`RayStartError`) unless
 ``study.ray_address`` names a cluster or Ray is already initialized; it is shut
-down at the end only if this module started it. On a cluster every node needs
-the workbench installed and the study folder at the same (shared) path. Each
-trial asks for one CPU; actors are reused between trials (``reuse_actors``:
+down at the end only if this module started it. Joining a cluster (``ray_address``, ``ray_node_ip``), where
+run folders are written (``ray_storage``), GPUs per trial (``resources_per_trial``) and retries of trials whose
+node died (``max_failures``): :mod:`workbench.sweeps.ray_cluster`. Each trial reserves
+``resources_per_trial`` (one CPU by default); actors are reused between trials (``reuse_actors``:
 a fresh actor costs seconds, the trials of a CPU sweep often less).
 
 Each trial's records are appended to ``trials.jsonl`` (and emitted as
@@ -60,9 +61,10 @@ from typing import Any, Callable
 from ..engine import execute_trial, objective_value
 from .trials import (DONE_STATUSES, SweepEvent, read_trials, resume_optuna, stop_study, study_stop, trial_meta,
                      trials_journal)
+from .ray_cluster import RayClusterError, check_resources, fetch_runs, join_cluster
 from .study import StudyConfig, Trial, trial_id
 
-__all__ = ["run_ray", "init_local_ray", "RayStartError", "LOCAL_RAY_ENV", "RAY_START_ATTEMPTS"]
+__all__ = ["run_ray", "init_local_ray", "RayStartError", "RayClusterError", "LOCAL_RAY_ENV", "RAY_START_ATTEMPTS"]
 
 # keys Ray fills into every result; never forwarded as metrics
 _RAY_KEYS = {"done", "training_iteration", "trial_id", "date", "timestamp", "time_this_iter_s", "time_total_s",
@@ -298,12 +300,22 @@ def _trainable(config: dict, job: dict) -> None:
     else:
         spec = job["specs"][config["wb_index"]]
         units = [(spec["trial_id"], spec["params"], spec["seed"], spec["config_index"])]
+    from .ray_cluster import drop_local, hand_over, local_runs_folder, trial_node
+
     records: list[dict] = []
     killed = {"flag": False}
+    node = trial_node()  # recorded per trial: where it ran
+    local = local_runs_folder(f"trial_{ray_id}") if job.get("storage") else None  # node-local, see ray_cluster
+    threads = max(1, int(job.get("threads") or 1))
     for k, (tid, params, seed, index) in enumerate(units):
         if (path / "STOP").exists():
             break
-        meta = dict(trial_meta(study, Trial(tid, dict(params), seed, None, index)), ray_trial=ray_id)
+        meta = dict(trial_meta(study, Trial(tid, dict(params), seed, None, index)), ray_trial=ray_id, **node)
+        if local is None and not (path / "study.yaml").is_file():  # the study folder is not on this node
+            records.append(dict(meta, status="failed", run_path=None, value=None, final={}, seconds=0.0, epochs=0,
+                                error=f"the study folder {path} is not on node {node['node_ip']}: put it on a "
+                                      f"filesystem every node mounts at the same path, or set ray_storage"))
+            break
         try:
             cfg = study.config_for(params, seed).to_dict()
         except ValueError as e:  # an Optuna suggestion that makes an invalid config
@@ -311,6 +323,10 @@ def _trainable(config: dict, job: dict) -> None:
                                 seconds=0.0, epochs=0))
             break
         cfg = _absolute_paths(cfg, job["cwd"])
+        if local is not None:
+            cfg["root"] = str(local)
+        if not job.get("gpu") and cfg["train"].get("device") == "auto":
+            cfg["train"]["device"] = "cpu"  # no GPU reserved: never crowd onto a GPU other trials own
         epochs = int(cfg["train"]["epochs"])
         seen: dict[str, Any] = {"history": [], "run_path": None}
 
@@ -325,6 +341,7 @@ def _trainable(config: dict, job: dict) -> None:
             hist = seen["history"]
             report = {**_numeric(hist[-1]), "epoch": int(epoch), metric: float(value),
                       "wb_trial_id": tid, "wb_seed": seed, "wb_run_path": seen["run_path"],
+                      "wb_node_id": node["node_id"], "wb_node_ip": node["node_ip"],
                       "wb_value": objective_value(hist, metric, study.objective, study.mode)}
             try:
                 tune.report(report)
@@ -333,7 +350,7 @@ def _trainable(config: dict, job: dict) -> None:
                 return True
             return False
 
-        rec = execute_trial(cfg, meta, str(path), 1, on_epoch=on_epoch, prune=prune)
+        rec = execute_trial(cfg, meta, str(path), threads, on_epoch=on_epoch, prune=prune)
         if killed["flag"]:
             # Tune no longer listens (the driver records the trial from its last report); SystemExit(0)
             # ends this thread quietly, so Tune can reuse the actor for the next trial
@@ -347,7 +364,13 @@ def _trainable(config: dict, job: dict) -> None:
     report = {**_numeric(first.get("final") or {}), "epoch": int(first.get("epochs") or 0),
               metric: (sum(r["value"] for r in records) / len(records)) if ok else float("nan"),
               "wb_records": json.dumps(records, default=str)}
-    tune.report(report)  # may raise SystemExit(0) (stopped right at its last report, which was delivered)
+    if local is None or not local.is_dir():
+        tune.report(report)  # may raise SystemExit(0) (stopped right at its last report, which was delivered)
+        return
+    try:  # the run folders go to Tune's storage as this trial's checkpoint; the driver copies them into the study
+        tune.report(report, checkpoint=hand_over(local))
+    finally:
+        drop_local(local)
 
 
 # -------------------------------------------------------------- in the driver
@@ -540,7 +563,8 @@ def _records_from(metrics, config, err, describe, pruned: set) -> list[dict]:
         status = "failed" if error else "pruned" if m.get("trial_id") in pruned else "stopped"
         return [dict(base, status=status, run_path=m.get("wb_run_path"),
                      value=m.get("wb_value"), final=_numeric({k: v for k, v in m.items() if not k.startswith("wb_")}),
-                     error=error, seconds=m.get("time_total_s"), epochs=int(m["epoch"]))]
+                     error=error, seconds=m.get("time_total_s"), epochs=int(m["epoch"]),
+                     node_id=m.get("wb_node_id"), node_ip=m.get("wb_node_ip"))]
     if error and units:
         return [dict(units[0], status="failed", run_path=None, value=None, final={}, error=error,
                      seconds=m.get("time_total_s"), epochs=0)]
@@ -575,13 +599,17 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
     Raises:
         ImportError: Ray Tune (or Optuna for ``search: optuna``) is not installed.
         RayStartError: a local Ray could not be started (one line).
+        RayClusterError: the cluster at ``ray_address`` cannot be joined, or no node can hold
+            ``resources_per_trial`` (one line naming the address and what to check).
     """
     ray, tune = _import_ray()
     path = study.path
     journal = trials_journal(path)
     status = "finished"
     study_dict = dict(study.to_dict(), root=str(path.parent))
-    job: dict[str, Any] = {"study": study_dict, "search": study.search, "cwd": os.getcwd()}
+    job: dict[str, Any] = {"study": study_dict, "search": study.search, "cwd": os.getcwd(),
+                           "storage": bool(study.ray_storage), "threads": study.resources_per_trial["cpu"],
+                           "gpu": study.resources_per_trial["gpu"]}
     epochs = study.base.train.epochs  # ASHA's max_t: the most epochs a trial can run
     if "train.epochs" in study.params:
         spec = study.params["train.epochs"]
@@ -621,15 +649,17 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
         started = False
         if not ray.is_initialized():
             if study.ray_address:
-                ray.init(address=study.ray_address, log_to_driver=False, ignore_reinit_error=True)
+                join_cluster(ray, study)  # RayClusterError (one line) when the address cannot be used
             else:
                 init_local_ray(ray)  # services on 127.0.0.1 only; one retry; RayStartError when it cannot start
             started = True
         try:
+            check_resources(ray, study.resources_per_trial, study.ray_address)
             stopper_cls, events_cls = _driver_classes()
             events = events_cls(describe, emit, total, skipped)
             recorded: set[str] = set()  # Ray trial ids whose records are in trials.jsonl
-            trainable = tune.with_resources(tune.with_parameters(_trainable, job=job), {"cpu": 1})
+            trainable = tune.with_resources(tune.with_parameters(_trainable, job=job),
+                                            {k: v for k, v in study.resources_per_trial.items() if v > 0})
             if study.search == "optuna":
                 storage = optuna.storages.RDBStorage(f"sqlite:///{path / 'optuna.db'}")
                 search_alg = _optuna_search_class(optuna)(space=_DefineByRun(list(study.params.values())),
@@ -644,12 +674,15 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
                 param_space = {"wb_index": tune.grid_search(list(range(todo_n)))}
                 num_samples = 1
 
-            def record(ray_id, metrics, config, err, n: int) -> None:
+            def record(ray_id, metrics, config, err, n: int, checkpoint=None) -> None:
                 """Append one ended Ray trial's records to trials.jsonl and emit them (once per trial)."""
                 if ray_id in recorded:
                     return
                 recorded.add(ray_id)
-                for rec in _records_from(metrics, config, err, describe, events.pruned):
+                recs = _records_from(metrics, config, err, describe, events.pruned)
+                if study.ray_storage:  # run folders come from Tune's storage (the trial's checkpoint)
+                    fetch_runs(checkpoint, recs, path / "runs")
+                for rec in recs:
                     rec.setdefault("ray_trial", ray_id)
                     if study.search == "optuna":
                         try:
@@ -664,17 +697,20 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
 
             events.on_done = lambda trial, error: record(
                 trial.trial_id, trial.last_result, trial.config, _trial_error(trial) if error else None,
-                len(recorded))
+                len(recorded), trial.checkpoint)
             tuner = tune.Tuner(
                 trainable,
                 param_space=param_space,
                 tune_config=tune.TuneConfig(metric=study.metric, mode=study.mode, search_alg=search_alg,
                                             scheduler=_scheduler(study, epochs), num_samples=num_samples,
                                             trial_dirname_creator=_trial_dirname, reuse_actors=True),
-                run_config=tune.RunConfig(storage_path=str(path / "ray"), name="tune", verbose=0,
+                run_config=tune.RunConfig(storage_path=study.ray_storage or str(path / "ray"),
+                                          name=study.name if study.ray_storage else "tune", verbose=0,
                                           stop=stopper_cls(path, stop),
                                           callbacks=[events],
-                                          failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)),
+                                          # a trial whose worker or node died starts again, on any node
+                                          failure_config=tune.FailureConfig(max_failures=study.max_failures,
+                                                                            fail_fast=False)),
             )
             tune_logger = logging.getLogger("ray.tune")
             level = tune_logger.level
@@ -690,7 +726,7 @@ def run_ray(study: StudyConfig, *, emit: Callable[[SweepEvent], Any],
                 ray_id = (result.metrics or {}).get("trial_id")
                 if ray_id is None and result.path:  # e.g. failed before its first report: from its folder name
                     ray_id = Path(str(result.path)).name.removeprefix("trial_")
-                record(ray_id, result.metrics, result.config, result.error, n)
+                record(ray_id, result.metrics, result.config, result.error, n, result.checkpoint)
         finally:
             if started:
                 ray.shutdown()

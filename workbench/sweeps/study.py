@@ -184,7 +184,18 @@ class StudyConfig:
         workers: local backend: trials run in parallel in this many processes, each
             with one torch thread (1 = in this process, one after the other). The
             Ray backend ignores it: Ray runs one trial per free CPU of its cluster.
-        ray_address: Ray cluster address (``None``: start Ray locally).
+        ray_address: Ray cluster address: the head node's GCS address ``host:port`` (``ray start --head``
+            prints it; port 6379 by default) or ``auto`` (the cluster this machine is part of). ``None``: start
+            Ray locally. See :mod:`workbench.sweeps.ray_cluster`.
+        ray_node_ip: this driver's node address as the cluster knows it (``None``: 127.0.0.1 for a local Ray or
+            a loopback ``ray_address``, else Ray's choice).
+        ray_storage: a folder every node of the cluster writes at the same path (a shared filesystem) or a
+            storage URI (``s3://bucket/prefix``): trials train in node-local folders and their finished run
+            folders reach ``<study>/runs`` through it. ``None``: every node writes ``<study>/runs`` directly
+            (a local Ray, or a study folder on a filesystem all nodes share at the same path).
+        resources_per_trial: what one Ray trial reserves, ``{cpu: 1, gpu: 0}`` by default; ``gpu: 1`` gives
+            each trial one GPU of its own (Ray sets ``CUDA_VISIBLE_DEVICES``); torch uses ``cpu`` threads.
+        max_failures: Ray backend: times a trial whose worker or node died is started again (on any node).
         root: folder holding the study folder.
         sampler_seed: seed of the random/Optuna sampler.
         enqueue: configurations to evaluate first (e.g. a known baseline), as ``{field: value}``.
@@ -204,6 +215,10 @@ class StudyConfig:
     backend: str = "local"
     workers: int = 1
     ray_address: str | None = None
+    ray_node_ip: str | None = None
+    ray_storage: str | None = None
+    resources_per_trial: dict | None = None
+    max_failures: int = 2
     root: str = "runs/sweeps"
     sampler_seed: int = 0
     enqueue: list = field(default_factory=list)
@@ -245,6 +260,9 @@ class StudyConfig:
             _fail("pruner", self.pruner, "pruning needs search: optuna (local) or the ray backend")
         if not isinstance(self.workers, int) or self.workers <= 0:
             _fail("workers", self.workers, "a positive number of processes")
+        if not isinstance(self.max_failures, int) or self.max_failures < 0:
+            _fail("max_failures", self.max_failures, "a non-negative number of retries")
+        self.resources_per_trial = _check_resources(self.resources_per_trial)
         if not isinstance(self.grace_epochs, int) or self.grace_epochs < 0:
             _fail("grace_epochs", self.grace_epochs, "a non-negative number of epochs")
         if "train.seed" in self.params:
@@ -353,6 +371,28 @@ class StudyConfig:
         if not p.exists():
             raise FileNotFoundError(f"study file {str(p)!r} does not exist")
         return cls.from_yaml(p)
+
+
+def _check_resources(res: Any) -> dict:
+    """``resources_per_trial`` as ``{"cpu": float, "gpu": float, ...}`` (defaults cpu 1, gpu 0).
+
+    Keys are Ray resource names (``cpu``, ``gpu`` or a custom resource of the cluster's nodes); values are
+    non-negative numbers, ``cpu`` positive; a fraction of a GPU (``gpu: 0.5``) lets trials share one.
+    """
+    if res is None:
+        res = {}
+    if not isinstance(res, Mapping):
+        _fail("resources_per_trial", res, "a mapping such as {cpu: 1, gpu: 1}")
+    out = {"cpu": 1.0, "gpu": 0.0}
+    for k, v in res.items():
+        if not isinstance(k, str) or not k.strip():
+            _fail("resources_per_trial", dict(res), "resource names are strings (cpu, gpu, or a custom resource)")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0:
+            _fail(f"resources_per_trial.{k}", v, "a non-negative number")
+        out[k.lower() if k.lower() in ("cpu", "gpu") else k] = float(v)
+    if out["cpu"] <= 0:
+        _fail("resources_per_trial.cpu", out["cpu"], "a trial needs at least part of a CPU (> 0)")
+    return out
 
 
 def _short(v: Any) -> str:

@@ -57,7 +57,8 @@ _CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 _COLORS = {"finished": "#1b5e20", "running": "#0d47a1", "failed": "#b00020", "stopped": "#b35900",
            "pruned": "#6a1b9a", "diverged": "#b00020"}
 _FIG_W, _FIG_H = 500, 340   # two figures side by side in a wide notebook, stacked in a narrow one
-_EXTRA = ("grace_epochs", "ray_address", "sampler_seed", "enqueue")
+_EXTRA = ("grace_epochs", "ray_address", "ray_node_ip", "ray_storage", "resources_per_trial", "max_failures",
+          "sampler_seed", "enqueue")  # study settings without a widget: kept from a loaded study file
 CLASSROOM_EPOCHS = 5
 """Epochs per trial of the classroom-safe default (with the first two seeds: 12 trials of the default grid,
 about 45 s on a busy 2-core CPU by the timed probe)."""
