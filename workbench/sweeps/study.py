@@ -53,10 +53,10 @@ def _fail(name: str, value: Any, allowed: str) -> None:
 
 
 def _check_name(name: Any) -> None:
-    """A study's name becomes a folder ``<root>/<name>``: one plain folder name, never a path out of ``root``.
+    r"""A study's name becomes a folder ``<root>/<name>``: one plain folder name, never a path out of ``root``.
 
     Refused: a non-string, an empty (or blank) name, one starting with ``.`` (``.``, ``..``, hidden folders), and
-    one containing ``/``, ``\\``, NUL or another control character.
+    one containing ``/``, ``\``, NUL or another control character.
     """
     if not isinstance(name, str) or not name.strip():
         _fail("name", name, "give a non-empty folder name (the study is saved in <root>/<name>)")
@@ -90,6 +90,15 @@ class ParamSpec:
 
     @classmethod
     def parse(cls, name: str, spec: Any) -> "ParamSpec":
+        """The parameter ``name`` from its study-file spec.
+
+        A list (or ``{"values": [...]}``) is categorical, ``{"low", "high", "log", "type"}`` a range, anything
+        else one fixed value.
+
+        Raises:
+            ValueError: an empty list, unknown keys, a range without numbers ``low < high``, or a log range with
+                ``low <= 0``.
+        """
         if isinstance(spec, (list, tuple)):
             if not spec:
                 _fail(f"params.{name}", spec, "give at least one value")
@@ -117,9 +126,11 @@ class ParamSpec:
 
     @property
     def is_range(self) -> bool:
+        """Whether the parameter is a numeric range (else a list of values)."""
         return self.values is None
 
     def sample(self, rng: random.Random) -> Any:
+        """One value drawn with ``rng``: a uniform choice of the values, or uniform in the range (log-uniform)."""
         if not self.is_range:
             return rng.choice(list(self.values))
         if self.type == "int":
@@ -139,6 +150,7 @@ class ParamSpec:
         return trial.suggest_float(self.name, float(self.low), float(self.high), log=self.log)
 
     def to_spec(self) -> Any:
+        """The study-file spec of the parameter (:meth:`parse` inverts it)."""
         if not self.is_range:
             return list(self.values)
         return {"low": self.low, "high": self.high, "log": self.log, "type": self.type}
@@ -324,12 +336,14 @@ class StudyConfig:
 
     # ---------------------------------------------------------- conversion
     def to_dict(self) -> dict:
+        """The study as a plain dict (base config and parameter specs included); :meth:`from_dict` inverts it."""
         d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in dataclasses.fields(self)}
         d["base"] = self.base.to_dict()
         d["params"] = {k: p.to_spec() for k, p in self.params.items()}
         return d
 
     def to_yaml(self, path: str | Path | None = None) -> str:
+        """The study as YAML text, also written to ``path`` when given."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
             Path(path).write_text(text)
@@ -337,6 +351,12 @@ class StudyConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], *, relative_to: str | Path | None = None) -> "StudyConfig":
+        """A study from a mapping of settings; a relative ``base`` file is looked up under ``relative_to`` first.
+
+        Raises:
+            ConfigError: not a mapping, an unknown key or no ``name``.
+            ValueError: an invalid setting.
+        """
         if not isinstance(d, Mapping):
             raise ConfigError(f"a study must be a mapping of settings, got {type(d).__name__}")
         known = {f.name for f in dataclasses.fields(cls)}
@@ -354,8 +374,11 @@ class StudyConfig:
 
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> "StudyConfig":
-        """From YAML text, or a study file (a ``Path``, or a one-line string naming an existing file; read with
-        :func:`workbench.config.load_yaml_file`: safe, bounded, not empty)."""
+        """A study from YAML text or a study file.
+
+        A file is a ``Path``, or a one-line string naming an existing file; it is read with
+        :func:`workbench.config.load_yaml_file` (safe, bounded, not empty).
+        """
         s = str(text_or_path)
         if isinstance(text_or_path, Path) or (s.strip() and "\n" not in s and Path(s).exists()):
             data = load_yaml_file(text_or_path, "study file")
@@ -367,6 +390,11 @@ class StudyConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "StudyConfig":
+        """A study from the study file ``path``.
+
+        Raises:
+            FileNotFoundError: no such file.
+        """
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"study file {str(p)!r} does not exist")
