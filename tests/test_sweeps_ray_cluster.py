@@ -107,7 +107,7 @@ def cluster(tmp_path_factory):
     ray = pytest.importorskip("ray")
     from ray.cluster_utils import Cluster
 
-    from workbench.sweeps.ray_backend import _LoopbackStart, _kill
+    from workbench.sweeps.ray_backend import _kill, _LoopbackStart
 
     if ray.is_initialized():
         pytest.skip("a Ray session is already running in this process")

@@ -59,10 +59,18 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..engine import execute_trial, objective_value
-from .trials import (DONE_STATUSES, SweepEvent, read_trials, resume_optuna, stop_study, study_stop, trial_meta,
-                     trials_journal)
 from .ray_cluster import RayClusterError, check_resources, fetch_runs, join_cluster
 from .study import StudyConfig, Trial, trial_id
+from .trials import (
+    DONE_STATUSES,
+    SweepEvent,
+    read_trials,
+    resume_optuna,
+    stop_study,
+    study_stop,
+    trial_meta,
+    trials_journal,
+)
 
 __all__ = ["run_ray", "init_local_ray", "RayStartError", "RayClusterError", "LOCAL_RAY_ENV", "RAY_START_ATTEMPTS"]
 
@@ -259,8 +267,8 @@ def init_local_ray(ray=None, *, num_cpus: int | None = None, attempts: int = RAY
                 pass
             _kill(_own_ray_processes(before))  # a GCS or raylet the failed start left running
             if attempt + 1 < attempts:
-                logging.getLogger(__name__).warning("Ray did not start (%s); trying once more",
-                                                    str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__)
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                logging.getLogger(__name__).warning("Ray did not start (%s); trying once more", first)
     try:
         load = "load average %.1f on %d CPUs" % (os.getloadavg()[0], os.cpu_count() or 1)
     except OSError:  # pragma: no cover
@@ -408,8 +416,11 @@ def _driver_classes():
             return {"path": self.path, "event": None}
 
     class StudyEvents(tune.Callback):
-        """Live ``trial_started`` / ``epoch`` events; notes pruned trials; ``on_done(trial, error)`` records
-        each trial as it ends (``trials.jsonl`` and ``trial_ended``, see the module docstring)."""
+        """Tune callback: live ``trial_started`` / ``epoch`` events and the record of each trial as it ends.
+
+        It notes pruned trials; ``on_done(trial, error)`` records each trial as it ends (``trials.jsonl`` and
+        ``trial_ended``, see the module docstring).
+        """
 
         def __init__(self, describe: Callable[[dict], list[dict]], emit, total: int | None, done0: int):
             self.describe, self.emit, self.total, self.done0 = describe, emit, total, done0

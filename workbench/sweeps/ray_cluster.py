@@ -258,8 +258,11 @@ def trial_node() -> dict:
 
 
 def local_runs_folder(trial_dir_name: str) -> Path:
-    """The node-local folder a trial trains its run folder(s) in when ``ray_storage`` is set: ``runs`` in the
-    trial's Tune working directory (under the node's Ray temp folder; Tune makes it the working directory)."""
+    """The node-local folder a trial trains its run folder(s) in when ``ray_storage`` is set.
+
+    It is ``workbench-runs/<trial_dir_name>`` in the trial's Tune working directory (under the node's Ray temp
+    folder; Tune makes it the current directory).
+    """
     return Path(os.getcwd()) / "workbench-runs" / trial_dir_name
 
 

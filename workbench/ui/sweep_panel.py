@@ -257,7 +257,8 @@ class SweepPanel(PanelBase):
                                        layout=W.Layout(width="230px"))
         self.figure_best = figure_widget(best_so_far_figure([], metric=metric, title="Best so far: no trial yet"))
         self.figure_best.update_layout(height=_FIG_H, width=_FIG_W)
-        self.w_best_box = W.Box([guard(self.figure_best)], layout=W.Layout(display="none"))  # shown from the first Launch
+        # shown from the first Launch
+        self.w_best_box = W.Box([guard(self.figure_best)], layout=W.Layout(display="none"))
         self.figure_params = figure_widget()
         self.figure_params.update_layout(height=_FIG_H, width=_FIG_W)
         self.w_params_box = W.VBox([self.w_fig_metric, guard(self.figure_params)], layout=W.Layout(display="none"))
@@ -445,7 +446,8 @@ class SweepPanel(PanelBase):
             name=v("name", self.w_name).strip(), base=self._base_config(values),
             params=parse_fields(v("fields", self.w_fields)),
             search=search, seeds=parse_seeds(v("seeds", self.w_seeds)),
-            n_trials=None if search == "grid" else int(v("n_trials", self.w_n_trials)), metric=v("metric", self.w_metric),
+            n_trials=None if search == "grid" else int(v("n_trials", self.w_n_trials)),
+            metric=v("metric", self.w_metric),
             mode=v("mode", self.w_mode), objective=v("objective", self.w_objective), pruner=v("pruner", self.w_pruner),
             backend=v("backend", self.w_backend), workers=int(v("workers", self.w_workers)),
             root=self.w_root.value.strip(), **self._extra)
@@ -453,6 +455,7 @@ class SweepPanel(PanelBase):
     # ------------------------------------------------------------ actions
     @property
     def running(self) -> bool:
+        """Whether a study is running in the background."""
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> bool:
