@@ -1,4 +1,4 @@
-"""The paper-size MNIST 0-vs-8 preset of the bilevel study on the shipped ``mnist-10k`` [Carnerero-Cano 2021, Table 1]."""
+"""The paper-size MNIST 0-vs-8 preset of the bilevel study on ``mnist-10k`` [Carnerero-Cano 2021, Table 1]."""
 from __future__ import annotations
 
 import argparse

@@ -39,26 +39,36 @@ def comparison(tmp_path_factory):
     return c, events, root
 
 
-def test_compare_runs_craft_and_eight_trials(comparison):
+def test_compare_crafts_once_per_seed_and_trains_six_trials(comparison):
     c, events, root = comparison
-    assert c.status == "finished" and c.skipped == 0
+    assert c.status == "finished" and c.skipped == 0 and c.protocol == "per_seed"
     runs = sorted(p for p in (c.path / "runs").iterdir() if (p / "config.json").is_file())
-    assert len(runs) == 9  # 1 crafting run + 4 variants x 2 seeds
+    assert len(runs) == 8  # per seed: 1 crafting run (= SAM on S) + 3 trained variants; 2 seeds
+    # Table 4.3 protocol: one crafting run per seed, trained with that seed, each with its own poison
+    assert sorted(c.crafts) == [0, 1]
+    for seed, cr in c.crafts.items():
+        craft = load_run(cr["craft_run"]).config
+        assert craft.optim.name == "sam" and craft.optim.rho == 0.05 and craft.train.seed == seed
+        assert cr["poison_path"] == cr["craft_run"] / "artifacts" / "poison.pt" and cr["noise_path"].is_file()
+    assert not torch.equal(load_poison(c.crafts[0]["poison_path"]).delta, load_poison(c.crafts[1]["poison_path"]).delta)
+    assert c.craft_run == c.crafts[0]["craft_run"] and c.poison_path == c.crafts[0]["poison_path"]
     t = c.trials
     assert len(t) == 8 and set(t["variant"]) == set(VARIANTS.values()) and (t["status"] == "finished").all()
     assert t["test_acc"].between(0, 1).all() and t["train_loss"].notna().all()
-    # what each run trained with
+    # what each run trained with; SAM on S is the seed's crafting run itself, with its own accuracy
     for _, row in t.iterrows():
+        seed = int(row["seed"])
+        if row["key"] == "sam_clean":
+            assert Path(row["run_path"]) == c.crafts[seed]["craft_run"]
+            ep = load_run(row["run_path"]).epochs
+            assert row["test_acc"] == pytest.approx(ep["test_acc"].iloc[-1])
+            continue
         cfg = load_run(row["run_path"]).config
-        assert cfg.train.seed == row["seed"]
-        assert cfg.optim.name == ("sam" if row["key"] == "sam_clean" else "sgd")
-        want = {"sgd_poison": str(c.poison_path), "sgd_noise": str(c.noise_path)}.get(row["key"])
-        assert cfg.data.poison == want
-    craft = load_run(c.craft_run).config
-    assert craft.optim.name == "sam" and craft.optim.rho == 0.05 and craft.train.seed == 0
-    assert c.poison_path == c.craft_run / "artifacts" / "poison.pt" and c.noise_path.parent == c.poison_path.parent
+        assert cfg.train.seed == seed and cfg.optim.name == "sgd"
+        want = {"sgd_poison": str(c.crafts[seed]["poison_path"]), "sgd_noise": str(c.crafts[seed]["noise_path"])}
+        assert cfg.data.poison == want.get(row["key"])
     ends = [e for e in events if isinstance(e, PoisonStudyEvent) and e.kind == "run_ended"]
-    assert len(ends) == 9 and ends[-1].done == ends[-1].total == 9
+    assert len(ends) == 8 and ends[-1].done == ends[-1].total == 8
     assert any(type(e).__name__ == "CraftStep" for e in events)  # trainer events are forwarded
 
 
@@ -96,12 +106,13 @@ def test_resume_skips_everything(comparison):
     before = sorted((c.path / "runs").iterdir())
     lines = (c.path / "comparison.jsonl").read_text().count("\n")
     again = compare_poison(_base(root), POISON, seeds=(0, 1), root=root / "studies")
-    assert again.skipped == 9 and again.status == "finished"
+    assert again.skipped == 8 and again.status == "finished"
     assert sorted((c.path / "runs").iterdir()) == before
     assert (c.path / "comparison.jsonl").read_text().count("\n") == lines
     pd.testing.assert_frame_equal(again.trials.drop(columns="seconds"), c.trials.drop(columns="seconds"))
     opened = open_comparison(c.path)
     assert opened.seeds == [0, 1] and opened.status == "finished" and opened.poison_path == c.poison_path
+    assert opened.protocol == "per_seed" and opened.crafts == c.crafts
     with pytest.raises(ValueError, match="different"):  # same folder, other poison settings
         compare_poison(_base(root), PoisonConfig(iterations=3), seeds=(0,), root=root / "studies", name=c.path.name)
 
@@ -172,7 +183,8 @@ def test_stop_then_resume_from_checkpoint(tmp_path):
     c = compare_poison(base, POISON, seeds=(0,), root=tmp_path / "s", callbacks=[stopper], stop=stop)
     assert c.status == "stopped"
     stopped = c.trials[c.trials["status"] == "stopped"]
-    assert len(stopped) == 1 and (c.trials["status"] == "pending").sum() == 3
+    # SAM on S is the finished crafting run; SGD on S stopped; the poison and noise runs pending
+    assert len(stopped) == 1 and (c.trials["status"] == "pending").sum() == 2
     path = stopped.iloc[0]["run_path"]
     again = compare_poison(base, POISON, seeds=(0,), root=tmp_path / "s")
     assert again.status == "finished" and again.skipped == 1  # the crafting run

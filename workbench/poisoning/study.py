@@ -4,17 +4,23 @@ Source: [Murphy 2025, Ch. 4] (§4.2: the poisoning hyperparameter search of
 Table 4.1 judged by the Fig. 4.1 ratios; Tables 4.3-4.4: test accuracy, mean ±
 standard error over 5 seeds) and Ch. 5 (the LeNet-5/MNIST analysis, Figs. 5.1-5.10).
 
-:func:`compare_poison` crafts one poison S′ = S + Δ with a SAM run
-(:class:`~workbench.poisoning.SharpnessAwarePoisoner`), builds random noise with the
-poison's per-example norms (the §5.3.2 control), and then trains, for every seed, four
-fresh models from the same initialisation:
+:func:`compare_poison` follows the Table 4.3 protocol [Murphy 2025, §4.2, Table 4.3]: for
+every seed it crafts a poison S′ = S + Δ with a SAM run of that seed
+(:class:`~workbench.poisoning.SharpnessAwarePoisoner`), builds random noise with that
+poison's per-example norms (the §5.3.2 control), and trains fresh models from the same
+initialisation (the seed's):
 
 =====================  ==============================================================
 ``SGD on S``           the base optimizer on the clean training set (the baseline)
 ``SGD on S′``          the base optimizer on the poisoned set (``data.poison``)
-``SAM on S``           SAM (``optim.rho`` of the base config) on the clean set
+``SAM on S``           SAM (``optim.rho`` of the base config) on the clean set: the
+                       seed's crafting run itself, as the report takes its SAM column
 ``SGD on S + noise``   the base optimizer on S + matched random noise (Fig. 5.3)
 =====================  ==============================================================
+
+so the table's spread includes the crafting variance (one crafting run per seed).
+``shared_poison=True`` keeps the older protocol: one poison crafted with ``craft_seed``
+serves every seed, and ``SAM on S`` is a separate SAM run per seed.
 
 "SGD" is the base config's optimizer (``sgd``, or ``adam`` when the base config uses
 Adam); the SAM variant and the crafting run use ``optim.name = "sam"`` with the same
@@ -22,19 +28,20 @@ learning rate, momentum, weight decay and schedule.
 
 Study folder ``<root>/<name>/``::
 
-    comparison.json     the definition (base config, poison config, craft seed, noise seed)
+    comparison.json     the definition (base config, poison config, protocol, seeds of crafting/noise)
     comparison.jsonl    one record per crafting run / trial start and end (latest wins)
-    runs/               ordinary run folders: the crafting run and one per (variant, seed)
+    runs/               ordinary run folders: the crafting runs and one per trained (variant, seed)
 
-The poison is the crafting run's ``artifacts/poison.pt``; the matched noise is written
-beside it as ``artifacts/noise.pt``. Running the same comparison again skips every
-finished run and resumes stopped or killed ones from their last checkpoint; more seeds
-can be added later. The machinery is the study engine (:mod:`workbench.engine`): the
-records are a :class:`~workbench.engine.Journal` (torn-line tolerant, latest record per
-key wins), ``comparison.json`` binds the folder to its definition (a different one is
-refused with a one-line :class:`~workbench.engine.SpecMismatchError`), every run trains
-through :func:`~workbench.engine.train_run`, and a callback that raises is disabled with
-a warning naming it.
+A poison is its crafting run's ``artifacts/poison.pt``; the matched noise is written
+beside it as ``artifacts/noise.pt`` (per seed: noise seed ``noise_seed + seed``). Running
+the same comparison again skips every finished run and resumes stopped or killed ones
+from their last checkpoint; more seeds can be added later. The machinery is the study
+engine (:mod:`workbench.engine`): the records are a :class:`~workbench.engine.Journal`
+(torn-line tolerant, latest record per key wins), ``comparison.json`` binds the folder
+to its definition (a different one is refused with a one-line
+:class:`~workbench.engine.SpecMismatchError`), every run trains through
+:func:`~workbench.engine.train_run`, and a callback that raises is disabled with a
+warning naming it.
 
 :func:`poison_search` runs the §4.2 search: for every combination of poisoning
 hyperparameters (and seed) a SAM crafting run, then the base optimizer on its poison;
@@ -279,10 +286,15 @@ class PoisonComparison:
     Attributes:
         path: the study folder ``<root>/<name>``.
         base: the base run config; poison: the :class:`PoisonConfig`.
-        seeds: the training seeds of the trials; craft_seed: seed of the crafting run.
+        seeds: the training seeds of the trials; craft_seed: seed of the crafting run whose
+            poison ``craft_run``/``poison_path``/``noise_path`` describe (the shared poison;
+            per seed: the first seed's).
         status: ``finished`` (every run finished), ``stopped`` or ``incomplete`` (a run failed).
         craft_run: the crafting (SAM) run folder; poison_path: its ``artifacts/poison.pt``;
             noise_path: the matched noise ``artifacts/noise.pt`` beside it.
+        protocol: ``per_seed`` (one crafting run per seed, Table 4.3) or ``shared``.
+        crafts: seed → ``{"craft_run", "poison_path", "noise_path"}`` of every crafting run
+            (per seed; ``shared``: the one crafting run under ``craft_seed``).
         trials: one row per (variant, seed): ``variant`` (label), ``key``, ``seed``,
             ``status``, ``run_path``, final ``test_acc``/``val_acc``/``train_acc`` and
             losses, ``best_val_acc``, ``epochs_done``, ``seconds``, ``error``.
@@ -300,6 +312,8 @@ class PoisonComparison:
     noise_path: Path | None = None
     trials: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped: int = 0
+    protocol: str = "per_seed"
+    crafts: dict = field(default_factory=dict)
 
     # ------------------------------------------------------------- runs
     def run_path(self, variant: str, seed: int = 0) -> Path:
@@ -482,11 +496,18 @@ def _trials_frame(latest: Mapping[tuple, dict], seeds: Sequence[int]) -> pd.Data
     return df
 
 
-def _comparison_spec(base_cfg: RunConfig, poison_cfg: PoisonConfig, craft_seed: int, noise_seed: int
-                     ) -> tuple[dict, dict]:
-    """``(definition, extra)`` of a comparison folder (see :func:`workbench.engine.bind_spec`)."""
-    core = {"base": config_core(base_cfg), "poison": poison_cfg.to_dict(), "craft_seed": int(craft_seed),
-            "noise_seed": int(noise_seed)}
+def _comparison_spec(base_cfg: RunConfig, poison_cfg: PoisonConfig, craft_seed: int, noise_seed: int,
+                     shared_poison: bool = True) -> tuple[dict, dict]:
+    """``(definition, extra)`` of a comparison folder (see :func:`workbench.engine.bind_spec`).
+
+    The shared-poison definition is the older one unchanged (its folders keep their names).
+    """
+    if shared_poison:
+        core = {"base": config_core(base_cfg), "poison": poison_cfg.to_dict(), "craft_seed": int(craft_seed),
+                "noise_seed": int(noise_seed)}
+    else:
+        core = {"base": config_core(base_cfg), "poison": poison_cfg.to_dict(), "protocol": "per_seed",
+                "noise_seed": int(noise_seed)}
     return core, {"format": _FORMAT, "kind": "poison_comparison", "base_config": base_cfg.to_dict(),
                   "created": _now()}
 
@@ -494,8 +515,12 @@ def _comparison_spec(base_cfg: RunConfig, poison_cfg: PoisonConfig, craft_seed: 
 def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, *,
                    seeds: Sequence[int] = (0, 1, 2, 3, 4), root: str | Path | None = None, name: str | None = None,
                    craft_seed: int = 0, noise_seed: int = 0, callbacks: Iterable[Callable] = (),
-                   stop: threading.Event | None = None, handle_sigint: bool = True) -> PoisonComparison:
-    """Craft a poison once, then train SGD on S, SGD on S′, SAM on S and SGD on S + noise for every seed.
+                   stop: threading.Event | None = None, handle_sigint: bool = True,
+                   shared_poison: bool = False) -> PoisonComparison:
+    """The Table 4.3 comparison: per seed, craft a poison with SAM, then train SGD on S, SGD on S′ and SGD on S + noise.
+
+    ``SAM on S`` is each seed's crafting run (its own accuracy, as [Murphy 2025, §4.2]
+    reports the SAM column); see the module docstring.
 
     Args:
         base_cfg: data, model, schedule, epochs and the base optimizer's hyperparameters
@@ -507,13 +532,16 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
         root: parent of the study folder (default ``<base_cfg.root>/poison``).
         name: study folder name (default ``compare-<data>-<model>-<hash of the configs>``, so
             the same comparison resumes and a different one gets its own folder).
-        craft_seed: training seed of the crafting (SAM) run.
-        noise_seed: seed of the matched random noise.
+        craft_seed: training seed of the one crafting run with ``shared_poison`` (ignored otherwise:
+            each seed's crafting run trains with that seed).
+        noise_seed: seed of the matched random noise (per seed: ``noise_seed + seed``).
         callbacks: receive :class:`PoisonStudyEvent` objects and the Trainer events of every run.
         stop: when set, the current run stops at its next step (and checkpoints) and no new
             run starts; calling again resumes.
         handle_sigint: on the main thread, the first Ctrl-C (interrupt kernel) stops the
             current run gracefully, which stops the comparison.
+        shared_poison: the older protocol: one poison crafted with ``craft_seed`` for every seed
+            and a separate ``SAM on S`` run per seed (it hides the crafting variance).
 
     Returns:
         :class:`PoisonComparison`.
@@ -528,8 +556,10 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
     seeds = [int(s) for s in seeds]
     if not seeds or len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds={seeds!r} is invalid: give one or more distinct integers")
-    core, extra = _comparison_spec(base_cfg, poison_cfg, craft_seed, noise_seed)
+    core, extra = _comparison_spec(base_cfg, poison_cfg, craft_seed, noise_seed, shared_poison)
     study = _Study.open("compare", base_cfg, core, extra, root, name, _comparison_key, callbacks, stop, handle_sigint)
+    if not shared_poison:
+        return _compare_per_seed(study, base_cfg, poison_cfg, seeds, noise_seed)
     path, runs_dir, latest = study.path, study.runs_dir, study.latest
     study.total = 1 + 4 * len(seeds)
     skipped = 0
@@ -587,7 +617,99 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
         status = "incomplete"
     result = PoisonComparison(path=path, base=base_cfg, poison=poison_cfg, seeds=seeds, craft_seed=int(craft_seed),
                               status=status, craft_run=craft_run, poison_path=poison_path, noise_path=noise_path,
-                              trials=trials, skipped=skipped)
+                              trials=trials, skipped=skipped, protocol="shared",
+                              crafts=_crafts(latest, [int(craft_seed)]))
+    study.emit("ended", {"status": status, "path": str(path), "skipped": skipped})
+    return result
+
+
+def _crafts(latest: Mapping[tuple, dict], seeds: Sequence[int]) -> dict:
+    """Map each seed to ``{"craft_run", "poison_path", "noise_path"}`` of its recorded crafting run."""
+    out = {}
+    for seed in seeds:
+        c = latest.get(("craft", None, int(seed)))
+        if not c or not c.get("run_path"):
+            continue
+        pp = Path(c["poison_path"]) if c.get("poison_path") else None
+        noise = pp.with_name(NOISE_FILE) if pp is not None else None
+        out[int(seed)] = {"craft_run": Path(c["run_path"]), "poison_path": pp,
+                          "noise_path": noise if noise is not None and noise.is_file() else None}
+    return out
+
+
+def _sam_from_craft(craft: dict, seed: int) -> dict:
+    """The ``SAM on S`` trial record of a seed under the per-seed protocol: its crafting run's own metrics."""
+    skip = {"kind", "variant", "label", "seed", "time", "poison_path"}
+    return {**{k: v for k, v in craft.items() if k not in skip}, "kind": "trial", "variant": "sam_clean",
+            "label": VARIANTS["sam_clean"], "seed": int(seed), "source": "crafting run"}
+
+
+def _compare_per_seed(study: "_Study", base_cfg: RunConfig, poison_cfg: PoisonConfig, seeds: list[int],
+                      noise_seed: int) -> PoisonComparison:
+    """:func:`compare_poison` under the Table 4.3 protocol: one crafting run per seed (see the module docstring)."""
+    path, runs_dir, latest = study.path, study.runs_dir, study.latest
+    study.total = 4 * len(seeds)  # per seed: the crafting run (= SAM on S) and three trained variants
+    skipped = 0
+    status = "finished"
+    study.emit("started", {"path": str(path), "seeds": seeds, "protocol": "per_seed"})
+
+    def finished(rec: dict | None, need: str = "run_path") -> bool:
+        return rec is not None and rec.get("status") in DONE and bool(rec.get(need)) and Path(rec[need]).exists()
+
+    for seed in seeds:
+        prev = latest.get(("craft", None, seed))
+        if finished(prev, "poison_path"):
+            skipped += 1
+            study.skip(prev)
+        elif study.stopping():
+            status = "stopped"
+            break
+        else:
+            cfg = _craft_config(base_cfg, seed, runs_dir, f"craft-sam-s{seed}")
+            rec = study.run({"kind": "craft", "variant": None, "seed": seed}, cfg, prev, poison=poison_cfg)
+            if rec["status"] == "stopped":
+                status = "stopped"
+                break
+            if rec["status"] != "finished":
+                study.emit("ended", {"status": "failed"})
+                raise RuntimeError(f"the crafting run {rec.get('run_path')} ended {rec['status']}: {rec.get('error')}")
+        craft = latest[("craft", None, seed)]
+        sam = _sam_from_craft(craft, seed)
+        old = latest.get(("trial", "sam_clean", seed))
+        if old is None or {k: v for k, v in old.items() if k != "time"} != sam:
+            study.record(sam)
+        poison_path = Path(craft["poison_path"])
+        noise_path = poison_path.with_name(NOISE_FILE)
+        if not noise_path.is_file():
+            save_poison(matched_noise(load_poison(poison_path), seed=int(noise_seed) + seed), noise_path)
+        cfgs = variant_configs(base_cfg, seed, poison_path=poison_path, noise_path=noise_path, root=runs_dir)
+        for key, cfg in cfgs.items():
+            if key == "sam_clean":
+                continue
+            prev = latest.get(("trial", key, seed))
+            if finished(prev):
+                skipped += 1
+                study.skip(prev)
+                continue
+            if study.stopping():
+                status = "stopped"
+                break
+            rec = study.run({"kind": "trial", "variant": key, "label": VARIANTS[key], "seed": seed}, cfg, prev)
+            if rec["status"] == "stopped":
+                status = "stopped"
+                break
+        if status == "stopped":
+            break
+    trials = _trials_frame(latest, seeds)
+    if status == "finished" and not (trials["status"] == "finished").all():
+        status = "incomplete"
+    crafts = _crafts(latest, seeds)
+    first = crafts[min(crafts)] if crafts else {}
+    result = PoisonComparison(path=path, base=base_cfg, poison=poison_cfg, seeds=seeds,
+                              craft_seed=min(crafts) if crafts else seeds[0], status=status,
+                              craft_run=first.get("craft_run"), poison_path=first.get("poison_path"),
+                              noise_path=first.get("noise_path"), trials=trials, skipped=skipped,
+                              protocol="per_seed", crafts=crafts)
     study.emit("ended", {"status": status, "path": str(path), "skipped": skipped})
     return result
 
@@ -609,17 +731,18 @@ def open_comparison(path: str | Path, *, seeds: Sequence[int] | None = None) -> 
     latest = Journal(path / "comparison.jsonl", _comparison_key).latest()
     if seeds is None:
         seeds = sorted({int(k[2]) for k in latest if k[0] == "trial" and k[2] is not None})
-    craft = latest.get(("craft", None, int(spec["craft_seed"])))
-    craft_run = Path(craft["run_path"]) if craft and craft.get("run_path") else None
-    poison_path = Path(craft["poison_path"]) if craft and craft.get("poison_path") else None
-    noise_path = poison_path.with_name(NOISE_FILE) if poison_path is not None else None
+    protocol = spec.get("protocol", "shared")
+    crafts = _crafts(latest, list(seeds) if protocol == "per_seed" else [int(spec["craft_seed"])])
+    craft_seed = (min(crafts) if crafts else (list(seeds) or [0])[0]) if protocol == "per_seed" \
+        else int(spec["craft_seed"])
+    first = crafts.get(craft_seed, {})
     trials = _trials_frame(latest, list(seeds))
     status = "finished" if len(trials) and (trials["status"] == "finished").all() else "incomplete"
     return PoisonComparison(path=path, base=RunConfig.from_dict(spec["base_config"]),
                             poison=PoisonConfig.from_dict(spec["poison"]), seeds=list(seeds),
-                            craft_seed=int(spec["craft_seed"]), status=status, craft_run=craft_run,
-                            poison_path=poison_path, noise_path=noise_path if noise_path and noise_path.is_file()
-                            else None, trials=trials)
+                            craft_seed=craft_seed, status=status, craft_run=first.get("craft_run"),
+                            poison_path=first.get("poison_path"), noise_path=first.get("noise_path"), trials=trials,
+                            protocol=protocol, crafts=crafts)
 
 
 # ------------------------------------------------------------------- search

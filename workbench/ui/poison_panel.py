@@ -19,8 +19,9 @@ The status line then says where the poison is and how to train on it
 (the run-config override ``data.poison=<path>``).
 
 Compare runs :func:`workbench.poisoning.study.compare_poison` with the same settings:
-it crafts the poison (filling the same live figures) and then trains, per seed,
-SGD on S, SGD on S′, SAM on S and SGD on S + matched noise (report Tables 4.3-4.4,
+per seed it crafts a poison with a SAM run of that seed (filling the same live
+figures) and trains SGD on S, SGD on S′ and SGD on S + matched noise; SAM on S is the
+seed's crafting run (the Table 4.3 protocol [Murphy 2025, §4.2]; Tables 4.3-4.4,
 Figs. 5.1, 5.3, 5.4); the table of test accuracies and the loss curves are drawn
 when it ends.
 """
@@ -167,12 +168,12 @@ class PoisonPanel(PanelBase):
                                tooltip="x, Δ and x + Δ of a few training examples (from poison.pt)")
         self.w_export = W.Button(description="Export", icon="download", tooltip="Save the figures (HTML, PNG)")
         self.w_compare = W.Button(description="Compare", icon="balance-scale",
-                                  tooltip="Craft, then train SGD on S, SGD on S′, SAM on S and SGD on S + noise "
-                                          "for every seed (compare_poison)")
+                                  tooltip="For every seed: craft with SAM (= SAM on S), then train SGD on S, "
+                                          "SGD on S′ and SGD on S + noise (compare_poison)")
         self.w_seeds = box(W.Text(value=seeds if isinstance(seeds, str) else ", ".join(map(str, seeds)),
                                      description="compare seeds", placeholder="0-4"), "200px")
-        self.w_table = W.HTML(value=self._html("Press Compare: craft once, then train the four variants "
-                                               "per seed; the table of test accuracies appears here.", "#555"))
+        self.w_table = W.HTML(value=self._html("Press Compare: per seed, craft a poison, then train the other "
+                                               "variants; the table of test accuracies appears here.", "#555"))
         self.w_progress = W.FloatProgress(value=0.0, min=0.0, max=1.0, bar_style="info",
                                           layout=W.Layout(width="260px"))
         self.w_progress_text = W.Label(value="idle")
@@ -398,8 +399,8 @@ class PoisonPanel(PanelBase):
         self.redraw(force=True)
         self._thread = threading.Thread(target=self._main, args=(job,), name="workbench-poison", daemon=True)
         self._refresher = threading.Thread(target=self._refresh_loop, name="workbench-poison-live", daemon=True)
+        self._refresher.start()  # before the job: a job that ends at once joins the refresher in _main
         self._thread.start()
-        self._refresher.start()
 
     def load_run(self, path: str | Path) -> None:
         """Show a finished crafting run from its folder (e.g. from a results pack), without recomputation.
