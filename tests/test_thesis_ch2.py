@@ -157,7 +157,11 @@ def test_lemma2_monte_carlo_bounds_below_alignment():
 @pytest.mark.parametrize("name", ["fig2.2", "fig2.9"])
 def test_lemma_reproductions_pass(name):
     rep = registry.run(name, size="test")
-    assert rep.verdict is True, rep.measured
+    if name == "fig2.9" and rep.metrics["min_bound_final"] < 0.7:
+        # the alignment and its limit stay >= 0.7, the final bound does not: weaker than "all in [0.7, 1]"
+        assert rep.verdict == "partial" and "final bound" in rep.verdict_reason, rep.measured
+    else:
+        assert rep.verdict == "reproduced", rep.measured
     assert rep.figure is not None and len(rep.figure.data) >= 3
 
 
@@ -170,7 +174,7 @@ def test_fast_at_digits_fgsm_overfits_gradalign_does_not():
     assert m["fgsm_peak_pgd_acc"] > m["fgsm_pgd_acc"] + 0.05          # robustness was there, then lost
     assert m["fgsm_last_fgsm_acc"] > m["fgsm_pgd_acc"] + 0.2          # FGSM accuracy stays high: CO signature
     assert m["fgsm_grad_alignment"] <= m["fgsm_gradalign_grad_alignment"] - 0.10, rep.measured
-    assert rep.verdict is True
+    assert rep.verdict == "reproduced"
     h = rep.data["history"]
     assert {"grad_alignment", "cos_fgsm_pgd", "filter_norm_0", "out_norm_3"} <= set(h.columns)
     first = h[h["method"] == "fgsm"].iloc[0]

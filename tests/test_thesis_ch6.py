@@ -153,7 +153,7 @@ def test_fig6_2_large_step_sgd_sparsifies_and_gd_does_not():
     assert m["rank_small_eta_final"] == 200 and m["l0_small_eta_final"] == 200
     assert m["gd_l0_before_decay_50"] >= 180 and m["gd_final_test_loss_50"] > 100 * m["final_test_loss_50"]
     assert -2.5 <= m["gd_plateau_log10_loss_median_50"] <= -0.5            # GD stabilises too (Fig. 6.11)
-    assert rep.verdict is True
+    assert rep.verdict == "reproduced"
     plane = rep.data["plane"]
     sgd_end = plane[plane["method"] == "SGD"].iloc[-1]
     w_star = rep.data["plane_refs"]["w_star"]
@@ -164,10 +164,10 @@ def test_fig6_2_large_step_sgd_sparsifies_and_gd_does_not():
 
 def test_prop_6_3_2_toy_stabilises_within_bounds():
     rep = registry.run("prop6.3.2", size="test", figure=False)
-    assert rep.verdict is True, rep.measured
+    assert rep.verdict == "reproduced", rep.measured
     assert 0.65 < rep.metrics["theta_low_min"] and rep.metrics["theta_high_max"] < 1.162
     bad = registry.get("prop6.3.2").fn(eta=0.9, T=500)                      # below the range: converges, no bounce
-    assert bad.verdict is False
+    assert bad.verdict == "not reproduced"
 
 
 def test_fig6_4_long_warmup_gives_simpler_sparser_predictor():
@@ -179,7 +179,9 @@ def test_fig6_4_long_warmup_gives_simpler_sparser_predictor():
     assert m["plateau_log10_loss_median_50"] > -1.5
     # Fig. 6.13: first simplified (during the high-loss plateau), then fitted (after the decay)
     assert np.log10(m["final_loss_50"]) < m["plateau_log10_loss_median_50"] - 2
-    assert rep.verdict is True
+    # reproduced only with the warm-up loss within half a decade of the thesis' 10^-0.5; above 10^-1.5: partial
+    near = -1.0 <= m["plateau_log10_loss_median_50"] <= 0.0
+    assert rep.verdict == ("reproduced" if near else "partial"), rep.verdict_reason
     assert set(rep.data["functions"]["iteration"].unique()) >= {0}
 
 
@@ -196,7 +198,11 @@ def test_fig6_12_larger_warmup_gets_runs_stuck_at_a_high_loss():
     # the stuck init fits with the 400x warm-up: same init, same example order, only the step sizes differ
     for init in stuck["init"]:
         assert summ[(summ.init == init) & (summ.factor == 400)]["final_loss"].iloc[0] < 1e-2
-    assert rep.verdict is True
+    # "500x gets stuck" needs most 500x inits stuck; "the stuck fraction grows" alone is a weaker criterion
+    expected = "reproduced" if m["stuck_fraction_500"] > 0.5 else "partial"
+    assert rep.verdict == expected, rep.verdict_reason
+    if expected == "partial":
+        assert "weaker than the claim" in rep.verdict_reason
     assert len(rep.figure.data) > 0
 
 
@@ -208,7 +214,8 @@ def test_fig6_5_teacher_student_ordering_and_sparsity_on_both_layers():
         assert m[f"final_fsc_layer{layer}_50"] < m[f"final_fsc_layer{layer}_small"]
         assert m[f"fsc_layer{layer}_before_decay_last"] < m[f"fsc_layer{layer}_small_eta_same_iteration"]
     assert m["rank_before_decay_last"] < m["rank_small_eta_same_iteration"]
-    assert rep.verdict is True
+    rank_falls = m["rank_before_decay_last"] < min(m["rank_init"], m["rank_small_eta_same_iteration"])
+    assert rep.verdict == ("reproduced" if rank_falls else "partial"), rep.verdict_reason
 
 
 def test_fig6_10_small_step_stays_lazy_large_step_clusters_on_teacher():
@@ -220,7 +227,7 @@ def test_fig6_10_small_step_stays_lazy_large_step_clusters_on_teacher():
     assert m["within_5deg_50"] > m["within_5deg_small"]
     assert m["final_fsc_layer1_50"] < m["final_fsc_layer1_small"]               # sparser features (Fig. 6.14)
     assert all(m[f"final_test_loss_{k}"] < m["final_test_loss_small"] for k in ("10", "30", "50"))
-    assert rep.verdict is True
+    assert rep.verdict == "reproduced"
     geo = rep.data["geometry"]
     assert list(geo["key"]) == ["small", "10", "30", "50"]
 
@@ -253,7 +260,9 @@ def test_fig6_9_sde_tracks_sgd_and_gradient_flow_does_not_sparsify():
     assert m["rank_before_decay_SDE"] <= d - 0.5 * (d - m["rank_before_decay_SGD"])
     assert m["rank_before_decay_gradient_flow"] >= 0.95 * d and m["l0_before_decay_gradient_flow"] >= 0.95 * d
     assert m["final_test_loss_SDE"] < m["final_test_loss_gradient_flow"]
-    assert rep.verdict is True
+    close = (m["rank_before_decay_SDE"] <= d - 0.8 * (d - m["rank_before_decay_SGD"])
+             and m["l0_before_decay_SDE"] <= d - 0.8 * (d - m["l0_before_decay_SGD"]))
+    assert rep.verdict == ("reproduced" if close else "partial"), rep.verdict_reason
 
 
 def test_thesis_panel_lists_and_builds_chapter_6_and_2_reproductions():

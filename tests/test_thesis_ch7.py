@@ -86,7 +86,8 @@ def _run(name, **kw):
 def test_fig7_1_adaptive_sharpness_falls_with_scale_and_pgd_agrees():
     rep = _run("fig7.1")
     m = rep.metrics
-    assert rep.verdict is True, rep.measured
+    # the fall with the scale is an identity of the closed form, not an empirical finding: at most partial
+    assert rep.verdict == "partial" and "identity" in rep.verdict_reason, rep.measured
     assert m["pga"] == pytest.approx(m["closed_form"], rel=0.02)
     for rho in (0.1, 0.25, 0.5):
         assert m[f"s_scale1024_rho{rho}"] < 1e-3 * m[f"s_scale1_rho{rho}"]
@@ -95,7 +96,8 @@ def test_fig7_1_adaptive_sharpness_falls_with_scale_and_pgd_agrees():
 def test_fig7_7_adaptive_trace_correlates_best():
     rep = _run("fig7.7")
     m = rep.metrics
-    assert rep.verdict is True, rep.measured
+    # tau ~ 0.8 (within 0.1) is the claim; tau >= 0.5 alone is the weaker criterion
+    assert rep.verdict == ("reproduced" if m["tau_trace_adaptive"] >= 0.7 else "partial"), rep.measured
     assert m["tau_trace_adaptive"] > m["tau_trace"] and m["tau_trace_adaptive"] >= 0.5
     assert m["half_trace_over_l1"] == pytest.approx(1.0, abs=0.1)
     assert m["tau_lmax_adaptive"] < m["tau_trace_adaptive"]   # lambda_max ranks differently
@@ -107,7 +109,9 @@ def test_ch7_mini_study_sharpness_tracks_learning_rate():
     m = rep.metrics
     models = rep.data["models"]
     assert len(models) == 6 and models.sharpness.notna().all() and (models.sharpness > 0).all()
-    assert rep.verdict is True, rep.measured
+    assert rep.verdict in ("reproduced", "partial"), rep.measured
+    if m["tau_sharpness_lr"] > -0.5:        # not a strong (|tau| > 0.5) learning-rate dependence
+        assert rep.verdict == "partial" and "weaker criterion" in rep.verdict_reason
     assert m["tau_sharpness_lr"] <= -0.3
 
 
@@ -141,8 +145,8 @@ def test_thesis_panel_runs_a_reproduction_headless(tmp_path):
     assert panel.params()["n_scales"] == 21
     panel.set(n_scales=11, rhos=[0.2])
     rep = panel.run(block=True)
-    assert rep is not None and rep.verdict is True and rep.settings["n_scales"] == 11
-    assert "reproduced" in panel.w_outcome.value and "Thesis" in panel.w_claim.value
+    assert rep is not None and rep.verdict == "partial" and rep.settings["n_scales"] == 11
+    assert "partial" in panel.w_outcome.value and "Thesis" in panel.w_claim.value
     assert not panel.w_export.disabled
     assert panel.export(formats=("html",))[0].exists()
     panel._param_widgets["rhos"].value = "[0.2,"          # malformed JSON -> status line, no run

@@ -158,7 +158,7 @@ def _run(name):
 def test_fig5_6_one_sam_far_below_erm_and_nsam():
     rep = _run("fig5.6")
     m = rep.metrics
-    assert rep.verdict is True, rep.measured
+    assert rep.verdict == "reproduced", rep.measured
     assert m["erm_test"] >= 10 * m["onesam_test"] and m["nsam_test"] >= 10 * m["onesam_test"]
     assert m["best_nsam_test"] >= 10 * m["onesam_test"]
     # n-SAM ~ ERM, 1-SAM trains more slowly, and its l1 norm goes to ||beta*||_1
@@ -170,20 +170,20 @@ def test_fig5_6_one_sam_far_below_erm_and_nsam():
 def test_fig5_15_switching_drops_test_loss_and_is_connected():
     rep = _run("fig5.15")
     m = rep.metrics
-    assert rep.verdict is True, rep.measured
+    assert rep.verdict == "reproduced", rep.measured
     assert m["gd_to_1sam_final"] < 0.5 * m["gd_to_1sam_switch"]
     assert m["1sam_to_gd_final"] < 0.5 * m["gd_final"]
     assert m["barrier"] <= 1e-3 * m["init_train_loss"]
     assert m["interp_max_train"] - m["interp_end_train"] == pytest.approx(m["barrier"], abs=1e-15)
     # too large a rho diverges and is reported, not hidden
     bad = registry.run("fig5.15", size="test", rho_switch=1e4, figure=False)
-    assert bad.verdict is False and "diverged" in bad.measured
+    assert bad.verdict == "not reproduced" and "diverged" in bad.measured
 
 
 def test_fig5_13_stochastic_beats_full_batch():
     rep = _run("fig5.13")
     m = rep.metrics
-    assert rep.verdict is True, rep.measured
+    assert rep.verdict == "reproduced", rep.measured
     for fb, st in (("GD", "SGD"), ("n-SAM", "stochastic n-SAM"), ("1-SAM", "1-SAM SGD")):
         assert m[f"test_{st}"] < m[f"test_{fb}"]
     assert min(m, key=m.get) == "test_1-SAM SGD"
@@ -192,32 +192,23 @@ def test_fig5_13_stochastic_beats_full_batch():
 def test_fig5_7_sam_interpolants_simpler_and_consistent():
     rep = _run("fig5.7")
     m = rep.metrics
-    assert rep.verdict is True, rep.measured
+    # "fewer kinks" is part of the claim: without it the verdict is at most partial
+    assert rep.verdict == ("reproduced" if m["kinks_sam"] < m["kinks_gd"] else "partial"), rep.measured
     assert m["tv_sam"] < m["tv_gd"] and m["spread_sam"] < m["spread_gd"]
     summ = rep.data["summary"]
     assert set(summ.method) == {"GD", "SAM"} and len(summ) == 6
 
 
-def test_fig5_16_low_m_sam_beats_erm_random_and_nsam_under_label_noise():
-    rep = _run("fig5.16")   # test size: seeds 0-2, m in {4, 16, 128}, 20 epochs, MLP 128, 60% label noise
+def test_fig5_12_label_noise_compared_at_the_last_and_the_best_epoch():
+    rep = _run("fig5.12")   # test size: digits, seeds 0-2, m in {4, 128}, 20 epochs, MLP 128, 60% label noise
     runs, curves, m = rep.data["runs"], rep.data["curves"], rep.metrics
-    assert rep.verdict is True, rep.measured
     assert set(runs.method) == {"erm", "random", "nsam", "msam"} and (runs.status == "finished").all()
-    assert sorted(runs.seed.unique()) == [0, 1, 2] and len(runs) == 6 * 3
-    # lowest-m SAM has the lowest mean test error, every seed-paired CI against the baselines is below 0,
-    # and the m-SAM error falls as m gets smaller
-    means = runs.groupby("label").test_error.mean()
-    assert means.idxmin() == "4-SAM"
-    for b in ("ERM", "random (rho 0.1)", "n-SAM"):
-        assert m[f"paired_ci_high_vs_{b}"] < 0, b
-        assert m[f"paired_diff_vs_{b}"] < -0.05, b   # a substantial gain, not a test example or two
-    assert m["paired_ci_high"] == m["paired_ci_high_vs_ERM"] < 0
-    assert means["4-SAM"] < means["16-SAM"] < means["128-SAM (= batch)"] and m["monotone_in_m"] == 1.0
+    assert sorted(runs.seed.unique()) == [0, 1, 2] and len(runs) == 5 * 3
     # the SAM variants really change training (none is silently ERM): per seed, every method ends elsewhere
     per = runs.pivot_table(index="seed", columns="label", values="test_loss")
     assert per.nunique(axis=1).min() == per.shape[1]
-    # label noise: 60% of the training labels are flipped to another class, test labels clean; the noisy labels
-    # are being fitted (error on them falls below its peak), and low-m SAM fits them later than ERM (Fig. 5.12)
+    # label noise: the noisy labels are being fitted (error on them falls below its peak), and 4-SAM fits them
+    # later than ERM (Fig. 5.12)
     assert runs.train_error_noisy.between(0, 1).all() and runs.train_error_clean.between(0, 1).all()
     assert m["noisy_train_err_low"] > m["noisy_train_err_erm"] + 0.05
     erm = curves[curves.method == "erm"].groupby("epoch").train_error_noisy.mean()
@@ -225,9 +216,31 @@ def test_fig5_16_low_m_sam_beats_erm_random_and_nsam_under_label_noise():
     assert set(curves.epoch) == set(range(1, 21))
     last = curves[curves.epoch == 20].set_index(["label", "seed"]).test_error
     assert (last - runs.set_index(["label", "seed"]).test_error).abs().max() < 1e-12
+    # the best epoch is the minimum of each run's curve, and both comparisons are reported with their CIs
+    best = curves.groupby(["label", "seed"]).test_error.min()
+    assert (best - runs.set_index(["label", "seed"]).best_test_error).abs().max() < 1e-12
+    assert m["best_paired_ci_low"] <= m["best_paired_diff_vs_erm"] <= m["best_paired_ci_high"]
+    assert "best epoch" in rep.measured and "Last epoch" in rep.measured
+    # the verdict follows the criterion: reproduced only when the gain is resolved at the best epoch too
+    assert m["paired_ci_high"] < 0 and m["frac_epochs_fits_later"] >= 0.8, rep.measured
+    expected = "reproduced" if m["best_paired_ci_high"] < 0 else "partial"
+    assert rep.verdict == expected and rep.verdict_reason, (rep.verdict, rep.measured)
 
 
-def test_fig5_16_label_noise_flips_a_fixed_fraction_of_training_labels_only():
+def test_fig5_1_clean_labels_verdict_follows_the_paired_ci():
+    rep = _run("fig5.1")    # test size: digits (400 training images), seeds 0-1, m in {4, 128}, 6 epochs
+    runs, m = rep.data["runs"], rep.metrics
+    assert rep.data["label_noise"] == 0.0 and runs.train_error_noisy.isna().all()
+    assert len(runs) == 5 * 2 and (runs.status == "finished").all()
+    assert m["paired_ci_low"] <= m["paired_diff_vs_erm"] <= m["paired_ci_high"]
+    assert f"ERM {m['paired_diff_vs_erm']:+.2%} [{m['paired_ci_low']:+.2%}, {m['paired_ci_high']:+.2%}]" in rep.measured
+    if m["paired_ci_high"] >= 0:        # the gain over ERM is not resolved: never more than "not reproduced"
+        assert rep.verdict == "not reproduced" and "CI" in rep.verdict_reason
+    else:
+        assert rep.verdict in ("reproduced", "partial")
+
+
+def test_fig5_12_label_noise_flips_a_fixed_fraction_of_training_labels_only():
     from workbench.config import DataConfig
     from workbench.thesis.ch5 import with_label_noise
     from workbench.training import load_data_cached
@@ -249,7 +262,7 @@ def test_fig5_16_label_noise_flips_a_fixed_fraction_of_training_labels_only():
 
 def test_registry_api_and_errors():
     names = registry.names(chapter=5)
-    assert {"fig5.6", "fig5.15", "fig5.13", "fig5.7", "fig5.16"} <= set(names)
+    assert {"fig5.6", "fig5.15", "fig5.13", "fig5.7", "fig5.1", "fig5.12"} <= set(names)
     with pytest.raises(ValueError, match="unknown reproduction"):
         registry.get("fig99")
     with pytest.raises(ValueError, match="no parameter"):

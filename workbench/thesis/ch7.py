@@ -156,19 +156,31 @@ def diag_nets_sharpness(*, n_nets: int = 200, d: int = 200, n: int = 100, kappa:
     nets = pd.concat([nets, meas], axis=1)
     kept = nets[nets.train_loss < stop_loss].reset_index(drop=True)
     if len(kept) < 3:
-        return Outcome(data={"nets": nets, "tau": pd.DataFrame()}, verdict=False,
+        return Outcome(data={"nets": nets, "tau": pd.DataFrame()}, verdict="not reproduced",
+                       verdict_reason="too few nets reached the training-loss target",
                        measured=f"only {len(kept)} of {n_nets} nets reached train loss {stop_loss}; raise max_steps")
     tau = pd.DataFrame([{"measure": k, "label": lab, "tau": kendall_tau(kept.test_loss, kept[k])}
                         for k, lab in _MEASURES.items()])
     tt = dict(zip(tau.measure, tau.tau))
     ratio = (kept.trace_adaptive / 2 / kept.l1)
     tau_tr_lmax = kendall_tau(kept.trace_adaptive, kept.lmax_adaptive)
-    verdict = bool(tt["trace_adaptive"] >= 0.5 and tt["trace_adaptive"] > tt["trace"])
+    t_ad = tt["trace_adaptive"]
+    half_ok = bool(abs(float(ratio.mean()) - 1) <= 0.1)
+    if t_ad >= 0.7 and t_ad > tt["trace"] and half_ok:
+        verdict, why = "reproduced", (f"tau(test loss, tr adaptive Hessian) = {t_ad:+.2f} >= 0.7 (thesis ~0.8), "
+                                      "above the plain trace's; 1/2 tr adaptive ~ ||beta||_1")
+    elif t_ad >= 0.5 and t_ad > tt["trace"]:
+        verdict, why = "partial", (f"tau = {t_ad:+.2f} passes the weaker criterion tau >= 0.5 but not tau >= 0.7 "
+                                   "(thesis ~0.8)" + ("" if half_ok else "; 1/2 tr adaptive is not within 10% of ||beta||_1"))
+    else:
+        verdict, why = "not reproduced", (f"tau(test loss, tr adaptive Hessian) = {t_ad:+.2f}, plain trace "
+                                          f"{tt['trace']:+.2f}")
     measured = (f"{len(kept)} of {n_nets} nets reached train loss < {stop_loss:g}. Kendall tau with test loss: "
                 + ", ".join(f"{_MEASURES[k]} {tt[k]:+.2f}" for k in _MEASURES)
                 + f". 1/2 tr adaptive Hessian / ||beta||_1 = {ratio.mean():.3f} (range {ratio.min():.3f}-{ratio.max():.3f}); "
                 f"tau(tr adaptive, lambda_max adaptive) = {tau_tr_lmax:+.2f}.")
     return Outcome(data={"nets": kept, "tau": tau, "all_nets": nets}, measured=measured, verdict=verdict,
+                   verdict_reason=why,
                    metrics={**{f"tau_{k}": v for k, v in tt.items()}, "half_trace_over_l1": float(ratio.mean()),
                             "tau_trace_vs_lmax_adaptive": tau_tr_lmax, "kept": float(len(kept))},
                    notes=["Loss (1/2n)||X beta - y||^2 instead of Eq. 7.6's ||X beta - y||^2: every measure is scaled "
@@ -270,7 +282,14 @@ def scale_sensitivity(*, n: int = 50, d: int = 100, std: float = 0.025, seed: in
     measured = (f"Train error {train_err:.0%}. Adaptive 1-sharpness at a = 2^-10 / 1 / 2^10: "
                 + "; ".join(f"rho {c}: {s_small[c]:.3g} / {s_one[c]:.3g} / {s_big[c]:.3g}" for c in per.columns)
                 + (f". PGD at a = 1: {metrics['pga']:.4g} vs closed form {metrics['closed_form']:.4g}." if check_pga else "."))
-    return Outcome(data={"curves": curves}, measured=measured, verdict=bool(falls and pga_ok and train_err == 0),
+    ok = bool(falls and pga_ok and train_err == 0)
+    return Outcome(data={"curves": curves}, measured=measured, verdict="partial" if ok else "not reproduced",
+                   verdict_reason=("the fall with the weight scale holds, but it is an identity of the closed form "
+                                   "(every margin of a separating linear model grows with the scale), checked "
+                                   "numerically with a PGD cross-check, not an empirical finding; that logit "
+                                   "normalisation removes it is not tested here (Eq. 7.5 is degenerate for one logit)")
+                   if ok else "the adaptive sharpness does not fall with the scale, the PGD check disagrees, or the "
+                              "model does not reach zero training error",
                    metrics={**metrics, **{f"s_scale1_rho{c}": float(s_one[c]) for c in per.columns},
                             **{f"s_scale1024_rho{c}": float(s_big[c]) for c in per.columns}}, notes=notes)
 
@@ -279,7 +298,7 @@ def scale_sensitivity(*, n: int = 50, d: int = 100, std: float = 0.025, seed: in
 def mini_study(*, lrs: Sequence[float] = (0.03, 0.1, 0.3, 1.0), batch_sizes: Sequence[int] = (16, 64, 256),
                seeds: Sequence[int] = (0, 1), epochs: int = 100, hidden: int = 128, rho: float = 0.01,
                apgd_steps: int = 20, count: int = 1024, m: int = 128, max_train_error: float = 0.01,
-               progress=None) -> Outcome:
+               logit_norm: bool = True, progress=None) -> Outcome:
     """Mini Ch. 7 study: MLPs on digits trained with different learning rates and batch sizes.
 
     Each (lr, batch size, seed) trains an MLP (one hidden layer of ``hidden`` units, plain SGD, no momentum,
@@ -317,7 +336,7 @@ def mini_study(*, lrs: Sequence[float] = (0.03, 0.1, 0.3, 1.0), batch_sizes: Seq
         fm = res.final_metrics
         model = res.model.eval()
         sh = apgd_sharpness(model, ex, rho, kind="worst", norm="linf", adaptive=True, m=m, method="apgd",
-                            steps=apgd_steps, seed=s)
+                            steps=apgd_steps, seed=s, logit_norm=logit_norm)
         rows.append({"lr": lr, "batch_size": bs, "seed": s, "status": res.status,
                      "train_error": 1 - fm.get("train_acc", float("nan")), "test_error": 1 - fm.get("test_acc", float("nan")),
                      "test_loss": fm.get("test_loss", float("nan")), "sharpness": sh.value})
@@ -339,21 +358,36 @@ def mini_study(*, lrs: Sequence[float] = (0.03, 0.1, 0.3, 1.0), batch_sizes: Seq
                              "tau": kendall_tau(sub.lr, sub.sharpness)})
     tau = pd.DataFrame(taus, columns=["group", "pair", "tau"])
     if tau.empty:
-        return Outcome(data={"models": models, "tau": tau}, verdict=False,
+        return Outcome(data={"models": models, "tau": tau}, verdict="not reproduced",
+                       verdict_reason="too few models reached the training-error threshold",
                        measured=f"only {len(kept)} models reached train error <= {max_train_error}")
     get = lambda g, p: float(tau[(tau.group == g) & (tau.pair == p)].tau.iloc[0])  # noqa: E731
     t_err, t_lr = get("all", "sharpness vs test error"), get("all", "sharpness vs learning rate")
     sub_err = tau[(tau.group != "all") & (tau.pair == "sharpness vs test error")]
-    verdict = bool(t_lr <= -0.3 and abs(t_err) < abs(t_lr))
+    inconsistent = bool(abs(t_err) < 0.5 and (len(sub_err) < 2 or (sub_err.tau.abs() < 0.5).all()
+                                                or (sub_err.tau.min() < 0 < sub_err.tau.max())))
+    if t_lr <= -0.5 and inconsistent:
+        verdict, why = "reproduced", (f"tau(sharpness, lr) = {t_lr:+.2f} (strong, |tau| > 0.5 as the thesis bolds); "
+                                      "the correlation with test error is weak or changes sign across batch sizes")
+    elif t_lr <= -0.3 and abs(t_err) < abs(t_lr):
+        verdict, why = "partial", (f"only the weaker criterion holds (tau(sharpness, lr) = {t_lr:+.2f} <= -0.3, "
+                                   f"|tau(sharpness, test error)| = {abs(t_err):.2f} below it): "
+                                   + ("the lr dependence is not strong (|tau| <= 0.5)" if t_lr > -0.5 else
+                                      "the test-error correlation is not weak and inconsistent across batch sizes "
+                                      "(|tau| < 0.5 overall and per batch size, or of both signs)"))
+    else:
+        verdict, why = "not reproduced", (f"tau(sharpness, lr) = {t_lr:+.2f}, tau(sharpness, test error) = "
+                                          f"{t_err:+.2f}")
     measured = (f"{len(kept)} of {len(models)} models with train error <= {max_train_error:.0%}; test error "
                 f"{kept.test_error.min():.1%}-{kept.test_error.max():.1%}. Kendall tau: sharpness vs learning rate "
                 f"{t_lr:+.2f}, sharpness vs test error {t_err:+.2f} overall"
                 + ("; within batch sizes " + ", ".join(f"{g.split()[-1]}: {v:+.2f}" for g, v in zip(sub_err.group, sub_err.tau))
                    if len(sub_err) else "") + ".")
-    return Outcome(data={"models": models, "tau": tau}, measured=measured, verdict=verdict,
+    return Outcome(data={"models": models, "tau": tau}, measured=measured, verdict=verdict, verdict_reason=why,
                    metrics={"tau_sharpness_test_error": t_err, "tau_sharpness_lr": t_lr, "kept": float(len(kept))},
                    notes=[f"Adaptive worst-case l-inf sharpness, rho = {rho}, APGD {apgd_steps} steps (code constants), "
-                          f"m = {m}, {min(count, len(bundle.train))} un-augmented training points; no logit normalisation.",
+                          f"m = {m}, {min(count, len(bundle.train))} un-augmented training points; "
+                          + ("on logit-normalised outputs (Eq. 7.5)." if logit_norm else "no logit normalisation."),
                           "Thesis: CIFAR-10 ResNets/ViTs with augmentation/mixup/SAM subgroups; here digits MLPs with "
                           "lr x batch-size subgroups (direction only)."])
 
@@ -385,5 +419,6 @@ register("ch7.mini", mini_study, chapter=7, title="Mini Ch. 7 study: sharpness v
                  Param("batch_sizes", [16, 64, 256], test=[32, 128]), Param("seeds", [0, 1], test=[0]),
                  Param("epochs", 100, test=40), Param("hidden", 128, test=64), Param("rho", 0.01),
                  Param("apgd_steps", 20, test=10), Param("count", 1024, test=256), Param("m", 128),
-                 Param("max_train_error", 0.01)],
+                 Param("max_train_error", 0.01),
+                 Param("logit_norm", True, help="sharpness on logit-normalised outputs (Eq. 7.5)")],
          figure=f"{_VIZ}:fig_mini_study")

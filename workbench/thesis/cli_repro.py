@@ -102,6 +102,7 @@ def cmd_repro(args) -> int:
     _write_data(rep.data, out)
     (out / "summary.json").write_text(json.dumps(
         {"name": rep.name, "claim": rep.claim, "measured": rep.measured, "verdict": rep.verdict,
+         "verdict_reason": rep.verdict_reason,
          "metrics": rep.metrics, "settings": rep.settings, "notes": rep.notes, "seconds": rep.seconds},
         indent=2, default=str))
     if rep.figure is not None:

@@ -9,7 +9,7 @@ here by name::
 
     def my_compute(*, n_steps=1000, seed=0, progress=None) -> Outcome:
         ...                                  # progress(fraction, message) now and then
-        return Outcome(data=df, measured="...", verdict=True, metrics={...})
+        return Outcome(data=df, measured="...", verdict="reproduced", verdict_reason="...", metrics={...})
 
     register("fig6.2", my_compute,
              claim="Loss stabilises while rank and l0 fall (Fig. 6.2).",
@@ -37,9 +37,33 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
-__all__ = ["Param", "Outcome", "Reproduction", "Entry", "REGISTRY", "register", "run", "names", "get", "SIZES"]
+__all__ = ["Param", "Outcome", "Reproduction", "Entry", "REGISTRY", "register", "run", "names", "get", "SIZES",
+           "VERDICTS", "REPRODUCED", "PARTIAL", "NOT_REPRODUCED", "NOT_ATTEMPTED", "normalize_verdict"]
 
 SIZES = ("full", "test")
+
+REPRODUCED, PARTIAL, NOT_REPRODUCED, NOT_ATTEMPTED = "reproduced", "partial", "not reproduced", "not attempted"
+#: The four verdicts, strongest first. ``partial``: the measured criterion holds but is weaker than the claim (a
+#: weaker threshold, a part of the claim not measured, an identity instead of a measurement), or only part of a
+#: multi-part claim holds; ``verdict_reason`` says which.
+VERDICTS = (REPRODUCED, PARTIAL, NOT_REPRODUCED, NOT_ATTEMPTED)
+
+
+def normalize_verdict(v) -> str:
+    """One of :data:`VERDICTS` from a verdict string or a legacy ``True``/``False``/``None``.
+
+    Raises:
+        ValueError: anything else.
+    """
+    if v is True:
+        return REPRODUCED
+    if v is False:
+        return NOT_REPRODUCED
+    if v is None:
+        return NOT_ATTEMPTED
+    if isinstance(v, str) and v in VERDICTS:
+        return v
+    raise ValueError(f"verdict={v!r} is invalid: choose one of {', '.join(map(repr, VERDICTS))}")
 
 
 @dataclass
@@ -71,8 +95,10 @@ class Outcome:
     Attributes:
         data: the measured data (``pandas.DataFrame`` or a dict of DataFrames/arrays) for the figure builder.
         measured: one-paragraph human summary of the measured outcome with numbers.
-        verdict: True if the thesis' faithful-reproduction criterion (what the thesis figure shows, at this scale) holds, False if not,
-            None where no criterion applies.
+        verdict: one of :data:`VERDICTS`: ``"reproduced"`` when the criterion holds and is as strong as the claim,
+            ``"partial"`` when it holds only for a weaker criterion or part of the claim, ``"not reproduced"``,
+            ``"not attempted"`` where no criterion applies. Legacy ``True``/``False``/``None`` are converted.
+        verdict_reason: one sentence: why this verdict (for ``partial``: what is weaker than the claim).
         metrics: the key numbers (floats), used by tests and the CLI.
         settings: the settings actually used (for the record).
         notes: ambiguities / code-only defaults surfaced to the user.
@@ -80,10 +106,14 @@ class Outcome:
 
     data: Any
     measured: str
-    verdict: bool | None = None
+    verdict: str = NOT_ATTEMPTED
     metrics: dict[str, float] = field(default_factory=dict)
     settings: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    verdict_reason: str = ""
+
+    def __post_init__(self) -> None:
+        self.verdict = normalize_verdict(self.verdict)
 
 
 @dataclass
@@ -96,7 +126,7 @@ class Reproduction(Outcome):
     seconds: float = 0.0
 
     def summary(self) -> str:
-        v = {True: "REPRODUCED", False: "NOT reproduced", None: "(no criterion)"}[self.verdict]
+        v = self.verdict.upper() + (f" ({self.verdict_reason})" if self.verdict_reason else "")
         return (f"[{self.name}] {v} in {self.seconds:.1f} s\nThesis: {self.claim}\nMeasured: {self.measured}"
                 + ("".join(f"\nNote: {n}" for n in self.notes)))
 
@@ -214,7 +244,8 @@ def run(name: str, *, size: str = "full", progress: Callable[[float, str], None]
     out = entry.fn(progress=progress, **kw)
     secs = time.perf_counter() - t0
     fig = entry.build_figure(out.data) if figure else None
-    return Reproduction(data=out.data, measured=out.measured, verdict=out.verdict, metrics=dict(out.metrics),
+    return Reproduction(data=out.data, measured=out.measured, verdict=out.verdict, verdict_reason=out.verdict_reason,
+                        metrics=dict(out.metrics),
                         settings={**kw, **out.settings}, notes=list(out.notes), name=name, claim=entry.claim,
                         figure=fig, seconds=secs)
 

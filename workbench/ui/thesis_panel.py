@@ -37,7 +37,7 @@ def show_reproduction(rep: registry.Reproduction, figure: bool = True) -> None:
     """Display a reproduction in a notebook: the thesis' claim, the measured outcome with its verdict, notes, figure."""
     from IPython.display import Markdown
 
-    verdict = {True: "reproduced", False: "**not** reproduced", None: "no criterion"}[rep.verdict]
+    verdict = rep.verdict.replace("not ", "**not** ") + (f": {rep.verdict_reason}" if rep.verdict_reason else "")
     notes = "".join(f"\n- {n}" for n in rep.notes)
     display(Markdown(f"**Thesis:** {rep.claim}\n\n**Measured** ({verdict}, {rep.seconds:.1f} s): {rep.measured}"
                      + (f"\n\n*Notes:*{notes}" if notes else "")))
@@ -158,8 +158,8 @@ class ThesisPanel(PanelBase):
         self._show(rep)
 
     def _show(self, rep: registry.Reproduction) -> None:
-        color = {True: _OK, False: _ERR, None: "#333"}[rep.verdict]
-        verdict = {True: "reproduced", False: "NOT reproduced", None: "no criterion"}[rep.verdict]
+        color = {"reproduced": _OK, "partial": _WARN, "not reproduced": _ERR}.get(rep.verdict, "#333")
+        verdict = rep.verdict + (f": {html.escape(rep.verdict_reason)}" if rep.verdict_reason else "")
         notes = "".join(f"<li>{html.escape(n)}</li>" for n in rep.notes)
         self.w_outcome.value = (f'<b>Measured</b> <span style="color:{color}">({verdict}, {rep.seconds:.1f} s)</span>: '
                                 f"{html.escape(rep.measured)}" + (f"<br><b>Notes</b><ul>{notes}</ul>" if notes else ""))
@@ -169,7 +169,7 @@ class ThesisPanel(PanelBase):
                 display(rep.figure)
         self.w_progress.value = 1.0
         self.w_export.disabled = rep.figure is None
-        self._say(f"{rep.name} finished in {rep.seconds:.1f} s: {verdict}", color)
+        self._say(f"{rep.name} finished in {rep.seconds:.1f} s: {rep.verdict}", color)
 
     def run(self, block: bool = False) -> registry.Reproduction | None:
         """Run the selected reproduction with the widget values (background thread unless ``block``).

@@ -127,7 +127,7 @@ def fig_relu1d(data: dict, *, theme: str = "screen", title: str | None = None) -
 
 
 def _digits_colors(runs, labels) -> tuple[dict, dict]:
-    """Colours and line dashes of ``fig5.16``'s methods: baselines in distinct colours (dashed curves), m-SAM on a
+    """Colours and line dashes of the ``fig5.1`` / ``fig5.12`` methods: baselines in distinct colours (dashed curves), m-SAM on a
     blue scale, darkest for the smallest m (solid curves).
     """
     from plotly.colors import sample_colorscale
@@ -143,7 +143,7 @@ def _digits_colors(runs, labels) -> tuple[dict, dict]:
 
 
 def fig_digits_sam(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Figs 5.1/5.16 (+ 5.12) analogue from ``data`` of ``fig5.16``: ``runs`` (label, method, m, seed, test_error,
+    """Figs 5.1/5.16 (+ 5.12) analogue from ``data`` of ``fig5.1`` or ``fig5.12``: ``runs`` (label, method, m, seed, test_error,
     ...) gives (a) final test error per method (mean, 95 % bootstrap CI, one dot per seed); ``curves`` (label, seed,
     epoch, test_error, train_error_noisy), when present, gives (b) test error vs epoch and, with label noise,
     (c) training error on the noisy labels vs epoch (means over seeds).
@@ -191,7 +191,7 @@ def fig_digits_sam(data: dict, *, theme: str = "screen", title: str | None = Non
         if has_noisy:
             fig.update_xaxes(title_text="epoch", row=1, col=3)
             fig.update_yaxes(tickformat=".0%", range=[0, 1.02], row=1, col=3)
-    _finish(fig, theme, title, "ERM vs random perturbation vs n-SAM vs m-SAM on digits"
+    _finish(fig, theme, title, f"ERM vs random perturbation vs n-SAM vs m-SAM on {data.get('dataset', 'digits')}"
             + (f" ({data.get('label_noise', 0):.0%} label noise)" if has_noisy else ""), height=460)
     fig.update_layout(legend=dict(tracegroupgap=2))
     if theme == "paper":  # subplot titles at the paper font size; room for the nine legend entries

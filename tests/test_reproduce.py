@@ -1,0 +1,134 @@
+"""The claims ledger is generated from stored results; verdicts are the four strings; paper-scale configurations
+print their plan and expected time and run end to end at a tiny size."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from workbench.cli import main
+from workbench.reproduce import CLAIMS, build_ledger, ledger_rows, load_result, paper_scale, save_result, verdict_counts
+from workbench.thesis.registry import VERDICTS, Outcome, normalize_verdict
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _fake(verdict="partial", err_low=0.0312, **metrics):
+    m = {"err_low": err_low, "err_erm": 0.0345, "paired_diff_vs_erm": err_low - 0.0345, "paired_ci_low": -0.006,
+         "paired_ci_high": -0.001, "monotone_in_m": 0.0, **metrics}
+    return SimpleNamespace(name="fig5.1", claim="c", verdict=verdict, verdict_reason="because", measured="text",
+                           metrics=m, settings={"dataset": "mnist-10k", "model": "MLP 256", "seeds": [0, 1, 2, 3, 4]},
+                           notes=[], seconds=1.0)
+
+
+def _row(rows, item):
+    return next(r for r in rows if r["item"] == item)
+
+
+def test_ledger_is_generated_from_the_stored_numbers(tmp_path):
+    save_result(_fake(), tmp_path / "thesis" / "fig5.1.json")
+    page = build_ledger(tmp_path)
+    assert "3.12%" in page and "mnist-10k, MLP 256, 5 seeds" in page and "**partial**: because" in page
+    # change the stored number: the page changes with it
+    doc = json.loads((tmp_path / "thesis" / "fig5.1.json").read_text())
+    doc["metrics"]["err_low"] = 0.0299
+    (tmp_path / "thesis" / "fig5.1.json").write_text(json.dumps(doc))
+    page2 = build_ledger(tmp_path)
+    assert page2 != page and "2.99%" in page2 and "3.12%" not in page2
+    # and the verdict too
+    doc["verdict"] = "not reproduced"
+    (tmp_path / "thesis" / "fig5.1.json").write_text(json.dumps(doc))
+    row = _row(ledger_rows(tmp_path), "Fig. 5.1 / 5.16")
+    assert row["verdict"] == "not reproduced" and row["gpu"] == "needs a GPU"
+
+
+def test_claims_without_results_are_not_attempted_and_counted(tmp_path):
+    rows = ledger_rows(tmp_path)
+    assert len(rows) == len(CLAIMS) and {r["verdict"] for r in rows} == {"not attempted"}
+    works = {c.work for c in CLAIMS}
+    assert works == {"Murphy 2025", "Andriushchenko 2024", "Yang 2022", "Carnerero-Cano 2021", "Anonymous n.d."}
+    assert verdict_counts(rows)["not attempted"] == len(CLAIMS)
+    (tmp_path / "thesis").mkdir()
+    (tmp_path / "thesis" / "fig5.1.json").write_text("{not json")
+    row = _row(ledger_rows(tmp_path), "Fig. 5.1 / 5.16")
+    assert row["verdict"] == "not attempted" and "unreadable" in row["reason"]
+
+
+def test_store_round_trip_and_refusal(tmp_path):
+    df = pd.DataFrame({"seed": [0, 1], "test_error": [0.1, float("nan")]})
+    p = save_result(_fake(err_low=float("nan")), tmp_path / "r.json", command="x", tables={"runs": df})
+    doc = load_result(p)
+    assert doc["metrics"]["err_low"] is None and doc["tables"]["runs"][1]["test_error"] is None
+    assert doc["verdict"] == "partial" and doc["command"] == "x"
+    (tmp_path / "bad.json").write_text(json.dumps({"format": 1}))
+    with pytest.raises(ValueError, match="not a stored reproduction result"):
+        load_result(tmp_path / "bad.json")
+
+
+def test_cli_report_writes_the_page(tmp_path, capsys):
+    save_result(_fake(verdict="reproduced"), tmp_path / "res" / "thesis" / "fig5.1.json")
+    out = tmp_path / "docs" / "reproductions.md"
+    assert main(["reproduce", "--report", "--results", str(tmp_path / "res"), "--out", str(out)]) == 0
+    assert out.read_text() == build_ledger(tmp_path / "res")
+    assert "1 reproduced" in capsys.readouterr().out
+    assert main(["reproduce"]) == 2
+
+
+def test_committed_ledger_matches_the_committed_results():
+    """docs/reproductions.md is exactly what `workbench reproduce --report` makes of results/ (no drift)."""
+    assert (REPO / "docs" / "reproductions.md").read_text() == build_ledger(REPO / "results")
+
+
+def test_verdicts_are_the_four_strings():
+    assert VERDICTS == ("reproduced", "partial", "not reproduced", "not attempted")
+    assert Outcome(data=None, measured="", verdict=True).verdict == "reproduced"
+    assert Outcome(data=None, measured="", verdict=None).verdict == "not attempted"
+    assert normalize_verdict("partial") == "partial"
+    with pytest.raises(ValueError, match="verdict"):
+        Outcome(data=None, measured="", verdict="yes")
+
+
+def test_paper_scale_plans_print_the_expected_time():
+    for name, c in paper_scale.CONFIGS.items():
+        text = paper_scale.plan(name)
+        assert "expected time on one GPU about" in text and c.claim in text
+        assert "tiny CPU check" in paper_scale.plan(name, tiny=True)
+        assert any(cl.paper_scale_config == name for cl in CLAIMS)
+    with pytest.raises(ValueError, match="unknown paper-scale"):
+        paper_scale.plan("nope")
+
+
+def test_paper_scale_thesis_fig51_runs_tiny_on_the_cpu(tmp_path, one_torch_thread):
+    lines = []
+    path = paper_scale.run_paper_scale("andriushchenko2024-fig5.1", tiny=True, results=tmp_path, printer=lines.append)
+    assert path == tmp_path / "tiny" / "thesis" / "fig5.1-paper-scale.json"
+    doc = load_result(path)
+    assert doc["verdict"] in VERDICTS and doc["settings"]["dataset"] == "mnist-10k"
+    assert doc["settings"]["model"] == "resnet18" and len(doc["tables"]["runs"]) == 4
+    assert all(math.isfinite(r["test_error"]) for r in doc["tables"]["runs"])
+    assert lines[0].startswith("andriushchenko2024-fig5.1 (tiny") and "stored" in lines[-1]
+
+
+def test_epic_study_records_are_imported_as_the_table1_result(tmp_path):
+    from workbench.defenses.efficacy import load_stored_results
+    from workbench.reproduce.ledger import import_epic_results
+
+    df, _ = load_stored_results()
+    if df.empty:
+        pytest.skip("no stored EPIC efficacy records")
+    path = import_epic_results(tmp_path)
+    doc = load_result(path)
+    m = doc["metrics"]
+    assert 0 <= m["success_epic"] <= m["success_undefended"] <= 1 and doc["scale"]
+    # Table 1 names three attacks: with fewer measured the verdict is at most partial
+    assert doc["verdict"] in ("partial", "not reproduced") or len(doc["settings"]["attacks"]) == 3
+    row = _row(ledger_rows(tmp_path), "Table 1")
+    assert row["verdict"] == doc["verdict"] and _pct_in(m["success_epic"], row["measured"])
+
+
+def _pct_in(v, text):
+    return f"{100 * v:.2f}%" in text

@@ -1,0 +1,363 @@
+"""The claims ledger: every headline claim of the five works, next to what the workbench measured.
+
+:data:`CLAIMS` lists the claims (work, table/figure, the claim, the paper's number, the paper's scale, where the
+measured result is stored, how to read the measured number from it, whether the paper's scale needs a GPU).
+:func:`build_ledger` renders them as a Markdown page from the stored results (:mod:`workbench.reproduce.store`),
+so the page is never edited by hand: change a stored number and the page changes; a claim without a stored result
+is ``not attempted``. ``workbench reproduce --report`` writes it to ``docs/reproductions.md``.
+
+Verdicts (:data:`workbench.thesis.registry.VERDICTS`): ``reproduced``, ``partial`` (a criterion weaker than the
+claim, or part of it), ``not reproduced``, ``not attempted``. The verdict comes from the stored result; the ledger
+never upgrades it. A row is marked ``needs a GPU`` where the paper's scale is out of reach of a CPU; the
+paper-scale configurations of :mod:`workbench.reproduce.paper_scale` run those with one command.
+
+Core module: no plotly / ipywidgets.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from .store import load_result
+
+__all__ = ["Claim", "CLAIMS", "ledger_rows", "build_ledger", "write_ledger", "verdict_counts", "import_epic_results"]
+
+VERDICT_ORDER = ("reproduced", "partial", "not reproduced", "not attempted")
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.2f}%"
+
+
+def _pp(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:+.2f} pts"
+
+
+def _num(v, fmt=".3g") -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else format(v, fmt)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One headline claim.
+
+    Attributes:
+        work: the citation key of the work, e.g. ``"Andriushchenko 2024"``.
+        item: its table or figure, e.g. ``"Fig. 5.1"``.
+        claim: the claim in one sentence.
+        paper: the paper's number(s), as printed (or ``"qualitative"`` for a figure without numbers).
+        paper_scale: the paper's dataset / model / seeds.
+        result: the stored result's path relative to the results folder (``None``: none is produced yet).
+        measured: ``metrics -> str``: the measured number(s) from the stored result's metrics.
+        needs_gpu: the paper's scale is out of reach of a CPU.
+        paper_scale_config: name of the paper-scale configuration that runs it on a GPU
+            (:data:`workbench.reproduce.paper_scale.CONFIGS`), if any.
+    """
+
+    work: str
+    item: str
+    claim: str
+    paper: str
+    paper_scale: str
+    result: str | None = None
+    measured: Callable[[dict], str] | None = None
+    needs_gpu: bool = False
+    paper_scale_config: str | None = None
+
+
+def _thesis(name: str) -> str:
+    return f"thesis/{name}.json"
+
+
+#: The headline claims of the five works, in the order of the page.
+CLAIMS: tuple[Claim, ...] = (
+    # ------------------------------------------------------------------ Murphy 2025
+    Claim("Murphy 2025", "Table 4.3",
+          "Training on sharpness-aware poisoned data (and SAM) improves test accuracy over standard training.",
+          "91.64 ± 0.45 / 91.99 ± 0.15 / 91.99 ± 0.16 % (standard / poison / SAM)",
+          "Fashion-MNIST, ResNet-18, 5 runs", result="murphy2025/table4.3.json",
+          measured=lambda m: (f"{_pct(m.get('acc_standard'))} / {_pct(m.get('acc_poison'))} / "
+                              f"{_pct(m.get('acc_sam'))}"),
+          needs_gpu=True, paper_scale_config="murphy2025-table4.3"),
+    Claim("Murphy 2025", "Table 4.4",
+          "Without tuning, poisoned training beats clean training in 3 of 4 dataset/model pairs; SAM is worse.",
+          "e.g. CIFAR-10 DenseNet: 89.87 / 90.88 / 89.56 % (clean / poison / SAM)",
+          "CIFAR-10/100, DenseNet-40, WRN-16/28, 5 runs", result="murphy2025/table4.4.json",
+          measured=lambda m: f"{_pct(m.get('acc_standard'))} / {_pct(m.get('acc_poison'))} / {_pct(m.get('acc_sam'))}",
+          needs_gpu=True),
+    # ------------------------------------------------------------------ Andriushchenko 2024
+    Claim("Andriushchenko 2024", "Fig. 5.1 / 5.16",
+          "Only low-m worst-case SAM improves generalization substantially; random perturbations and n-SAM barely "
+          "help; test error decreases as m gets smaller.",
+          "qualitative (bar chart): 128-SAM clearly below ERM, random and n-SAM near ERM",
+          "CIFAR-10 ResNet-18 / CIFAR-100 ResNet-34, batch 128, 200 epochs", result=_thesis("fig5.1"),
+          measured=lambda m: (f"lowest-m SAM {_pct(m.get('err_low'))} vs ERM {_pct(m.get('err_erm'))} test error: "
+                              f"{_pp(m.get('paired_diff_vs_erm'))}, paired 95% CI [{_pp(m.get('paired_ci_low'))}, "
+                              f"{_pp(m.get('paired_ci_high'))}]; monotone in m: "
+                              f"{'yes' if m.get('monotone_in_m') else 'no'}"),
+          needs_gpu=True, paper_scale_config="andriushchenko2024-fig5.1"),
+    Claim("Andriushchenko 2024", "Fig. 5.12",
+          "With 60% label noise SAM is better along training and fits the noisy labels later.",
+          "qualitative (curves)", "CIFAR-10/100 ResNets, 60% label noise", result=_thesis("fig5.12"),
+          measured=lambda m: (f"last epoch {_pp(m.get('paired_diff_vs_erm'))} [CI high {_pp(m.get('paired_ci_high'))}], "
+                              f"best epoch {_pp(m.get('best_paired_diff_vs_erm'))} [CI {_pp(m.get('best_paired_ci_low'))}"
+                              f", {_pp(m.get('best_paired_ci_high'))}]; half the noisy labels fitted at epoch "
+                              f"{_num(m.get('fit_epoch_low'))} (SAM) vs {_num(m.get('fit_epoch_erm'))} (ERM); SAM fits fewer noisy labels on "
+                              f"{_pct(m.get('frac_epochs_fits_later'))} of the epochs"),
+          needs_gpu=True),
+    Claim("Andriushchenko 2024", "Figs. 5.6 / 5.14",
+          "1-SAM reaches a much lower test loss than ERM and n-SAM on sparse regression with diagonal linear nets.",
+          "qualitative (curves), orders of magnitude", "diagonal linear nets, d = 30, n = 20", result=_thesis("fig5.6"),
+          measured=lambda m: (f"test loss ERM {_num(m.get('erm_test'))}, n-SAM {_num(m.get('nsam_test'))}, "
+                              f"1-SAM {_num(m.get('onesam_test'))}")),
+    Claim("Andriushchenko 2024", "Fig. 5.15",
+          "Switching GD -> 1-SAM late escapes to a lower test loss; the solutions are linearly connected.",
+          "qualitative", "diagonal linear nets", result=_thesis("fig5.15"),
+          measured=lambda m: (f"GD {_num(m.get('gd_final'))} -> GD->1-SAM {_num(m.get('gd_to_1sam_final'))}; "
+                              f"barrier {_num(m.get('barrier'))}")),
+    Claim("Andriushchenko 2024", "Fig. 5.13", "Stochastic variants beat full-batch ones; 1-SAM SGD is the best.",
+          "qualitative", "diagonal linear nets", result=_thesis("fig5.13"),
+          measured=lambda m: (f"1-SAM SGD {_num(m.get('test_1-SAM SGD'))} vs 1-SAM {_num(m.get('test_1-SAM'))}, "
+                              f"GD {_num(m.get('test_GD'))}")),
+    Claim("Andriushchenko 2024", "Fig. 5.7", "SAM learns simpler 1-D interpolants, consistent across inits.",
+          "qualitative", "12 points, 100 ReLUs, 5 inits", result=_thesis("fig5.7"),
+          measured=lambda m: (f"kinks GD {_num(m.get('kinks_gd'))} vs SAM {_num(m.get('kinks_sam'))}; seed spread "
+                              f"{_num(m.get('spread_gd'))} vs {_num(m.get('spread_sam'))}")),
+    Claim("Andriushchenko 2024", "Figs. 6.2 / 6.11",
+          "Large-step SGD: loss plateau while rank and l0 fall; longer large-step phases generalise better.",
+          "plateau ~10^-1.5", "diagonal linear nets", result=_thesis("fig6.2"),
+          measured=lambda m: (f"plateau 10^{_num(m.get('plateau_log10_loss_median_50'), '.2f')}, test loss small eta "
+                              f"{_num(m.get('final_test_loss_small'))} vs 50% {_num(m.get('final_test_loss_50'))}")),
+    Claim("Andriushchenko 2024", "Prop. 6.3.2", "SGD on the quadratic toy stabilises in the stated intervals.",
+          "F in (eps_o^2, 0.17) theta*^2", "1-D toy", result=_thesis("prop6.3.2"),
+          measured=lambda m: f"F in [{_num(m.get('loss_min'))}, {_num(m.get('loss_max'))}]"),
+    Claim("Andriushchenko 2024", "Fig. 6.4", "A long large-step warm-up simplifies the 1-D ReLU predictor.",
+          "loss plateau ~10^-0.5", "12 points, 100 ReLUs", result=_thesis("fig6.4"),
+          measured=lambda m: (f"plateau 10^{_num(m.get('plateau_log10_loss_median_50'), '.2f')}, kinks "
+                              f"{_num(m.get('final_kinks_2'))} -> {_num(m.get('final_kinks_50'))}")),
+    Claim("Andriushchenko 2024", "Fig. 6.12", "A 500x warm-up over-regularises: the run gets stuck at a high loss.",
+          "stuck at ~10^-0.5", "12 points, one init", result=_thesis("fig6.12"),
+          measured=lambda m: (f"stuck fraction 400x {_pct(m.get('stuck_fraction_400'))}, 500x "
+                              f"{_pct(m.get('stuck_fraction_500'))}, 600x {_pct(m.get('stuck_fraction_600'))}")),
+    Claim("Andriushchenko 2024", "Fig. 6.5", "Teacher-student: large steps lower rank and FSC and test loss.",
+          "qualitative", "3-layer ReLU, n = 50", result=_thesis("fig6.5"),
+          measured=lambda m: (f"test loss small {_num(m.get('final_test_loss_small'))} vs 50% "
+                              f"{_num(m.get('final_test_loss_50'))}")),
+    Claim("Andriushchenko 2024", "Fig. 6.10", "Large steps cluster two-layer ReLU neurons on teacher directions.",
+          "qualitative", "2-layer ReLU", result=_thesis("fig6.10"),
+          measured=lambda m: f"angle to teacher {_num(m.get('teacher_angle_deg_small'))} deg (small step)"),
+    Claim("Andriushchenko 2024", "Fig. 6.9", "The SDE reproduces SGD's rank/sparsity decrease; gradient flow does not.",
+          "qualitative", "diagonal linear nets", result=_thesis("fig6.9"),
+          measured=lambda m: (f"rank SGD {_num(m.get('rank_before_decay_SGD'))}, SDE {_num(m.get('rank_before_decay_SDE'))}"
+                              f", GF {_num(m.get('rank_before_decay_gradient_flow'))}")),
+    Claim("Andriushchenko 2024", "Fig. 7.1",
+          "Adaptive sharpness of a linear model falls as its weights are scaled up (hence logit normalisation).",
+          "qualitative", "linear model, 2 Gaussians", result=_thesis("fig7.1"),
+          measured=lambda m: f"PGD {_num(m.get('pga'))} vs closed form {_num(m.get('closed_form'))} at a = 1"),
+    Claim("Andriushchenko 2024", "Fig. 7.7",
+          "Over 200 diagonal nets, tr of the adaptive Hessian correlates best with test loss.", "Kendall tau ~ 0.8",
+          "200 nets, d = 200", result=_thesis("fig7.7"),
+          measured=lambda m: f"tau = {_num(m.get('tau_trace_adaptive'), '+.2f')} ({_num(m.get('kept'), '.0f')} nets)"),
+    Claim("Andriushchenko 2024", "Figs. 7.5 / 7.6",
+          "Sharpness is mostly determined by the learning rate, not consistently by test error.",
+          "tau(sharpness, test error) 0.30 / -0.36 across subgroups", "CIFAR-10 ResNets/ViTs", result=_thesis("ch7.mini"),
+          measured=lambda m: (f"tau(sharpness, lr) {_num(m.get('tau_sharpness_lr'), '+.2f')}, tau(sharpness, error) "
+                              f"{_num(m.get('tau_sharpness_test_error'), '+.2f')}"),
+          needs_gpu=True),
+    Claim("Andriushchenko 2024", "Lemma 1 / Fig. 2.2", "FGSM-RS shrinks the expected perturbation norm.",
+          "~7/255 sqrt(d) at alpha = 1.25 eps", "closed form + Monte Carlo", result=_thesis("fig2.2"),
+          measured=lambda m: f"bound at 1.25 eps = {_num(m.get('bound_at_1.25eps_in_255ths'), '.2f')}/255"),
+    Claim("Andriushchenko 2024", "Lemma 2 / Fig. 2.9", "High gradient alignment at initialisation (all in [0.7, 1]).",
+          ">= 0.7 for eps <= 0.1", "single-layer CNN", result=_thesis("fig2.9"),
+          measured=lambda m: (f"alignment >= {_num(m.get('min_cos_finite'))}, final bound >= "
+                              f"{_num(m.get('min_bound_final'))}")),
+    Claim("Andriushchenko 2024", "Fig. 2.11", "FGSM AT overfits catastrophically; GradAlign prevents it.",
+          "PGD accuracy -> ~0 for FGSM", "CIFAR-10 CNN", result=_thesis("fig2.11"),
+          measured=lambda m: (f"PGD acc FGSM {_pct(m.get('fgsm_pgd_acc'))}, GradAlign "
+                              f"{_pct(m.get('fgsm_gradalign_pgd_acc'))}"), needs_gpu=True),
+    # ------------------------------------------------------------------ Yang 2022 (EPIC)
+    Claim("Yang 2022", "Table 1", "EPIC lowers attack success of GM / BP / FC to near 0 at little accuracy cost.",
+          "GM 45% -> 1%, BP 86% -> 1%, FC 40% -> 0%", "CIFAR-10 ResNet-18, 200 epochs, 100 targets",
+          result="yang2022/table1.json",
+          measured=lambda m: (f"Feature Collision (transfer): success {_pct(m.get('success_undefended'))} -> "
+                              f"{_pct(m.get('success_epic'))} (exact McNemar p = {_num(m.get('p_vs_none'), '.2g')}), "
+                              f"test acc {_pct(m.get('acc_undefended'))} -> {_pct(m.get('acc_epic'))}, "
+                              f"{_num(m.get('dropped_epic'), '.0f')} training examples dropped"),
+          needs_gpu=True),
+    Claim("Yang 2022", "Table 2", "Against gradient matching, EPIC-0.1 drops success 25% -> 2.7% (40 epochs).",
+          "25% -> 2.7% ± 0.6%, test acc 92.48% -> 90.92%", "CIFAR-10 ResNet-18, 40 epochs",
+          result="yang2022/table2.json",
+          measured=lambda m: (f"success {_pct(m.get('success_undefended'))} -> {_pct(m.get('success_epic'))}, "
+                              f"test acc {_pct(m.get('acc_undefended'))} -> {_pct(m.get('acc_epic'))}"),
+          needs_gpu=True, paper_scale_config="yang2022-table2"),
+    # ------------------------------------------------------------------ Carnerero-Cano 2021
+    Claim("Carnerero-Cano 2021", "Fig. 2 (MNIST)",
+          "With lambda learned on validation data the test error stays low as poisoning grows; small lambda fails.",
+          "qualitative (curves)", "MNIST 0 vs 8, 512/171 points, 10 reps", result="carnerero-cano2021/fig2.json",
+          measured=lambda m: (f"test error at max poisoning: learned lambda {_pct(m.get('err_learned'))}, small "
+                              f"lambda {_pct(m.get('err_small'))}")),
+    Claim("Carnerero-Cano 2021", "Fig. 2 (d-f)", "The learned lambda grows with the fraction of poisoning points.",
+          "qualitative", "MNIST 0 vs 8", result="carnerero-cano2021/fig2.json",
+          measured=lambda m: f"lambda trend {_num(m.get('lambda_trend'), '+.3g')}"),
+    # ------------------------------------------------------------------ Anonymous n.d. (course report)
+    Claim("Anonymous n.d.", "Foret 2021 Table 1 (as reported)", "SAM lowers CIFAR-10/100 error of WideResNets.",
+          "WRN-28-10, 200 epochs, basic aug.: CIFAR-10 3.5% -> 2.7%, CIFAR-100 18.8% -> 16.5%", "CIFAR, WideResNets, 200+ epochs", result="anonymous/sam_table1.json",
+          measured=lambda m: f"{_pct(m.get('err_sgd'))} -> {_pct(m.get('err_sam'))}", needs_gpu=True),
+    Claim("Anonymous n.d.", "Parameter corruption (Sun 2020)",
+          "Gradient-based parameter corruption hurts far more than random corruption of the same size.",
+          "qualitative", "ResNet-34 CIFAR-10 / ImageNet", result="anonymous/corruption.json",
+          measured=lambda m: (f"loss change gradient {_num(m.get('loss_change_gradient'))} vs random "
+                              f"{_num(m.get('loss_change_random'))}")),
+)
+
+
+def _scale_of(doc: dict) -> str:
+    """The measured scale from a stored result's settings (dataset, model, seeds) or its ``scale`` field."""
+    if doc.get("scale"):
+        return str(doc["scale"])
+    s = doc.get("settings", {})
+    parts = []
+    if s.get("dataset"):
+        parts.append(str(s["dataset"]))
+    if s.get("model"):
+        parts.append(str(s["model"]))
+    seeds = s.get("seeds")
+    if isinstance(seeds, list):
+        parts.append(f"{len(seeds)} seeds")
+    if s.get("size"):
+        parts.append(f"size {s['size']}")
+    return ", ".join(parts) or "see the stored result"
+
+
+def ledger_rows(results: str | Path) -> list[dict]:
+    """One dict per claim: work, item, claim, paper, paper_scale, measured, scale, verdict, reason, gpu, source.
+
+    A claim whose stored result is missing is ``not attempted``; one whose file cannot be read says so in
+    ``reason`` (and is ``not attempted``).
+    """
+    results = Path(results)
+    rows = []
+    for c in CLAIMS:
+        row = {"work": c.work, "item": c.item, "claim": c.claim, "paper": c.paper, "paper_scale": c.paper_scale,
+               "measured": "-", "scale": "-", "verdict": "not attempted", "reason": "no stored result",
+               "gpu": "needs a GPU" if c.needs_gpu else "", "source": c.result or "",
+               "config": c.paper_scale_config or ""}
+        path = results / c.result if c.result else None
+        if path is not None and path.is_file():
+            try:
+                doc = load_result(path)
+            except ValueError as e:
+                row["reason"] = f"unreadable stored result: {e}"
+            else:
+                row["verdict"] = doc["verdict"]
+                row["reason"] = doc.get("verdict_reason", "")
+                row["scale"] = _scale_of(doc)
+                try:
+                    row["measured"] = c.measured(doc["metrics"]) if c.measured else "see the stored result"
+                except Exception as e:  # noqa: BLE001 - a missing metric must not hide the row
+                    row["measured"] = f"(metric missing: {e})"
+        rows.append(row)
+    return rows
+
+
+def verdict_counts(rows: list[dict]) -> dict[str, int]:
+    """Number of rows per verdict, in :data:`VERDICT_ORDER`."""
+    return {v: sum(r["verdict"] == v for r in rows) for v in VERDICT_ORDER}
+
+
+def _cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def build_ledger(results: str | Path) -> str:
+    """The ledger page (Markdown) generated from the stored results under ``results``."""
+    rows = ledger_rows(results)
+    counts = verdict_counts(rows)
+    lines = [
+        "# Reproductions: the claims ledger",
+        "",
+        "Generated by `workbench reproduce --report` from the stored results in `results/` — do not edit by hand.",
+        "Each row: a headline claim of one of the five works, the paper's number and scale, the number this",
+        "workbench measured and at which scale, and the verdict of the stored result (`partial`: the measured",
+        "criterion is weaker than the claim, or holds for part of it — the reason says which). `needs a GPU`: the",
+        "paper's scale is out of a CPU's reach; where a paper-scale configuration exists,",
+        "`workbench reproduce --paper-scale NAME` runs it and prints its expected time first.",
+        "",
+        "Verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items()) + f" ({len(rows)} claims).",
+        "",
+    ]
+    for work in dict.fromkeys(r["work"] for r in rows):
+        lines += [f"## [{work}]", "",
+                  "| item | claim | paper | paper scale | measured | measured scale | verdict | GPU |",
+                  "|---|---|---|---|---|---|---|---|"]
+        for r in rows:
+            if r["work"] != work:
+                continue
+            verdict = f"**{r['verdict']}**" + (f": {r['reason']}" if r["reason"] else "")
+            gpu = r["gpu"] + (f" (`--paper-scale {r['config']}`)" if r["config"] else "")
+            lines.append("| " + " | ".join(_cell(x) for x in (r["item"], r["claim"], r["paper"], r["paper_scale"],
+                                                               r["measured"], r["scale"], verdict, gpu)) + " |")
+        lines.append("")
+    lines += ["Stored results (one JSON file per measured claim, written by `workbench.reproduce.store.save_result`):",
+              ""] + [f"- {r['item']} ([{r['work']}]): `results/{r['source']}`" for r in rows if r["source"]] + [""]
+    return "\n".join(lines)
+
+
+def import_epic_results(results: str | Path, source: str | Path | None = None) -> Path | None:
+    """Store the EPIC efficacy study's records (:func:`workbench.defenses.efficacy.load_stored_results`) as the
+    ledger's [Yang 2022] Table 1 result (``<results>/yang2022/table1.json``); ``None`` when there are none.
+
+    Verdict: ``reproduced`` when, for every attack of Table 1 measured, EPIC cuts attack success at least 5-fold
+    with an exact McNemar p < 0.05 and loses at most 2 points of test accuracy; ``partial`` when that holds for
+    the attacks measured but not all three of Table 1's (GM, BP, FC) were; ``not reproduced`` otherwise.
+    """
+    from types import SimpleNamespace
+
+    from ..defenses.efficacy import load_stored_results, summarize
+    from .store import save_result
+
+    df, meta = load_stored_results(source)
+    if df.empty:
+        return None
+    s = summarize(df)
+    metrics, ok, attacks = {}, True, []
+    for attack, g in s.groupby("attack"):
+        none = g[g.defense == "None"]
+        epic = g[g.defense.astype(str).str.startswith("EPIC")]
+        if none.empty or epic.empty:
+            continue
+        u, e = none.iloc[0], epic.iloc[0]
+        attacks.append(attack)
+        ok &= bool(e.success <= u.success / 5 and e.p_vs_none < 0.05 and u.test_acc - e.test_acc <= 0.02)
+        if not metrics:  # the first attack measured fills the row's numbers
+            metrics = {"success_undefended": float(u.success), "success_epic": float(e.success),
+                       "p_vs_none": float(e.p_vs_none), "acc_undefended": float(u.test_acc),
+                       "acc_epic": float(e.test_acc), "dropped_epic": float(e.dropped), "trials": float(u.trials)}
+    if not attacks:
+        return None
+    missing = [a for a in ("gradient_matching", "bullseye_polytope", "feature_collision") if a not in attacks]
+    verdict = "not reproduced" if not ok else ("partial" if missing else "reproduced")
+    why = (("EPIC cuts attack success at least 5-fold (McNemar p < 0.05) at <= 2 points of accuracy for "
+            + ", ".join(attacks) + ("; not measured: " + ", ".join(missing) if missing else ""))
+           if ok else "EPIC does not cut attack success 5-fold significantly, or costs > 2 points of accuracy")
+    scale = meta.get("dataset", "") + (f", {int(metrics['trials'])} targets" if metrics else "")
+    rep = SimpleNamespace(name="yang2022-table1", claim="[Yang 2022] Table 1", verdict=verdict, verdict_reason=why,
+                          measured=str(meta.get("studies", "")), metrics=metrics,
+                          settings={"attacks": attacks, "source": "workbench.defenses.efficacy stored records"},
+                          notes=[str(meta.get("not_run", ""))] if meta.get("not_run") else [], seconds=0.0)
+    path = Path(results) / "yang2022" / "table1.json"
+    save_result(rep, path, command="workbench reproduce --report (imported from the EPIC efficacy study)")
+    doc = load_result(path)
+    doc["scale"] = scale
+    path.write_text(__import__("json").dumps(doc, indent=1) + "\n")
+    return path
+
+
+def write_ledger(results: str | Path = "results", out: str | Path = "docs/reproductions.md") -> Path:
+    """Write :func:`build_ledger` of ``results`` to ``out`` (parents created); returns ``out``."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build_ledger(results))
+    return out
