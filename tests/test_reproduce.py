@@ -132,3 +132,26 @@ def test_epic_study_records_are_imported_as_the_table1_result(tmp_path):
 
 def _pct_in(v, text):
     return f"{100 * v:.2f}%" in text
+
+
+def test_bilevel_records_are_imported_as_two_fig2_results(tmp_path):
+    from workbench.reproduce.ledger import import_bilevel_results
+
+    src = tmp_path / "bilevel" / "mnist-10k-0v8"
+    src.mkdir(parents=True)
+    rows = []
+    for rep in (0, 1):
+        for i, f in enumerate((0.0, 0.1, 0.2)):
+            rows.append({"rep": rep, "strategy": "small", "fraction": f, "log_lam": -8.0, "test_error": 0.01 + 0.1 * f})
+            rows.append({"rep": rep, "strategy": "rmd", "fraction": f, "log_lam": 1.0 + i, "test_error": 0.01 + 0.01 * f})
+    pd.DataFrame(rows).to_csv(src / "records.csv", index=False)
+    import_bilevel_results(tmp_path)
+    err, lam = (load_result(tmp_path / "carnerero-cano2021" / n) for n in ("fig2.json", "fig2-lambda.json"))
+    assert err["verdict"] == "reproduced" and err["metrics"]["err_learned"] == pytest.approx(0.012)
+    assert lam["verdict"] == "reproduced" and lam["metrics"]["lambda_trend"] == 1.0 and "2 repetitions" in lam["scale"]
+    # a learned lambda that falls with poisoning (the digits study of the issue) is not reproduced
+    d = pd.read_csv(src / "records.csv")
+    d.loc[d.strategy == "rmd", "log_lam"] *= -1
+    d.to_csv(src / "records.csv", index=False)
+    import_bilevel_results(tmp_path)
+    assert load_result(tmp_path / "carnerero-cano2021" / "fig2-lambda.json")["verdict"] == "not reproduced"

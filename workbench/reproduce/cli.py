@@ -18,7 +18,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--results", default="results", help="folder of stored results (default results/)")
     p.add_argument("--out", default="docs/reproductions.md", help="ledger page to write")
     p.add_argument("--import-studies", action="store_true",
-                   help="with --report: first store the other studies' saved results (EPIC efficacy) in --results")
+                   help="with --report: first store the other studies' saved results (EPIC efficacy, bilevel) "
+                        "in --results")
     p.add_argument("--list", action="store_true", help="list the paper-scale configurations with their time")
     p.add_argument("--paper-scale", metavar="NAME", help="run a paper-scale configuration (GPU) and store it")
     p.add_argument("--plan", action="store_true", help="with --paper-scale: print the plan and expected time only")
@@ -61,9 +62,10 @@ def cmd_reproduce(args) -> int:
             paper_scale.run_paper_scale(args.paper_scale, tiny=args.tiny, results=args.results)
     if args.report:
         if args.import_studies:
-            from .ledger import import_epic_results
+            from .ledger import import_bilevel_results, import_epic_results
 
             import_epic_results(args.results)
+            import_bilevel_results(args.results)
         out = write_ledger(args.results, args.out)
         counts = verdict_counts(ledger_rows(args.results))
         print(f"wrote {out}: " + ", ".join(f"{n} {v}" for v, n in counts.items()))

@@ -22,7 +22,8 @@ from typing import Callable
 
 from .store import load_result
 
-__all__ = ["Claim", "CLAIMS", "ledger_rows", "build_ledger", "write_ledger", "verdict_counts", "import_epic_results"]
+__all__ = ["Claim", "CLAIMS", "ledger_rows", "build_ledger", "write_ledger", "verdict_counts", "import_epic_results",
+           "import_bilevel_results"]
 
 VERDICT_ORDER = ("reproduced", "partial", "not reproduced", "not attempted")
 
@@ -199,7 +200,7 @@ CLAIMS: tuple[Claim, ...] = (
           measured=lambda m: (f"test error at max poisoning: learned lambda {_pct(m.get('err_learned'))}, small "
                               f"lambda {_pct(m.get('err_small'))}")),
     Claim("Carnerero-Cano 2021", "Fig. 2 (d-f)", "The learned lambda grows with the fraction of poisoning points.",
-          "qualitative", "MNIST 0 vs 8", result="carnerero-cano2021/fig2.json",
+          "qualitative", "MNIST 0 vs 8", result="carnerero-cano2021/fig2-lambda.json",
           measured=lambda m: f"lambda trend {_num(m.get('lambda_trend'), '+.3g')}"),
     # ------------------------------------------------------------------ Anonymous n.d. (course report)
     Claim("Anonymous n.d.", "Foret 2021 Table 1 (as reported)", "SAM lowers CIFAR-10/100 error of WideResNets.",
@@ -352,6 +353,69 @@ def import_epic_results(results: str | Path, source: str | Path | None = None) -
     doc = load_result(path)
     doc["scale"] = scale
     path.write_text(__import__("json").dumps(doc, indent=1) + "\n")
+    return path
+
+
+def import_bilevel_results(results: str | Path, source: str | Path | None = None) -> Path | None:
+    """Store the bilevel study's records (``<results>/bilevel/mnist-10k-0v8/records.csv``, written by
+    :mod:`workbench.bilevel.study`) as the ledger's [Carnerero-Cano 2021] Fig. 2 result
+    (``<results>/carnerero-cano2021/fig2.json``); ``None`` when there are none.
+
+    Measured at the largest poisoning fraction (means over the repetitions): the test error with the learned λ
+    (``rmd``) and with a small fixed λ, and the trend of the learned log λ with the fraction (Kendall τ of the
+    per-fraction means). Two results, one per ledger row: ``fig2.json`` is ``reproduced`` when the learned λ's test
+    error rises by at most half as much as the small λ's (from no poisoning to the largest fraction), ``partial``
+    when it rises less but more than half as much;
+    ``fig2-lambda.json`` when log λ grows with the fraction (τ >= 0.5); ``not reproduced`` otherwise.
+    """
+    import json
+    from types import SimpleNamespace
+
+    import pandas as pd
+
+    from .store import save_result
+
+    src = Path(source) if source is not None else Path(results) / "bilevel" / "mnist-10k-0v8"
+    if not (src / "records.csv").is_file():
+        return None
+    d = pd.read_csv(src / "records.csv")
+    if not {"rmd", "small"} <= set(d.strategy):
+        return None
+    g = d.groupby(["strategy", "fraction"]).agg(err=("test_error", "mean"), lam=("log_lam", "mean"))
+    rmd, small = g.loc["rmd"].sort_index(), g.loc["small"].sort_index()
+    fmax = float(rmd.index.max())
+    rise_rmd = float(rmd.err.iloc[-1] - rmd.err.iloc[0])
+    rise_small = float(small.err.iloc[-1] - small.err.iloc[0])
+    from ..thesis.ch7 import kendall_tau
+
+    tau = kendall_tau(rmd.index.to_numpy(), rmd.lam.to_numpy()) if len(rmd) >= 2 else float("nan")
+    err_ok, lam_ok = rise_rmd <= 0.5 * rise_small, tau >= 0.5
+    reps = int(d.rep.nunique())
+    metrics = {"err_learned": float(rmd.err.iloc[-1]), "err_small": float(small.err.iloc[-1]), "fraction_max": fmax,
+               "rise_learned": rise_rmd, "rise_small": rise_small, "lambda_trend": tau,
+               "log_lambda_first": float(rmd.lam.iloc[0]), "log_lambda_last": float(rmd.lam.iloc[-1]),
+               "reps": float(reps)}
+    why_err = (f"from 0 to {fmax:.1%} poisoning the learned lambda's test error rises {rise_rmd:+.2%} vs "
+               f"{rise_small:+.2%} for a small lambda" + ("" if err_ok else " (lower, but more than half as much: "
+                                                              "the learned lambda mitigates, it does not keep the "
+                                                              "error low)" if rise_rmd < rise_small else ""))
+    why_lam = (f"log lambda {metrics['log_lambda_first']:.2f} -> {metrics['log_lambda_last']:.2f} as poisoning grows "
+               f"(Kendall tau with the fraction {tau:+.2f})")
+    settings = json.loads((src / "settings.json").read_text()).get("settings", {}) if (src / "settings.json").is_file() else {}
+    err_verdict = "reproduced" if err_ok else "partial" if rise_rmd < rise_small else "not reproduced"
+    for name, verdict, why in (("fig2.json", err_verdict, why_err),
+                               ("fig2-lambda.json", "reproduced" if lam_ok else "not reproduced", why_lam)):
+        out = SimpleNamespace(name=f"carnerero-cano2021-{name[:-5]}", claim="[Carnerero-Cano 2021] Fig. 2",
+                              verdict=verdict, verdict_reason=why, measured=why,
+                              metrics=metrics, settings={"dataset": "mnist-10k 0 vs 8", "model": "L2 logistic regression",
+                                                         "n_train": settings.get("n_train"), "n_val": settings.get("n_val")},
+                              notes=[], seconds=0.0)
+        path = Path(results) / "carnerero-cano2021" / name
+        save_result(out, path, command="workbench reproduce --report --import-studies (bilevel study records)")
+        doc = load_result(path)
+        doc["scale"] = (f"MNIST 0 vs 8 from mnist-10k, {settings.get('n_train', '?')}/{settings.get('n_val', '?')} "
+                        f"train/val, {reps} repetitions")
+        path.write_text(json.dumps(doc, indent=1) + "\n")
     return path
 
 
