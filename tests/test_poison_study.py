@@ -14,11 +14,28 @@ import torch
 from workbench.config import RunConfig
 from workbench.data.poison import load_poison
 from workbench.poisoning import PoisonConfig
-from workbench.poisoning.study import (VARIANTS, PoisonStudyEvent, compare_poison, open_comparison, poison_search,
-                                       read_search, table41_grid, variant_configs)
-from workbench.viz.poison_study import (plot_craft_loss, plot_curves, plot_delta_norm, plot_drift, plot_eigenvalues,
-                                        plot_images, plot_interpolation, plot_ratios, plot_sam_cosine)
+from workbench.poisoning.study import (
+    VARIANTS,
+    PoisonStudyEvent,
+    compare_poison,
+    open_comparison,
+    poison_search,
+    read_search,
+    table41_grid,
+    variant_configs,
+)
 from workbench.runs import load_run
+from workbench.viz.poison_study import (
+    plot_craft_loss,
+    plot_curves,
+    plot_delta_norm,
+    plot_drift,
+    plot_eigenvalues,
+    plot_images,
+    plot_interpolation,
+    plot_ratios,
+    plot_sam_cosine,
+)
 
 
 def _base(root, epochs=2) -> RunConfig:

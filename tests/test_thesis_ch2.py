@@ -10,10 +10,20 @@ import torch.nn.functional as F
 from torch import nn
 
 from workbench.thesis import registry
-from workbench.thesis.ch2 import (SingleLayerCNN, cosine_per_example, cyclic_lr, fgsm_delta, grad_align_penalty,
-                                  gradient_alignment, input_gradient, lemma1_bound, lemma1_mc, lemma2_mc, pgd_delta,
-                                  robust_accuracy)
-
+from workbench.thesis.ch2 import (
+    SingleLayerCNN,
+    cosine_per_example,
+    cyclic_lr,
+    fgsm_delta,
+    grad_align_penalty,
+    gradient_alignment,
+    input_gradient,
+    lemma1_bound,
+    lemma1_mc,
+    lemma2_mc,
+    pgd_delta,
+    robust_accuracy,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

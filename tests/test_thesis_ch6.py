@@ -8,11 +8,25 @@ import torch
 
 from workbench.models.teacher_student import ReLUNet, make_student, teacher_student_data
 from workbench.thesis import registry
-from workbench.thesis.ch6 import (diag_sde, exponential_warmup, label_noise_targets, linear_warmup, mlp_jacobian,
-                                  piecewise_constant, train_diag_net, train_relu_nets, _mlp_params)
-from workbench.thesis.metrics import (diag_net_jacobian_rank, fsc, functional_jacobian, l0_norm, l1_norm,
-                                      singular_value_rank)
-
+from workbench.thesis.ch6 import (
+    _mlp_params,
+    diag_sde,
+    exponential_warmup,
+    label_noise_targets,
+    linear_warmup,
+    mlp_jacobian,
+    piecewise_constant,
+    train_diag_net,
+    train_relu_nets,
+)
+from workbench.thesis.metrics import (
+    diag_net_jacobian_rank,
+    fsc,
+    functional_jacobian,
+    l0_norm,
+    l1_norm,
+    singular_value_rank,
+)
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

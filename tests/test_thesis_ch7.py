@@ -12,8 +12,13 @@ import torch
 
 from workbench.data.synthetic import sparse_regression
 from workbench.thesis import registry
-from workbench.thesis.ch7 import (diag_hessian, diag_sharpness_measures, kendall_tau, linear_adaptive_sharpness,
-                                  two_gaussians)
+from workbench.thesis.ch7 import (
+    diag_hessian,
+    diag_sharpness_measures,
+    kendall_tau,
+    linear_adaptive_sharpness,
+    two_gaussians,
+)
 
 D64 = torch.float64
 

@@ -10,8 +10,16 @@ import torch
 from workbench.data.synthetic import sparse_regression
 from workbench.models.toy import DiagonalLinearNet
 from workbench.thesis import registry
-from workbench.thesis.sam_toy import (count_kinks, diag_grad, diag_loss, diag_step, implicit_bias_potential,
-                                      q_potential, relu1d_grads, train_diag)
+from workbench.thesis.sam_toy import (
+    count_kinks,
+    diag_grad,
+    diag_loss,
+    diag_step,
+    implicit_bias_potential,
+    q_potential,
+    relu1d_grads,
+    train_diag,
+)
 
 D64 = torch.float64
 

@@ -241,7 +241,8 @@ def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, ge
                        samples: int = 1) -> float:
     """Gradient alignment (Eq. 2.5): mean over examples (and ``samples`` draws of η ~ U([−ε, ε]^d)) of
     ``cos(∇_x ℓ(x, y), ∇_x ℓ(x + η, y))``; examples with a zero gradient are left out. Unclipped x + η, as in
-    Eq. 2.5. Evaluated in eval mode; returns a float in [−1, 1] (NaN if every gradient is zero)."""
+    Eq. 2.5. Evaluated in eval mode; returns a float in [−1, 1] (NaN if every gradient is zero).
+    """
     eps = _check_eps(eps)
     with _eval(model):
         g0 = input_gradient(model, x, y)
@@ -365,7 +366,8 @@ class FastATResult:
 
 def digits_bundle(split_seed: int = 0):
     """The 8×8 scikit-learn digits on the [0, 1] scale (no normalisation: the attacks' ε is in pixel units),
-    75 % / 25 % train/test (1,348 / 449 images), via :func:`workbench.data.load_data`."""
+    75 % / 25 % train/test (1,348 / 449 images), via :func:`workbench.data.load_data`.
+    """
     from ..config import DataConfig
     from ..data import load_data
 

@@ -398,7 +398,8 @@ def _perturbed_step(trainer, x, y, delta_fn):
 class RandomPerturbationStepper:
     """Random-perturbation baseline of Fig. 5.1 (§5.4): the gradient is taken at w + δ with δ uniform on the
     ℓ2 sphere of radius ρ (same radius as normalised SAM; the thesis gives no σ),
-    then the base optimizer steps from w (restored from a saved copy). A :class:`workbench.training.Stepper`."""
+    then the base optimizer steps from w (restored from a saved copy). A :class:`workbench.training.Stepper`.
+    """
 
     name = "random_perturbation"
 
@@ -432,7 +433,8 @@ class RandomPerturbationStepper:
 class NSAMStepper(RandomPerturbationStepper):
     """Stochastic n-SAM (Eq. 5.21; how "n-SAM" of Fig. 5.1 is run, §5.11): the ascent direction is the
     normalised gradient of a *different*, independently drawn training batch J (same size), δ = ρ g_J/‖g_J‖;
-    the descent gradient is that of the current batch at w + δ."""
+    the descent gradient is that of the current batch at w + δ.
+    """
 
     name = "n_sam"
 
@@ -452,7 +454,8 @@ class NSAMStepper(RandomPerturbationStepper):
 class _NoisyLabelProbe:
     """Per-epoch errors of a run on label-noise data (a :class:`workbench.training.Probe`): test error, training
     error on the clean examples, and on the noisy examples measured against their *noisy* labels (1 − the fraction
-    of flipped labels fitted; Fig. 5.12's "training error on noisy samples"). Records are kept in ``records``."""
+    of flipped labels fitted; Fig. 5.12's "training error on noisy samples"). Records are kept in ``records``.
+    """
 
     name = "label_noise_errors"
 
@@ -518,7 +521,8 @@ def _paired_ci(diff: np.ndarray, seed: int = 0) -> tuple[float, float]:
 
 def _fit_epoch(curves: pd.DataFrame, label: str, level: float = 0.5) -> float:
     """First epoch at which the mean (over seeds) training error on the noisy labels of ``label`` falls below
-    ``level`` (NaN if never): when the method has fitted half of the flipped labels."""
+    ``level`` (NaN if never): when the method has fitted half of the flipped labels.
+    """
     c = curves[curves.label == label].groupby("epoch").train_error_noisy.mean().sort_index()
     below = c[c < level]
     return float(below.index[0]) if len(below) else float("nan")

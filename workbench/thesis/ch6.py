@@ -44,8 +44,16 @@ import torch
 
 from ..data.synthetic import relu_1d_points, sparse_regression
 from ..models.toy import DiagonalLinearNet, ReLU1D
-from .metrics import (L0_THRESHOLD_DIAG, RANK_THRESHOLD_DIAG, RANK_THRESHOLD_RELU, diag_net_jacobian_rank, fsc,
-                      l0_norm, l1_norm, singular_value_rank)
+from .metrics import (
+    L0_THRESHOLD_DIAG,
+    RANK_THRESHOLD_DIAG,
+    RANK_THRESHOLD_RELU,
+    diag_net_jacobian_rank,
+    fsc,
+    l0_norm,
+    l1_norm,
+    singular_value_rank,
+)
 from .registry import Outcome, Param, register
 
 __all__ = [
@@ -70,7 +78,8 @@ def piecewise_constant(T: int, eta: float, decay_at: float | None = None, decay:
     """η_t for t = 0..T−1: ``eta`` up to iteration ``⌊decay_at·T⌋`` (inclusive, as the public code), ``eta/decay``
     after (thesis §6.4.1). ``decay_at=None``: constant.
 
-    Raises ``ValueError`` for ``decay_at`` outside [0, 1] or ``decay <= 0``."""
+    Raises ``ValueError`` for ``decay_at`` outside [0, 1] or ``decay <= 0``.
+    """
     T = _check_T(T)
     out = np.full(T, float(eta))
     if decay_at is not None:
@@ -102,7 +111,8 @@ def linear_warmup(T: int, eta: float, warmup_until: float, factor: float, *, exp
 
 def exponential_warmup(T: int, eta0: float, p: float) -> np.ndarray:
     """Deep-net schedule (§6.4.3; public code ``get_lr_schedule``): ``η₀ · 1.05^{100 t/T}`` for ``t/T < p``, then
-    ``η₀ · 1.05^{100 p} / 10`` until 0.9 T, then ``/ 100``."""
+    ``η₀ · 1.05^{100 p} / 10`` until 0.9 T, then ``/ 100``.
+    """
     T = _check_T(T)
     if not 0 < p < 0.9:
         raise ValueError(f"p={p!r} is invalid: need 0 < p < 0.9")
@@ -276,7 +286,8 @@ def _diag_metrics(run: DiagRun, X, y, X_test, y_test, X_fresh, rank_threshold, l
 
 def _plane_projection(run: DiagRun, w_star: np.ndarray, w_init: np.ndarray, w_flow: np.ndarray) -> pd.DataFrame:
     """Coordinates of each checkpoint's w = (u, v) in the plane span{w* − w_init, w_flow − w_init} (Fig. 6.3),
-    orthonormalised by Gram–Schmidt (first axis along w* − w_init)."""
+    orthonormalised by Gram–Schmidt (first axis along w* − w_init).
+    """
     a = w_star - w_init
     e1 = a / np.linalg.norm(a)
     b = w_flow - w_init
@@ -527,7 +538,8 @@ def _relu1d_jacobian(w, b, a, x):
 
 def _distinct_kinks(w, b, a, lo, hi, tol=1e-3, amp_tol=1e-8):
     """Number of distinct kink positions −b_j/w_j inside [lo, hi] of units with a non-negligible slope change
-    |a_j w_j| (kinks closer than ``tol`` are merged)."""
+    |a_j w_j| (kinks closer than ``tol`` are merged).
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         k = np.where(w != 0, -b / w, np.inf)
     k = np.sort(k[(k >= lo) & (k <= hi) & (np.abs(a * w) > amp_tol)])
@@ -685,7 +697,8 @@ def _mlp_params(net) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
 
 def _mlp_forward(Ws, bs, X):
     """Forward pass of a ReLU MLP with scalar output (numpy): returns (output [m], activations [a0 .. a_L-1],
-    pre-activations) for inputs X [m, d]."""
+    pre-activations) for inputs X [m, d].
+    """
     acts, pres = [X], []
     a = X
     for l, W in enumerate(Ws):
@@ -699,7 +712,8 @@ def _mlp_forward(Ws, bs, X):
 
 def mlp_jacobian(Ws, bs, X) -> np.ndarray:
     """φ_θ(X) of a ReLU MLP with scalar output: per-example gradients of the output w.r.t. all parameters,
-    ``[m, |θ|]`` in the order (W_1, b_1, W_2, b_2, ...) — closed-form backpropagation, vectorised over examples."""
+    ``[m, |θ|]`` in the order (W_1, b_1, W_2, b_2, ...) — closed-form backpropagation, vectorised over examples.
+    """
     _, acts, pres = _mlp_forward(Ws, bs, X)
     m = X.shape[0]
     delta = np.ones((m, 1))
@@ -974,7 +988,8 @@ def _neuron_geometry(W0: np.ndarray, W: np.ndarray, a: np.ndarray, teacher: np.n
     ``movement_deg``: median angle (degrees) between each neuron's initial and final direction.
     ``teacher_angle_deg``: mean angle to the nearest teacher direction, weighted by each neuron's contribution
     |a_i| ‖w_i‖ (neurons that do not contribute do not count). ``within_5deg``: the weighted fraction of neurons
-    within 5° of a teacher direction."""
+    within 5° of a teacher direction.
+    """
     from ..models.teacher_student import angle_between
 
     W0_, W_, T_ = (torch.as_tensor(np.asarray(M, np.float64)) for M in (W0, W, teacher))

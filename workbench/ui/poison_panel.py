@@ -37,14 +37,13 @@ import ipywidgets as W
 import numpy as np
 import plotly.graph_objects as go
 
+from ..app.estimate import estimate_crafting
 from ..config import RunConfig
 from ..poisoning.sharpness_aware import POISON_FILE, CraftResult, CraftStep, PoisonConfig, craft_poison
 from ..presets import quickstart_config
 from ..training.events import EpochEnd, ProbeResult, RunEnded, RunStarted, StepEnd
 from ..viz.poison_study import plot_curves
-from ..viz.poisoning import (craft_loss_figure, delta_norm_figure, drift_figure, image_grid_figure,
-                             sam_cosine_figure)
-from ..app.estimate import estimate_crafting
+from ..viz.poisoning import craft_loss_figure, delta_norm_figure, drift_figure, image_grid_figure, sam_cosine_figure
 from .base import ClassroomControls, PanelBase, classroom_mode, figure_widget, guard
 from .live import sync_figure
 
@@ -665,7 +664,7 @@ class PoisonPanel(PanelBase):
         trials = comp.trials
         rows = []
         for r in t.itertuples():
-            mean, se, n = getattr(r, "test_acc_mean"), getattr(r, "test_acc_se"), getattr(r, "test_acc_n")
+            mean, se, n = r.test_acc_mean, r.test_acc_se, r.test_acc_n
             cell = "–" if mean != mean else (f"{100 * mean:.2f}" + ("" if se != se else f" ± {100 * se:.2f}"))
             rows.append(f"<tr><td style='padding:2px 10px'>{_h.escape(str(r.variant))}</td>"
                         f"<td style='padding:2px 10px;text-align:right'>{cell}</td>"
