@@ -142,8 +142,10 @@ def test_bilevel_records_are_imported_as_two_fig2_results(tmp_path):
     rows = []
     for rep in (0, 1):
         for i, f in enumerate((0.0, 0.1, 0.2)):
-            rows.append({"rep": rep, "strategy": "small", "fraction": f, "log_lam": -8.0, "test_error": 0.01 + 0.1 * f})
-            rows.append({"rep": rep, "strategy": "rmd", "fraction": f, "log_lam": 1.0 + i, "test_error": 0.01 + 0.01 * f})
+            rows.append({"rep": rep, "strategy": "small", "fraction": f, "log_lam": -8.0,
+                         "test_error": 0.01 + 0.1 * f})
+            rows.append({"rep": rep, "strategy": "rmd", "fraction": f, "log_lam": 1.0 + i,
+                         "test_error": 0.01 + 0.01 * f})
     pd.DataFrame(rows).to_csv(src / "records.csv", index=False)
     import_bilevel_results(tmp_path)
     err, lam = (load_result(tmp_path / "carnerero-cano2021" / n) for n in ("fig2.json", "fig2-lambda.json"))

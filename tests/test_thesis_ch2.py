@@ -206,7 +206,8 @@ def test_cli_fastat_and_schedules(tmp_path):
                               "--final-pgd-restarts", "1", "--out", str(tmp_path / "a")])
     args.fn(args)
     summary = json.loads((tmp_path / "a" / "summary.json").read_text())
-    assert summary["config"]["method"] == "fgsm_rs" and 0 <= summary["final"]["pgd_acc"] <= summary["final"]["clean_acc"]
+    assert summary["config"]["method"] == "fgsm_rs"
+    assert 0 <= summary["final"]["pgd_acc"] <= summary["final"]["clean_acc"]
     assert (tmp_path / "a" / "history.csv").exists() and (tmp_path / "a" / "fast_at.html").exists()
     args = parser.parse_args(["thesis", "schedules", "--kind", "linear-warmup", "--T", "1000", "--eta", "0.04",
                               "--decay-at", "0.3", "--factor", "6", "--exponent", "0.5", "--decay", "2.5",

@@ -152,7 +152,8 @@ def test_relu1d_grads_match_autograd_and_kinks():
     for k, a in zip(("w", "b", "a"), auto):
         assert torch.allclose(grads[k], a)
     # one visible kink at x = 0.5 (slope change 2), one outside the interval, one negligible
-    p = {"w": torch.tensor([[1.0, 1.0, 1.0]]), "b": torch.tensor([[-0.5, -5.0, 0.2]]), "a": torch.tensor([[2.0, 1.0, 1e-3]])}
+    p = {"w": torch.tensor([[1.0, 1.0, 1.0]]), "b": torch.tensor([[-0.5, -5.0, 0.2]]),
+         "a": torch.tensor([[2.0, 1.0, 1e-3]])}
     assert count_kinks(p, -1, 1).tolist() == [1]
 
 

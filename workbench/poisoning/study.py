@@ -814,7 +814,9 @@ def poison_search(base_cfg: RunConfig, grid: Mapping[str, Sequence] | None = Non
         seeds: seeds per combination (the report: one).
         root: parent of the study folder (default ``<base_cfg.root>/poison``).
         name: folder name (default ``search-<data>-<model>-<hash>``).
-        callbacks, stop, handle_sigint: as for :func:`compare_poison`.
+        callbacks: receive :class:`PoisonStudyEvent` objects and the Trainer events of every run.
+        stop: when set, the current run stops at its next step and no new run starts; calling again resumes.
+        handle_sigint: on the main thread, the first Ctrl-C stops the current run gracefully (and the search).
 
     Returns:
         One row per combination × seed: ``combo_id``, ``seed``, one column per grid field,

@@ -79,7 +79,8 @@ def _murphy_table43(*, dataset, model, width, epochs, seeds, max_train, root, ba
     from ..poisoning.study import compare_poison
 
     base = RunConfig(name="murphy2025-table4.3", root=str(root),
-                     data=DataConfig(name=dataset, max_train=max_train, split="pooled" if dataset == "mnist-10k" else "official"),
+                     data=DataConfig(name=dataset, max_train=max_train,
+                                     split="pooled" if dataset == "mnist-10k" else "official"),
                      model=ModelConfig(name=model, width=width), optim=OptimConfig(name="sgd", lr=lr, momentum=0.9),
                      train=TrainConfig(epochs=epochs, batch_size=batch_size, device="auto"))
     from ..poisoning.study import variant_key

@@ -71,6 +71,10 @@ def parse_set(items: list[str]) -> dict:
 
 
 def cmd_repro(args) -> int:
+    """``workbench thesis repro``: list the reproductions, or run one and write its outcome and figure.
+
+    Returns the exit status: 0, or 2 when no reproduction was named (the list is printed).
+    """
     from . import registry
 
     if args.list or not args.figure:

@@ -1,5 +1,6 @@
-"""Registry of thesis reproductions, shared by the CLI (``workbench thesis repro``), the
-reproduction panel (:mod:`workbench.ui.thesis_panel`) and the notebooks.
+"""Registry of thesis reproductions, shared by the CLI, the reproduction panel and the notebooks.
+
+The CLI is ``workbench thesis repro``, the panel :mod:`workbench.ui.thesis_panel`.
 
 A reproduction is a **compute function** (core: no plotly, returns plain data)
 plus a **figure builder** (``workbench.viz.*``: data -> ``go.Figure``), linked
@@ -85,6 +86,7 @@ class Param:
     help: str = ""
 
     def value(self, size: str) -> Any:
+        """The parameter's value for a run of ``size``: the default for ``"full"``, else the test value if any."""
         return self.default if size == "full" or self.test is None else self.test
 
 
@@ -126,6 +128,7 @@ class Reproduction(Outcome):
     seconds: float = 0.0
 
     def summary(self) -> str:
+        """A few lines for a terminal: verdict, run time, the thesis' claim, the measured outcome and the notes."""
         v = self.verdict.upper() + (f" ({self.verdict_reason})" if self.verdict_reason else "")
         return (f"[{self.name}] {v} in {self.seconds:.1f} s\nThesis: {self.claim}\nMeasured: {self.measured}"
                 + ("".join(f"\nNote: {n}" for n in self.notes)))
@@ -277,4 +280,4 @@ def _load_builtin() -> None:
             importlib.import_module(full)
         except Exception as e:  # noqa: BLE001 - another chapter's module must not break this one
             LOAD_ERRORS[full] = f"{type(e).__name__}: {e}"
-            warnings.warn(f"thesis reproductions in {full} could not be loaded: {LOAD_ERRORS[full]}")
+            warnings.warn(f"thesis reproductions in {full} could not be loaded: {LOAD_ERRORS[full]}", stacklevel=1)

@@ -319,6 +319,7 @@ class PoisonPanel(PanelBase):
     # ------------------------------------------------------------- actions
     @property
     def running(self) -> bool:
+        """Whether crafting or training is running in the background."""
         return self._thread is not None and self._thread.is_alive()
 
     def start(self) -> bool:
@@ -783,9 +784,11 @@ class PoisonPanel(PanelBase):
         Args:
             path: a ``poison.pt`` (default: the current or last crafting run's).
             n: number of examples (default: the panel's ``images``).
+            quiet: do not report in the status line.
 
         Raises:
-            FileNotFoundError: no poison file yet; ValueError: not image data.
+            FileNotFoundError: no poison file yet.
+            ValueError: not image data.
         """
         from ..data.poison import load_poison
         from ..training.trainer import load_data_cached

@@ -1,5 +1,6 @@
-"""ThesisPanel: pick a thesis reproduction, set its parameters, run it, and read the thesis' claim next to
-the measured outcome.
+"""ThesisPanel: pick a thesis reproduction, set its parameters, run it, and compare claim and outcome.
+
+The thesis' claim is shown next to the measured outcome.
 
 Generic over :mod:`workbench.thesis.registry`: the dropdown lists every registered reproduction (Ch. 5/7
 and whatever other modules register), the parameter widgets are generated from each entry's
@@ -111,12 +112,13 @@ class ThesisPanel(PanelBase):
         self._build_params()
         errs = registry.LOAD_ERRORS
         if errs:
-            self._say("Some reproduction modules could not be loaded: " + "; ".join(f"{k}: {v}" for k, v in errs.items()),
-                      _WARN)
+            self._say("Some reproduction modules could not be loaded: "
+                      + "; ".join(f"{k}: {v}" for k, v in errs.items()), _WARN)
 
     # ------------------------------------------------------------ widgets
     @property
     def entry(self) -> registry.Entry:
+        """The registry entry of the selected reproduction."""
         return registry.get(self.w_select.value)
 
     def _build_params(self) -> None:
