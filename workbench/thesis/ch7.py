@@ -1,5 +1,6 @@
-"""Chapter 7 reproductions — "A modern look at the relationship between sharpness and generalization"
-[Andriushchenko 2024, Ch. 7].
+"""Chapter 7 reproductions: sharpness vs generalization [Andriushchenko 2024, Ch. 7].
+
+The chapter is "A modern look at the relationship between sharpness and generalization".
 
 Section, equation and figure numbers below refer to that thesis.
 
@@ -64,8 +65,10 @@ def diag_hessian(u: Tensor, v: Tensor, x: Tensor, y: Tensor) -> Tensor:
     ∇²L = (1/n)[[V G V, V G U + diag(Xᵀr)], [U G V + diag(Xᵀr), U G U]], G = XᵀX, r = X(u⊙v) − y.
 
     Args:
-        u, v: ``[S, d]``.
-        x, y: ``[n, d]``, ``[n]``.
+        u: ``[S, d]``.
+        v: ``[S, d]``.
+        x: inputs ``[n, d]``.
+        y: targets ``[n]``.
 
     Returns:
         ``[S, 2d, 2d]``.
@@ -171,13 +174,15 @@ def diag_nets_sharpness(*, n_nets: int = 200, d: int = 200, n: int = 100, kappa:
                                       "above the plain trace's; 1/2 tr adaptive ~ ||beta||_1")
     elif t_ad >= 0.5 and t_ad > tt["trace"]:
         verdict, why = "partial", (f"tau = {t_ad:+.2f} passes the weaker criterion tau >= 0.5 but not tau >= 0.7 "
-                                   "(thesis ~0.8)" + ("" if half_ok else "; 1/2 tr adaptive is not within 10% of ||beta||_1"))
+                                   "(thesis ~0.8)"
+                                   + ("" if half_ok else "; 1/2 tr adaptive is not within 10% of ||beta||_1"))
     else:
         verdict, why = "not reproduced", (f"tau(test loss, tr adaptive Hessian) = {t_ad:+.2f}, plain trace "
                                           f"{tt['trace']:+.2f}")
     measured = (f"{len(kept)} of {n_nets} nets reached train loss < {stop_loss:g}. Kendall tau with test loss: "
                 + ", ".join(f"{_MEASURES[k]} {tt[k]:+.2f}" for k in _MEASURES)
-                + f". 1/2 tr adaptive Hessian / ||beta||_1 = {ratio.mean():.3f} (range {ratio.min():.3f}-{ratio.max():.3f}); "
+                + f". 1/2 tr adaptive Hessian / ||beta||_1 = {ratio.mean():.3f} "
+                f"(range {ratio.min():.3f}-{ratio.max():.3f}); "
                 f"tau(tr adaptive, lambda_max adaptive) = {tau_tr_lmax:+.2f}.")
     return Outcome(data={"nets": kept, "tau": tau, "all_nets": nets}, measured=measured, verdict=verdict,
                    verdict_reason=why,
@@ -213,7 +218,8 @@ def linear_adaptive_sharpness(w: Tensor, x: Tensor, y: Tensor, rho: float) -> Te
 
     Args:
         w: ``[d]`` or ``[A, d]`` weights (A scalings).
-        x, y: ``[n, d]``, ``[n]`` (labels ±1).
+        x: inputs ``[n, d]``.
+        y: labels ``[n]`` (±1).
         rho: radius.
 
     Returns:
@@ -281,7 +287,8 @@ def scale_sensitivity(*, n: int = 50, d: int = 100, std: float = 0.025, seed: in
     pga_ok = True if not check_pga else abs(metrics["pga"] - metrics["closed_form"]) <= 0.02 * metrics["closed_form"]
     measured = (f"Train error {train_err:.0%}. Adaptive 1-sharpness at a = 2^-10 / 1 / 2^10: "
                 + "; ".join(f"rho {c}: {s_small[c]:.3g} / {s_one[c]:.3g} / {s_big[c]:.3g}" for c in per.columns)
-                + (f". PGD at a = 1: {metrics['pga']:.4g} vs closed form {metrics['closed_form']:.4g}." if check_pga else "."))
+                + (f". PGD at a = 1: {metrics['pga']:.4g} vs closed form {metrics['closed_form']:.4g}."
+                   if check_pga else "."))
     ok = bool(falls and pga_ok and train_err == 0)
     return Outcome(data={"curves": curves}, measured=measured, verdict="partial" if ok else "not reproduced",
                    verdict_reason=("the fall with the weight scale holds, but it is an identity of the closed form "
@@ -338,7 +345,8 @@ def mini_study(*, lrs: Sequence[float] = (0.03, 0.1, 0.3, 1.0), batch_sizes: Seq
         sh = apgd_sharpness(model, ex, rho, kind="worst", norm="linf", adaptive=True, m=m, method="apgd",
                             steps=apgd_steps, seed=s, logit_norm=logit_norm)
         rows.append({"lr": lr, "batch_size": bs, "seed": s, "status": res.status,
-                     "train_error": 1 - fm.get("train_acc", float("nan")), "test_error": 1 - fm.get("test_acc", float("nan")),
+                     "train_error": 1 - fm.get("train_acc", float("nan")),
+                     "test_error": 1 - fm.get("test_acc", float("nan")),
                      "test_loss": fm.get("test_loss", float("nan")), "sharpness": sh.value})
         if progress is not None:
             progress((i + 1) / len(grid), f"model {i + 1}/{len(grid)}: lr {lr}, batch {bs}, seed {s}")
@@ -346,7 +354,8 @@ def mini_study(*, lrs: Sequence[float] = (0.03, 0.1, 0.3, 1.0), batch_sizes: Seq
     kept = models[(models.train_error <= max_train_error) & models.sharpness.notna()].reset_index(drop=True)
     taus = []
     if len(kept) >= 3:
-        taus.append({"group": "all", "pair": "sharpness vs test error", "tau": kendall_tau(kept.test_error, kept.sharpness)})
+        taus.append({"group": "all", "pair": "sharpness vs test error",
+                     "tau": kendall_tau(kept.test_error, kept.sharpness)})
         taus.append({"group": "all", "pair": "sharpness vs learning rate", "tau": kendall_tau(kept.lr, kept.sharpness)})
         taus.append({"group": "all", "pair": "sharpness vs lr / batch size",
                      "tau": kendall_tau(kept.lr / kept.batch_size, kept.sharpness)})
@@ -381,12 +390,13 @@ def mini_study(*, lrs: Sequence[float] = (0.03, 0.1, 0.3, 1.0), batch_sizes: Seq
     measured = (f"{len(kept)} of {len(models)} models with train error <= {max_train_error:.0%}; test error "
                 f"{kept.test_error.min():.1%}-{kept.test_error.max():.1%}. Kendall tau: sharpness vs learning rate "
                 f"{t_lr:+.2f}, sharpness vs test error {t_err:+.2f} overall"
-                + ("; within batch sizes " + ", ".join(f"{g.split()[-1]}: {v:+.2f}" for g, v in zip(sub_err.group, sub_err.tau))
+                + ("; within batch sizes "
+                   + ", ".join(f"{g.split()[-1]}: {v:+.2f}" for g, v in zip(sub_err.group, sub_err.tau))
                    if len(sub_err) else "") + ".")
     return Outcome(data={"models": models, "tau": tau}, measured=measured, verdict=verdict, verdict_reason=why,
                    metrics={"tau_sharpness_test_error": t_err, "tau_sharpness_lr": t_lr, "kept": float(len(kept))},
-                   notes=[f"Adaptive worst-case l-inf sharpness, rho = {rho}, APGD {apgd_steps} steps (code constants), "
-                          f"m = {m}, {min(count, len(bundle.train))} un-augmented training points; "
+                   notes=[f"Adaptive worst-case l-inf sharpness, rho = {rho}, APGD {apgd_steps} steps "
+                          f"(code constants), m = {m}, {min(count, len(bundle.train))} un-augmented training points; "
                           + ("on logit-normalised outputs (Eq. 7.5)." if logit_norm else "no logit normalisation."),
                           "Thesis: CIFAR-10 ResNets/ViTs with augmentation/mixup/SAM subgroups; here digits MLPs with "
                           "lr x batch-size subgroups (direction only)."])
