@@ -78,8 +78,9 @@ GRADALIGN_LAMBDA_CIFAR10 = dict(zip(range(1, 17), (0.03, 0.04, 0.05, 0.06, 0.08,
 
 # ------------------------------------------------------------------ model
 class SingleLayerCNN(nn.Module):
-    """The thesis' single-layer CNN (§2.9): ``m`` 3×3 conv filters (stride 1, padding 1), ReLU, then directly a
-    fully connected layer (no pooling).
+    """The thesis' single-layer CNN (§2.9): ``m`` 3×3 conv filters, ReLU, then directly a fully connected layer.
+
+    The convolution has stride 1 and padding 1; there is no pooling.
 
     Args:
         in_channels: input channels C; image_size: H = W; n_filters: m (thesis: 4); num_classes: K.
@@ -98,6 +99,7 @@ class SingleLayerCNN(nn.Module):
         self.fc = nn.Linear(n_filters * image_size * image_size, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[N, num_classes]`` for images ``[N, C, H, W]``."""
         return self.fc(self.relu(self.conv(x)).flatten(1))
 
 
@@ -138,7 +140,11 @@ def fgsm_delta(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, alpha: flo
     """FGSM (Eq. 2.2) or FGSM-RS (Eq. 2.3) perturbation ``δ`` (detached, same shape as ``x``).
 
     Args:
-        eps: ℓ∞ radius ε; alpha: step α (default ε for FGSM, 1.25 ε for FGSM-RS, §2.6).
+        model: the classifier (in its current mode; not modified).
+        x: inputs ``[N, ...]``.
+        y: labels ``[N]``.
+        eps: ℓ∞ radius ε.
+        alpha: step α (default ε for FGSM, 1.25 ε for FGSM-RS, §2.6).
         random_start: start from ``η ~ U([−ε, ε]^d)`` (FGSM-RS).
         generator: CPU generator for η (seeded runs).
         clip: input domain; ``x + δ`` is clipped into it (``None``: no clipping, as in the lemmas).
@@ -161,8 +167,10 @@ def default_alpha(eps: float, steps: int) -> float:
 def pgd_delta(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, steps: int = 10, alpha: float | None = None,
               restarts: int = 1, random_start: bool = False, generator: torch.Generator | None = None,
               clip: tuple[float, float] | None = (0.0, 1.0)) -> Tensor:
-    """PGD-k ℓ∞ perturbation: ``k`` steps ``δ ← Π(δ + α sign ∇_δ ℓ(x + δ))``; with restarts, per example the
-    restart with the highest final loss is kept (PGD-50-10: ``steps=50, restarts=10, alpha=ε/4, random_start``).
+    """PGD-k ℓ∞ perturbation: ``k`` steps ``δ ← Π(δ + α sign ∇_δ ℓ(x + δ))``.
+
+    With restarts, per example the restart with the highest final loss is kept (PGD-50-10: ``steps=50,
+    restarts=10, alpha=ε/4, random_start``).
 
     Returns the detached ``δ`` (shape of ``x``). Raises ``ValueError`` for ``steps < 1`` or ``restarts < 1``.
     """
@@ -239,7 +247,9 @@ def cosine_per_example(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
 
 def gradient_alignment(model: nn.Module, x: Tensor, y: Tensor, eps: float, *, generator: torch.Generator | None = None,
                        samples: int = 1) -> float:
-    """Gradient alignment (Eq. 2.5): mean over examples (and ``samples`` draws of η ~ U([−ε, ε]^d)) of
+    """Gradient alignment (Eq. 2.5): mean cosine of the input gradients at ``x`` and at ``x + η``.
+
+    The mean runs over examples (and ``samples`` draws of η ~ U([−ε, ε]^d)) of
     ``cos(∇_x ℓ(x, y), ∇_x ℓ(x + η, y))``; examples with a zero gradient are left out. Unclipped x + η, as in
     Eq. 2.5. Evaluated in eval mode; returns a float in [−1, 1] (NaN if every gradient is zero).
     """
@@ -330,6 +340,11 @@ class FastATConfig:
     seed: int = 0
 
     def validate(self) -> "FastATConfig":
+        """Check every setting and return ``self``.
+
+        Raises:
+            ValueError: the first invalid setting, named.
+        """
         if self.method not in METHODS:
             raise ValueError(f"method={self.method!r} is invalid: choose one of {METHODS}")
         _check_eps(self.eps)
@@ -365,8 +380,10 @@ class FastATResult:
 
 
 def digits_bundle(split_seed: int = 0):
-    """The 8×8 scikit-learn digits on the [0, 1] scale (no normalisation: the attacks' ε is in pixel units),
-    75 % / 25 % train/test (1,348 / 449 images), via :func:`workbench.data.load_data`.
+    """The 8×8 scikit-learn digits on the [0, 1] scale, as a data bundle.
+
+    No normalisation: the attacks' ε is in pixel units. 75 % / 25 % train/test (1,348 / 449 images), via
+    :func:`workbench.data.load_data`.
     """
     from ..config import DataConfig
     from ..data import load_data
@@ -418,7 +435,8 @@ def fast_adversarial_training(cfg: FastATConfig, data=None, *, model: nn.Module 
         cfg: :class:`FastATConfig`.
         data: a :class:`~workbench.data.DataBundle` with inputs in [0, 1] (default :func:`digits_bundle`).
         model: a network to train (default :class:`SingleLayerCNN` with ``cfg.n_filters`` filters).
-        callback: called with each measurement record (live plots); should_stop: polled every iteration.
+        callback: called with each measurement record (live plots).
+        should_stop: polled every iteration; ``True`` stops the training early.
 
     Returns:
         :class:`FastATResult`.
@@ -463,7 +481,7 @@ def fast_adversarial_training(cfg: FastATConfig, data=None, *, model: nn.Module 
 
     record()
     stopped = False
-    for ep in range(cfg.epochs):
+    for _ep in range(cfg.epochs):
         perm = torch.randperm(n, generator=gen).to(dev)
         for b in range(per_epoch):
             if should_stop is not None and should_stop():
@@ -525,8 +543,9 @@ def lemma1_bound(alpha, eps: float, d: int = 1):
 
 
 def lemma1_mc(alpha, eps: float, d: int, *, samples: int = 1000, seed: int = 0) -> dict:
-    """Monte-Carlo estimate of ``E_η ‖δ_FGSM-RS(η)‖₂`` and ``√E‖δ‖₂²`` (Lemma 1), with ``samples`` draws of
-    η ~ U([−ε, ε]^d) per α (thesis Fig. 2.2: 1,000).
+    """Monte-Carlo estimate of ``E_η ‖δ_FGSM-RS(η)‖₂`` and ``√E‖δ‖₂²`` (Lemma 1).
+
+    It uses ``samples`` draws of η ~ U([−ε, ε]^d) per α (thesis Fig. 2.2: 1,000).
 
     The gradient signs ``sign(∇_x ℓ(x + η))`` are drawn as independent fair signs (the proof shows the value
     does not depend on them); no clipping to [0, 1] (footnote 3, §2.4).
@@ -601,8 +620,9 @@ def lemma2_mc(eps_grid: Sequence[float], *, p: int = 27, k: int = 100, m: int = 
 # ------------------------------------------------------------------ reproductions (registered)
 def repro_lemma1(*, eps: float = 8 / 255, d: int = 3072, points: int = 41, samples: int = 1000, seed: int = 0,
                  progress: Callable[[float, str], None] | None = None) -> Outcome:
-    """Fig. 2.2: ``E‖δ_FGSM-RS‖₂/√d`` (Monte Carlo, ``samples`` draws of η) and the Lemma-1 bound vs
-    α/ε ∈ [0, 2]. Defaults ε = 8/255, d = 3072 (CIFAR-10).
+    """Fig. 2.2: ``E‖δ_FGSM-RS‖₂/√d`` (Monte Carlo) and the Lemma-1 bound vs α/ε ∈ [0, 2].
+
+    The Monte Carlo uses ``samples`` draws of η. Defaults ε = 8/255, d = 3072 (CIFAR-10).
 
     Criterion (faithful reproduction): the MC mean lies below the bound (within 3 standard errors) everywhere, the
     bound stays below FGSM's √d ε, and at α = 1.25 ε the bound is ≈ 7/255 · √d (§2.4).
@@ -670,7 +690,8 @@ def repro_lemma2(*, eps_max: float = 0.1, points: int = 21, p: int = 27, k: int 
                        metrics["min_bound_final"]) >= 0.7 else
                        f"the alignment and its limit stay >= 0.7, but the claim 'all quantities in [0.7, 1]' fails for "
                        f"the bounds (final bound down to {metrics['min_bound_final']:.2f}; >= 0.7 only up to eps = "
-                       f"{metrics['largest_eps_final_bound_ge_0.7']:.3f})" if ordered and metrics["min_cos_finite"] >= 0.7
+                       f"{metrics['largest_eps_final_bound_ge_0.7']:.3f})"
+                       if ordered and metrics["min_cos_finite"] >= 0.7
                        and metrics["min_cos_limit"] >= 0.7 else "the alignment at initialisation falls below 0.7"),
                    metrics=metrics, settings={"eps_max": eps_max, "p": p, "k": k, "m": m, "samples": samples,
                                               "seed": seed},
