@@ -1,5 +1,7 @@
-"""Figure builders for the Ch. 5 (understanding SAM) and Ch. 7 (sharpness vs generalization) reproductions of
-[Andriushchenko 2024] (:mod:`workbench.thesis.ch5`, :mod:`workbench.thesis.ch7`).
+"""Figure builders for the Ch. 5 and Ch. 7 reproductions of [Andriushchenko 2024].
+
+Ch. 5 is understanding SAM (:mod:`workbench.thesis.ch5`), Ch. 7 sharpness vs generalization
+(:mod:`workbench.thesis.ch7`).
 
 Pure builders: a reproduction's ``data`` in, a ``plotly.graph_objects.Figure`` out (``theme`` ``screen`` or
 ``paper``). Registered by name in :mod:`workbench.thesis.registry`:
@@ -93,14 +95,16 @@ def fig_switching(data: dict, *, theme: str = "screen", title: str | None = None
 def fig_stochastic(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
     """Fig 5.13 from ``data = {"history"}`` of ``fig5.13`` (mean over seeds)."""
     h = data["history"]
-    g = h.groupby(["variant", "method", "stochastic", "iteration"], sort=False)[["train_loss", "test_loss"]].mean().reset_index()
+    g = (h.groupby(["variant", "method", "stochastic", "iteration"], sort=False)[["train_loss", "test_loss"]]
+         .mean().reset_index())
     fig = make_subplots(rows=1, cols=2, subplot_titles=("Test loss", "Train loss"))
     for (variant, method, stoch), sel in g.groupby(["variant", "method", "stochastic"], sort=False):
         base = "nsam" if method == "nsam_stoch" else method
         for col, key in ((1, "test_loss"), (2, "train_loss")):
             fig.add_trace(go.Scatter(x=np.maximum(sel.iteration, 1), y=_clip_log(sel[key]), mode="lines", name=variant,
                                      legendgroup=variant, showlegend=col == 1,
-                                     line=dict(color=color_for(_METHOD_COLOR[base]), dash="solid" if stoch else "dash")),
+                                     line=dict(color=color_for(_METHOD_COLOR[base]),
+                                               dash="solid" if stoch else "dash")),
                           row=1, col=col)
     for col in (1, 2):
         fig.update_xaxes(type="log", title_text="iteration", row=1, col=col)
@@ -127,8 +131,9 @@ def fig_relu1d(data: dict, *, theme: str = "screen", title: str | None = None) -
 
 
 def _digits_colors(runs, labels) -> tuple[dict, dict]:
-    """Colours and line dashes of the ``fig5.1`` / ``fig5.12`` methods: baselines in distinct colours (dashed curves), m-SAM on a
-    blue scale, darkest for the smallest m (solid curves).
+    """Colours and line dashes of the ``fig5.1`` / ``fig5.12`` methods.
+
+    Baselines get distinct colours (dashed curves), m-SAM a blue scale, darkest for the smallest m (solid curves).
     """
     from plotly.colors import sample_colorscale
 
@@ -143,9 +148,11 @@ def _digits_colors(runs, labels) -> tuple[dict, dict]:
 
 
 def fig_digits_sam(data: dict, *, theme: str = "screen", title: str | None = None) -> go.Figure:
-    """Figs 5.1/5.16 (+ 5.12) analogue from ``data`` of ``fig5.1`` or ``fig5.12``: ``runs`` (label, method, m, seed, test_error,
-    ...) gives (a) final test error per method (mean, 95 % bootstrap CI, one dot per seed); ``curves`` (label, seed,
-    epoch, test_error, train_error_noisy), when present, gives (b) test error vs epoch and, with label noise,
+    """Figs 5.1/5.16 (+ 5.12) analogue: m-SAM vs baselines on digits, final test error and curves.
+
+    ``data`` of ``fig5.1`` or ``fig5.12``: ``runs`` (label, method, m, seed, test_error, ...) gives (a) final
+    test error per method (mean, 95 % bootstrap CI, one dot per seed); ``curves`` (label, seed, epoch,
+    test_error, train_error_noisy), when present, gives (b) test error vs epoch and, with label noise,
     (c) training error on the noisy labels vs epoch (means over seeds).
     """
     runs = data["runs"]
