@@ -101,11 +101,15 @@ CLAIMS: tuple[Claim, ...] = (
           needs_gpu=True, paper_scale_config="andriushchenko2024-fig5.1"),
     Claim("Andriushchenko 2024", "Fig. 5.12",
           "With 60% label noise SAM is better along training and fits the noisy labels later.",
-          "qualitative (curves)", "CIFAR-10/100 ResNets, 60% label noise", result=_thesis("fig5.12"),
-          measured=lambda m: (f"last epoch {_pp(m.get('paired_diff_vs_erm'))} [CI high {_pp(m.get('paired_ci_high'))}], "
-                              f"best epoch {_pp(m.get('best_paired_diff_vs_erm'))} [CI {_pp(m.get('best_paired_ci_low'))}"
+          "qualitative (curves)", "CIFAR-10/100 ResNets, 60% label noise",
+          result=_thesis("fig5.12"),
+          measured=lambda m: (f"last epoch {_pp(m.get('paired_diff_vs_erm'))} "
+                              f"[CI high {_pp(m.get('paired_ci_high'))}], "
+                              f"best epoch {_pp(m.get('best_paired_diff_vs_erm'))} "
+                              f"[CI {_pp(m.get('best_paired_ci_low'))}"
                               f", {_pp(m.get('best_paired_ci_high'))}]; half the noisy labels fitted at epoch "
-                              f"{_num(m.get('fit_epoch_low'))} (SAM) vs {_num(m.get('fit_epoch_erm'))} (ERM); SAM fits fewer noisy labels on "
+                              f"{_num(m.get('fit_epoch_low'))} (SAM) vs {_num(m.get('fit_epoch_erm'))} (ERM); "
+                              f"SAM fits fewer noisy labels on "
                               f"{_pct(m.get('frac_epochs_fits_later'))} of the epochs"),
           needs_gpu=True),
     Claim("Andriushchenko 2024", "Figs. 5.6 / 5.14",
@@ -151,7 +155,8 @@ CLAIMS: tuple[Claim, ...] = (
           measured=lambda m: f"angle to teacher {_num(m.get('teacher_angle_deg_small'))} deg (small step)"),
     Claim("Andriushchenko 2024", "Fig. 6.9", "The SDE reproduces SGD's rank/sparsity decrease; gradient flow does not.",
           "qualitative", "diagonal linear nets", result=_thesis("fig6.9"),
-          measured=lambda m: (f"rank SGD {_num(m.get('rank_before_decay_SGD'))}, SDE {_num(m.get('rank_before_decay_SDE'))}"
+          measured=lambda m: (f"rank SGD {_num(m.get('rank_before_decay_SGD'))}, "
+                              f"SDE {_num(m.get('rank_before_decay_SDE'))}"
                               f", GF {_num(m.get('rank_before_decay_gradient_flow'))}")),
     Claim("Andriushchenko 2024", "Fig. 7.1",
           "Adaptive sharpness of a linear model falls as its weights are scaled up (hence logit normalisation).",
@@ -163,7 +168,8 @@ CLAIMS: tuple[Claim, ...] = (
           measured=lambda m: f"tau = {_num(m.get('tau_trace_adaptive'), '+.2f')} ({_num(m.get('kept'), '.0f')} nets)"),
     Claim("Andriushchenko 2024", "Figs. 7.5 / 7.6",
           "Sharpness is mostly determined by the learning rate, not consistently by test error.",
-          "tau(sharpness, test error) 0.30 / -0.36 across subgroups", "CIFAR-10 ResNets/ViTs", result=_thesis("ch7.mini"),
+          "tau(sharpness, test error) 0.30 / -0.36 across subgroups", "CIFAR-10 ResNets/ViTs",
+          result=_thesis("ch7.mini"),
           measured=lambda m: (f"tau(sharpness, lr) {_num(m.get('tau_sharpness_lr'), '+.2f')}, tau(sharpness, error) "
                               f"{_num(m.get('tau_sharpness_test_error'), '+.2f')}"),
           needs_gpu=True),
@@ -204,7 +210,8 @@ CLAIMS: tuple[Claim, ...] = (
           measured=lambda m: f"lambda trend {_num(m.get('lambda_trend'), '+.3g')}"),
     # ------------------------------------------------------------------ Anonymous n.d. (course report)
     Claim("Anonymous n.d.", "Foret 2021 Table 1 (as reported)", "SAM lowers CIFAR-10/100 error of WideResNets.",
-          "WRN-28-10, 200 epochs, basic aug.: CIFAR-10 3.5% -> 2.7%, CIFAR-100 18.8% -> 16.5%", "CIFAR, WideResNets, 200+ epochs", result="anonymous/sam_table1.json",
+          "WRN-28-10, 200 epochs, basic aug.: CIFAR-10 3.5% -> 2.7%, CIFAR-100 18.8% -> 16.5%",
+          "CIFAR, WideResNets, 200+ epochs", result="anonymous/sam_table1.json",
           measured=lambda m: f"{_pct(m.get('err_sgd'))} -> {_pct(m.get('err_sam'))}", needs_gpu=True),
     Claim("Anonymous n.d.", "Parameter corruption (Sun 2020)",
           "Gradient-based parameter corruption hurts far more than random corruption of the same size.",
@@ -307,8 +314,10 @@ def build_ledger(results: str | Path) -> str:
 
 
 def import_epic_results(results: str | Path, source: str | Path | None = None) -> Path | None:
-    """Store the EPIC efficacy study's records (:func:`workbench.defenses.efficacy.load_stored_results`) as the
-    ledger's [Yang 2022] Table 1 result (``<results>/yang2022/table1.json``); ``None`` when there are none.
+    """Store the EPIC efficacy study's records as the ledger's [Yang 2022] Table 1 result.
+
+    The records are read with :func:`workbench.defenses.efficacy.load_stored_results` and written to
+    ``<results>/yang2022/table1.json``; returns that path, or ``None`` when there are no records.
 
     Verdict: ``reproduced`` when, for every attack of Table 1 measured, EPIC cuts attack success at least 5-fold
     with an exact McNemar p < 0.05 and loses at most 2 points of test accuracy; ``partial`` when that holds for
@@ -357,9 +366,10 @@ def import_epic_results(results: str | Path, source: str | Path | None = None) -
 
 
 def import_bilevel_results(results: str | Path, source: str | Path | None = None) -> Path | None:
-    """Store the bilevel study's records (``<results>/bilevel/mnist-10k-0v8/records.csv``, written by
-    :mod:`workbench.bilevel.study`) as the ledger's [Carnerero-Cano 2021] Fig. 2 result
-    (``<results>/carnerero-cano2021/fig2.json``); ``None`` when there are none.
+    """Store the bilevel study's records as the ledger's [Carnerero-Cano 2021] Fig. 2 result.
+
+    The records are ``<results>/bilevel/mnist-10k-0v8/records.csv``, written by :mod:`workbench.bilevel.study`;
+    the result is ``<results>/carnerero-cano2021/fig2.json``; ``None`` when there are no records.
 
     Measured at the largest poisoning fraction (means over the repetitions): the test error with the learned λ
     (``rmd``) and with a small fixed λ, and the trend of the learned log λ with the fraction (Kendall τ of the
@@ -401,14 +411,16 @@ def import_bilevel_results(results: str | Path, source: str | Path | None = None
                                                               "error low)" if rise_rmd < rise_small else ""))
     why_lam = (f"log lambda {metrics['log_lambda_first']:.2f} -> {metrics['log_lambda_last']:.2f} as poisoning grows "
                f"(Kendall tau with the fraction {tau:+.2f})")
-    settings = json.loads((src / "settings.json").read_text()).get("settings", {}) if (src / "settings.json").is_file() else {}
+    settings = (json.loads((src / "settings.json").read_text()).get("settings", {})
+                if (src / "settings.json").is_file() else {})
     err_verdict = "reproduced" if err_ok else "partial" if rise_rmd < rise_small else "not reproduced"
     for name, verdict, why in (("fig2.json", err_verdict, why_err),
                                ("fig2-lambda.json", "reproduced" if lam_ok else "not reproduced", why_lam)):
         out = SimpleNamespace(name=f"carnerero-cano2021-{name[:-5]}", claim="[Carnerero-Cano 2021] Fig. 2",
                               verdict=verdict, verdict_reason=why, measured=why,
-                              metrics=metrics, settings={"dataset": "mnist-10k 0 vs 8", "model": "L2 logistic regression",
-                                                         "n_train": settings.get("n_train"), "n_val": settings.get("n_val")},
+                              metrics=metrics,
+                              settings={"dataset": "mnist-10k 0 vs 8", "model": "L2 logistic regression",
+                                        "n_train": settings.get("n_train"), "n_val": settings.get("n_val")},
                               notes=[], seconds=0.0)
         path = Path(results) / "carnerero-cano2021" / name
         save_result(out, path, command="workbench reproduce --report --import-studies (bilevel study records)")
