@@ -32,8 +32,8 @@ from .metrics import bootstrap_ci
 from .registry import Outcome, Param, register
 from .sam_toy import count_kinks, diag_loss, train_diag, train_relu1d
 
-__all__ = ["diag_sam_vs_erm", "diag_switching", "diag_stochastic", "relu1d_interpolants", "digits_sam_variants", "label_noise_study",
-           "RandomPerturbationStepper", "NSAMStepper", "with_label_noise", "sub_progress"]
+__all__ = ["diag_sam_vs_erm", "diag_switching", "diag_stochastic", "relu1d_interpolants", "digits_sam_variants",
+           "label_noise_study", "RandomPerturbationStepper", "NSAMStepper", "with_label_noise", "sub_progress"]
 
 _VIZ = "workbench.viz.thesis_sam"
 _PARAM_NOTE = ("Parametrization beta = u*v with loss (1/2n)||X beta - y||^2 (public code), init u0 = c, v0 = 0, "
@@ -112,7 +112,8 @@ def diag_sam_vs_erm(*, d: int = 30, n: int = 20, kappa: int = 3, seed: int = 0, 
     return Outcome(
         data={"history": run.history, "final": final, "beta_star_l1": l1_star, "rho_curves": float(rho_curves)},
         measured=measured, verdict=verdict, verdict_reason=why,
-        metrics={"erm_test": float(erm.test_loss), "nsam_test": float(nsam.test_loss), "onesam_test": float(one.test_loss),
+        metrics={"erm_test": float(erm.test_loss), "nsam_test": float(nsam.test_loss),
+                 "onesam_test": float(one.test_loss),
                  "best_nsam_test": float(best_ns.test_loss), "best_nsam_rho": float(best_ns.rho),
                  "erm_train": float(erm.train_loss), "onesam_train": float(one.train_loss),
                  "erm_l1": float(erm.l1), "onesam_l1": float(one.l1), "beta_star_l1": l1_star},
@@ -173,15 +174,17 @@ def diag_switching(*, d: int = 30, n: int = 20, kappa: int = 3, seed: int = 0, i
     gd_final, s2_switch, s2_final = at(0, n_steps), at(2, switch_at), at(2, n_steps)
     s3_switch, s3_final = at(3, switch_at), at(3, n_steps)
     inside = interp[(interp.a >= 0) & (interp.a <= 1)]
-    ends = max(interp.train_loss.iloc[(interp.a - 0).abs().argmin()], interp.train_loss.iloc[(interp.a - 1).abs().argmin()])
+    ends = max(interp.train_loss.iloc[(interp.a - 0).abs().argmin()],
+               interp.train_loss.iloc[(interp.a - 1).abs().argmin()])
     path_max = float(inside.train_loss.max())
     init_loss = float(h[(h.model == 0) & (h.iteration == 0)].train_loss.iloc[0])
     barrier = max(path_max - ends, 0.0)
     ok_drop = s2_final <= 0.5 * s2_switch and s2_final <= 0.5 * gd_final
     ok_keep = s3_final <= 1.5 * s3_switch and s3_final <= 0.5 * gd_final
     ok_conn = barrier <= 1e-3 * init_loss
-    measured = (f"GD -> 1-SAM (rho {rho_switch}): test loss {_fmt(s2_switch)} at the switch -> {_fmt(s2_final)} at the end "
-                f"(GD alone ends at {_fmt(gd_final)}); 1-SAM -> GD: {_fmt(s3_switch)} -> {_fmt(s3_final)}; "
+    measured = (f"GD -> 1-SAM (rho {rho_switch}): test loss {_fmt(s2_switch)} at the switch -> "
+                f"{_fmt(s2_final)} at the end (GD alone ends at {_fmt(gd_final)}); "
+                f"1-SAM -> GD: {_fmt(s3_switch)} -> {_fmt(s3_final)}; "
                 f"1-SAM alone ends at {_fmt(at(1, n_steps))}. Interpolation w_(GD->1-SAM) to w_GD: max train loss on "
                 f"[0, 1] {_fmt(path_max)} vs endpoints {_fmt(ends)}: barrier {_fmt(barrier)}, "
                 f"{barrier / init_loss:.1e} of the initial loss {_fmt(init_loss)} "
@@ -288,7 +291,8 @@ def relu1d_interpolants(*, width: int = 100, n_seeds: int = 5, rho: float = 0.3,
     grid = torch.linspace(lo - 0.3, hi + 0.3, 300, dtype=x.dtype)
     f = ReLU1D.apply(run.params, grid).detach()
     inner = (grid >= lo) & (grid <= hi)
-    spread = {m: float(f[sl][:, inner].std(0).mean()) for m, sl in (("GD", slice(0, n_seeds)), ("SAM", slice(n_seeds, None)))}
+    spread = {m: float(f[sl][:, inner].std(0).mean())
+              for m, sl in (("GD", slice(0, n_seeds)), ("SAM", slice(n_seeds, None)))}
     hist = run.history
     final_loss = hist.sort_values("iteration").groupby("model").tail(1).set_index("model").train_loss.sort_index()
     summary = pd.DataFrame({"method": method, "seed": seeds + seeds, "kinks": kinks.numpy(), "tv_slope": tv.numpy(),
@@ -346,7 +350,8 @@ register("fig5.15", diag_switching, chapter=5, title="Fig 5.15: GD <-> 1-SAM swi
                 "test loss; switching 1-SAM -> GD keeps the low test loss; GD and GD->1-SAM solutions are linearly "
                 "connected (Fig. 5.15, §5.9.3)."),
          params=[Param("d", 30), Param("n", 20), Param("kappa", 3), Param("seed", 0),
-                 Param("init_scale", 0.1, help="u0 (alpha = 0.05)"), Param("lr_factor", 1.0, help="gamma = lr_factor/d"),
+                 Param("init_scale", 0.1, help="u0 (alpha = 0.05)"),
+                 Param("lr_factor", 1.0, help="gamma = lr_factor/d"),
                  Param("n_steps", 20000, test=6000), Param("switch_at", 10000, test=3000),
                  Param("rho_1sam", 0.175), Param("rho_switch", 5.0, help="rho after GD -> 1-SAM (thesis: 10)"),
                  Param("n_interp", 61, test=31)],
@@ -396,9 +401,10 @@ def _perturbed_step(trainer, x, y, delta_fn):
 
 
 class RandomPerturbationStepper:
-    """Random-perturbation baseline of Fig. 5.1 (§5.4): the gradient is taken at w + δ with δ uniform on the
-    ℓ2 sphere of radius ρ (same radius as normalised SAM; the thesis gives no σ),
-    then the base optimizer steps from w (restored from a saved copy). A :class:`workbench.training.Stepper`.
+    """Random-perturbation baseline of Fig. 5.1 (§5.4): the gradient at w + δ, δ uniform on the ℓ2 sphere of radius ρ.
+
+    The radius is the same as normalised SAM's (the thesis gives no σ); then the base optimizer steps from w
+    (restored from a saved copy). A :class:`workbench.training.Stepper`.
     """
 
     name = "random_perturbation"
@@ -408,9 +414,11 @@ class RandomPerturbationStepper:
         self.gen = torch.Generator().manual_seed(int(seed))
 
     def setup(self, trainer) -> None:
+        """Nothing to set up (:class:`workbench.training.Stepper` interface)."""
         pass
 
     def step(self, trainer, x, y, index, epoch):
+        """One training step on the batch ``(x, y)`` with the gradient taken at a random w + δ."""
         def delta(params, grads):
             z = [torch.randn(p.shape, generator=self.gen, dtype=p.dtype).to(p.device) for p in params]
             nrm = torch.sqrt(sum((t * t).sum() for t in z))
@@ -418,27 +426,33 @@ class RandomPerturbationStepper:
         return _perturbed_step(trainer, x, y, delta)
 
     def on_epoch_end(self, trainer, epoch):
+        """No epoch metrics (returns ``None``)."""
         return None
 
     def on_end(self, trainer, status):
+        """Nothing to finish."""
         pass
 
     def state_dict(self):
+        """No resumable state beyond the generator's (``{}``)."""
         return {}
 
     def load_state_dict(self, state):
+        """Nothing to restore."""
         pass
 
 
 class NSAMStepper(RandomPerturbationStepper):
-    """Stochastic n-SAM (Eq. 5.21; how "n-SAM" of Fig. 5.1 is run, §5.11): the ascent direction is the
-    normalised gradient of a *different*, independently drawn training batch J (same size), δ = ρ g_J/‖g_J‖;
-    the descent gradient is that of the current batch at w + δ.
+    """Stochastic n-SAM (Eq. 5.21; how "n-SAM" of Fig. 5.1 is run, §5.11): ascent on another batch J.
+
+    The ascent direction is the normalised gradient of a *different*, independently drawn training batch J (same
+    size), δ = ρ g_J/‖g_J‖; the descent gradient is that of the current batch at w + δ.
     """
 
     name = "n_sam"
 
     def step(self, trainer, x, y, index, epoch):
+        """One training step: the batch's gradient at w + ρ g_J/‖g_J‖ for a freshly drawn batch J."""
         train = trainer.bundle.train
         j = torch.randint(len(train), (x.shape[0],), generator=self.gen)
         xj, yj = train.x[j].to(x.device), train.y[j].to(y.device)
@@ -452,9 +466,11 @@ class NSAMStepper(RandomPerturbationStepper):
 
 
 class _NoisyLabelProbe:
-    """Per-epoch errors of a run on label-noise data (a :class:`workbench.training.Probe`): test error, training
-    error on the clean examples, and on the noisy examples measured against their *noisy* labels (1 − the fraction
-    of flipped labels fitted; Fig. 5.12's "training error on noisy samples"). Records are kept in ``records``.
+    """Per-epoch errors of a run on label-noise data (a :class:`workbench.training.Probe`).
+
+    Test error, training error on the clean examples, and on the noisy examples measured against their *noisy*
+    labels (1 − the fraction of flipped labels fitted; Fig. 5.12's "training error on noisy samples"). Records
+    are kept in ``records``.
     """
 
     name = "label_noise_errors"
@@ -520,8 +536,10 @@ def _paired_ci(diff: np.ndarray, seed: int = 0) -> tuple[float, float]:
 
 
 def _fit_epoch(curves: pd.DataFrame, label: str, level: float = 0.5) -> float:
-    """First epoch at which the mean (over seeds) training error on the noisy labels of ``label`` falls below
-    ``level`` (NaN if never): when the method has fitted half of the flipped labels.
+    """First epoch at which the mean training error on the noisy labels of ``label`` falls below ``level``.
+
+    The mean is over seeds; NaN if never. With ``level=0.5``: when the method has fitted half of the flipped
+    labels.
     """
     c = curves[curves.label == label].groupby("epoch").train_error_noisy.mean().sort_index()
     below = c[c < level]
@@ -535,8 +553,9 @@ def digits_sam_variants(*, dataset: str = "digits", ms: Sequence[int] = (2, 4, 8
                         model: str = "mlp", width: float = 1.0, schedule: str = "constant",
                         augment: bool | None = None, device: str = "cpu", reuse: dict | None = None,
                         progress=None) -> Outcome:
-    """Scaled-down Figs. 5.1 / 5.16 (clean labels) or, with ``label_noise``, Fig. 5.12: ERM vs random
-    perturbation vs stochastic n-SAM vs m-SAM for several m.
+    """Scaled-down Figs. 5.1 / 5.16 (clean labels) or, with ``label_noise``, Fig. 5.12.
+
+    ERM vs random perturbation vs stochastic n-SAM vs m-SAM for several m.
 
     An MLP (one hidden layer of ``hidden`` ReLUs, no normalisation layers) on ``dataset``: ``digits`` (sklearn,
     8x8; pooled split 1,258 train / 359 test) or ``mnist-10k`` (the real MNIST test images, 28x28; 7,000 train /
@@ -658,7 +677,8 @@ def digits_sam_variants(*, dataset: str = "digits", ms: Sequence[int] = (2, 4, 8
                 + "; ".join(f"{lab} {r['mean']:.2%} ± {r['std']:.2%}" for lab, r in means.iterrows())
                 + f". Lowest: {means['mean'].idxmin()}. {low} minus baseline, paired by seed (95% bootstrap CI): "
                 + "; ".join(f"{b} {diffs[b].mean():+.2%} [{cis[b][0]:+.2%}, {cis[b][1]:+.2%}]" for b in baselines)
-                + f" (one test example = {1 / n_test:.3%}" + ("" if resolved else "; not all resolved") + "). Mean m-SAM "
+                + f" (one test example = {1 / n_test:.3%}" + ("" if resolved else "; not all resolved")
+                + "). Mean m-SAM "
                 + ("test error decreases as m gets smaller" if monotone else
                    "test error does not decrease monotonically as m gets smaller")
                 + " (" + ", ".join(f"m={int(mv)}: {e:.2%}" for mv, e in msam.items()) + ")"
@@ -735,11 +755,12 @@ def label_noise_study(*, dataset: str = "digits", ms: Sequence[int] = (2, 4, 16,
     last_ok, best_ok = m["paired_ci_high"] < 0, m["best_paired_ci_high"] < 0
     along = frac_better >= 0.8
     if along and later and last_ok and best_ok:
-        verdict, why = "reproduced", "better along training, fits the noisy labels later, gain resolved at the last and the best epoch"
+        verdict, why = "reproduced", ("better along training, fits the noisy labels later, gain resolved at the last "
+                                      "and the best epoch")
     elif along and later and last_ok:
         verdict, why = "partial", ("the gain is resolved at the last epoch only: at the best epoch (early stopping) "
-                                   f"{low} - ERM = {m['best_paired_diff_vs_erm']:+.2%}, CI [{m['best_paired_ci_low']:+.2%}, "
-                                   f"{m['best_paired_ci_high']:+.2%}]")
+                                   f"{low} - ERM = {m['best_paired_diff_vs_erm']:+.2%}, "
+                                   f"CI [{m['best_paired_ci_low']:+.2%}, {m['best_paired_ci_high']:+.2%}]")
     else:
         verdict, why = "not reproduced", "; ".join(w for w, ok in (
             (f"better on only {frac_better:.0%} of the epochs", along), ("does not fit the noisy labels later", later),
@@ -748,8 +769,9 @@ def label_noise_study(*, dataset: str = "digits", ms: Sequence[int] = (2, 4, 16,
     measured = (out.measured + f" {low} below ERM on {frac_better:.0%} of the epochs and fits fewer noisy labels on "
                 f"{frac_later:.0%}; half of the noisy labels fitted at {fmt(fit_low)} ({low}) vs {fmt(fit_erm)} (ERM). "
                 f"Last epoch: {low} - ERM "
-                f"{m['paired_diff_vs_erm']:+.2%} [{m['paired_ci_low']:+.2%}, {m['paired_ci_high']:+.2%}]; best epoch: "
-                f"{m['best_paired_diff_vs_erm']:+.2%} [{m['best_paired_ci_low']:+.2%}, {m['best_paired_ci_high']:+.2%}].")
+                f"{m['paired_diff_vs_erm']:+.2%} [{m['paired_ci_low']:+.2%}, {m['paired_ci_high']:+.2%}]; "
+                f"best epoch: {m['best_paired_diff_vs_erm']:+.2%} "
+                f"[{m['best_paired_ci_low']:+.2%}, {m['best_paired_ci_high']:+.2%}].")
     metrics = {**m, "fit_epoch_low": fit_low, "fit_epoch_erm": fit_erm, "frac_epochs_better": frac_better,
                "frac_epochs_fits_later": frac_later}
     notes = out.notes + ["Every method fits the noisy labels eventually (Fig. 5.12): the last-epoch gap depends on the "
