@@ -75,8 +75,10 @@ def _check_T(T: int) -> int:
 
 
 def piecewise_constant(T: int, eta: float, decay_at: float | None = None, decay: float = 1.0) -> np.ndarray:
-    """η_t for t = 0..T−1: ``eta`` up to iteration ``⌊decay_at·T⌋`` (inclusive, as the public code), ``eta/decay``
-    after (thesis §6.4.1). ``decay_at=None``: constant.
+    """Piecewise-constant step sizes η_t for t = 0..T−1 (thesis §6.4.1).
+
+    ``eta`` up to iteration ``⌊decay_at·T⌋`` (inclusive, as the public code), ``eta/decay`` after.
+    ``decay_at=None``: constant.
 
     Raises ``ValueError`` for ``decay_at`` outside [0, 1] or ``decay <= 0``.
     """
@@ -91,13 +93,18 @@ def piecewise_constant(T: int, eta: float, decay_at: float | None = None, decay:
 
 def linear_warmup(T: int, eta: float, warmup_until: float, factor: float, *, exponent: float = 1.0,
                   decay: float = 1.0) -> np.ndarray:
-    """Public-code warm-up (``fc_nets.train_fc_net``): ``η_t = η + (F − 1) η (t/T)^e`` for ``t ≤ ⌊pT⌋`` (note: t/T
-    uses the *total* T), then the last warm-up value divided by ``decay``.
+    """Public-code warm-up (``fc_nets.train_fc_net``): a rising step size, then a decay.
+
+    ``η_t = η + (F − 1) η (t/T)^e`` for ``t ≤ ⌊pT⌋`` (note: t/T uses the *total* T), then the last warm-up value
+    divided by ``decay``.
 
     Args:
+        T: number of iterations.
+        eta: the initial step size η.
         warmup_until: p, the fraction of T at which the warm-up stops and the step size is decayed.
         factor: F (1-D regression: 400·p; Fig. 6.12 over-regularisation: 500·p; 3-layer teacher–student: 6).
         exponent: e (1-D: 1; 3-layer: 0.5).
+        decay: divisor of the step size after the warm-up.
     """
     T = _check_T(T)
     if not 0 < warmup_until <= 1 or factor < 1 or decay <= 0:
@@ -110,8 +117,9 @@ def linear_warmup(T: int, eta: float, warmup_until: float, factor: float, *, exp
 
 
 def exponential_warmup(T: int, eta0: float, p: float) -> np.ndarray:
-    """Deep-net schedule (§6.4.3; public code ``get_lr_schedule``): ``η₀ · 1.05^{100 t/T}`` for ``t/T < p``, then
-    ``η₀ · 1.05^{100 p} / 10`` until 0.9 T, then ``/ 100``.
+    """Deep-net schedule (§6.4.3; public code ``get_lr_schedule``): exponential warm-up, then two decays.
+
+    ``η₀ · 1.05^{100 t/T}`` for ``t/T < p``, then ``η₀ · 1.05^{100 p} / 10`` until 0.9 T, then ``/ 100``.
     """
     T = _check_T(T)
     if not 0 < p < 0.9:
@@ -157,16 +165,22 @@ def _checkpoints(T: int, count: int) -> np.ndarray:
 def train_diag_net(X: np.ndarray, y: np.ndarray, etas: np.ndarray, *, method: str = "sgd", u0: float = 0.1,
                    seed: int = 0, checkpoints: int = 200, names: Sequence[str] | None = None,
                    record_loss: bool = False, progress: Progress = None) -> DiagRun:
-    """Train S diagonal nets β = u ⊙ v (init u = u0·1, v = 0, §6.4.1) with SGD (batch 1, Eq. 6.2) or full-batch GD
-    on ``L = (1/2n)‖X(u⊙v) − y‖²`` (Eq. 6.1), one step-size sequence per run.
+    """Train S diagonal nets β = u ⊙ v with SGD (batch 1, Eq. 6.2) or full-batch GD, one step-size sequence each.
+
+    Initialisation u = u0·1, v = 0 (§6.4.1); loss ``L = (1/2n)‖X(u⊙v) − y‖²`` (Eq. 6.1), one step-size sequence per run.
 
     Args:
-        X: ``[n, d]`` inputs; y: ``[n]`` targets.
+        X: ``[n, d]`` inputs.
+        y: ``[n]`` targets.
         etas: ``[S, T]`` step sizes (from the schedule functions).
         method: ``"sgd"`` (each run draws its own i_t ~ U{1..n}, seeded) or ``"gd"``.
+        u0: initial scale of u.
+        seed: seed of the example draws.
         checkpoints: number of evenly spaced checkpoints (iteration 0 and T included).
+        names: one name per run (default ``run0``, ``run1``, ...).
         record_loss: also record the full training loss L(θ_t) before every step (``run.loss``, ``[S, T]``; the
             noise level of the SDE of Eq. 6.58).
+        progress: called with ``(fraction done, message)`` during the run (optional).
 
     Returns:
         :class:`DiagRun`. Raises ``ValueError`` for a bad method or shapes.
@@ -224,8 +238,16 @@ def diag_sde(X: np.ndarray, y: np.ndarray, eta_sgd: np.ndarray, delta_sgd: np.nd
     ``delta_sgd = c · L(θ^SGD)`` per SGD iteration). For diagonal nets ``φᵀZ = (v ⊙ XᵀZ, u ⊙ XᵀZ)`` (Eq. 6.9).
 
     Args:
-        eta_sgd, delta_sgd: ``[S, T]`` per-SGD-iteration step size and noise level (``delta`` ignored without noise).
+        X: ``[n, d]`` inputs.
+        y: ``[n]`` targets.
+        eta_sgd: ``[S, T]`` per-SGD-iteration step size.
+        delta_sgd: ``[S, T]`` per-SGD-iteration noise level (ignored without noise).
         substeps: k (thesis: 10). Checkpoints are reported in SGD iterations (t / k).
+        noise: the SDE; ``False``: gradient flow.
+        u0: initial scale of u (v = 0).
+        seed: seed of the Gaussian noise Z_t.
+        checkpoints: number of evenly spaced checkpoints.
+        progress: called with ``(fraction done, message)`` during the run (optional).
     """
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     eta_sgd, delta_sgd = np.atleast_2d(eta_sgd), np.atleast_2d(delta_sgd)
@@ -265,7 +287,8 @@ def diag_sde(X: np.ndarray, y: np.ndarray, eta_sgd: np.ndarray, delta_sgd: np.nd
     return DiagRun([f"run{k}" for k in range(S)], cps, U, V, eta_sgd, final)
 
 
-def _diag_metrics(run: DiagRun, X, y, X_test, y_test, X_fresh, rank_threshold, l0_threshold, extra=None) -> pd.DataFrame:
+def _diag_metrics(run: DiagRun, X, y, X_test, y_test, X_fresh, rank_threshold, l0_threshold,
+                  extra=None) -> pd.DataFrame:
     rows = []
     n, nt = len(y), len(y_test)
     for c, it in enumerate(run.iterations):
@@ -285,8 +308,9 @@ def _diag_metrics(run: DiagRun, X, y, X_test, y_test, X_fresh, rank_threshold, l
 
 
 def _plane_projection(run: DiagRun, w_star: np.ndarray, w_init: np.ndarray, w_flow: np.ndarray) -> pd.DataFrame:
-    """Coordinates of each checkpoint's w = (u, v) in the plane span{w* − w_init, w_flow − w_init} (Fig. 6.3),
-    orthonormalised by Gram–Schmidt (first axis along w* − w_init).
+    """Coordinates of each checkpoint's w = (u, v) in the plane span{w* − w_init, w_flow − w_init} (Fig. 6.3).
+
+    The plane is orthonormalised by Gram–Schmidt (first axis along w* − w_init).
     """
     a = w_star - w_init
     e1 = a / np.linalg.norm(a)
@@ -457,7 +481,8 @@ def _diag_verdict(df, names, T, d, include_gd):
             verdict, why = "partial", ("the SGD part holds but the GD control does not: "
                                        + ("GD does not stabilise (plateau median outside 10^-2.5..10^-0.5)"
                                           if not gd_stable else "GD sparsifies or generalises as well as SGD"))
-        measured += (f" GD control (large η, decay at 50%): plateau log10 loss {m['gd_plateau_log10_loss_median_50']:.2f}, "
+        measured += (f" GD control (large η, decay at 50%): plateau log10 loss "
+                     f"{m['gd_plateau_log10_loss_median_50']:.2f}, "
                      f"||u⊙v||_0 before decay {m['gd_l0_before_decay_50']:.0f}/{d}, final test loss "
                      f"{m['gd_final_test_loss_50']:.2e} (GD small η {m['gd_final_test_loss_small']:.2e}).")
     return m, (verdict, why), measured
@@ -466,7 +491,8 @@ def _diag_verdict(df, names, T, d, include_gd):
 # ------------------------------------------------------------------ Prop. 6.3.2 loss-stabilisation toy
 def quadratic_toy(*, eta: float = 1.05, theta_star: float = 1.0, theta0: float = 0.5, x_min: float = 1.0,
                   x_max: float = 1.05, T: int = 2000, seed: int = 0) -> pd.DataFrame:
-    """SGD on the 1-D quadratic parametrisation of Prop. 6.3.2 (Eq. 6.5): y = x θ*²,
+    """SGD on the 1-D quadratic parametrisation of Prop. 6.3.2 (Eq. 6.5), y = x θ*².
+
     ``θ_{t+1} = θ_t + η θ_t x_t (y_t − x_t θ_t²)`` with x_t ~ U[x_min, x_max] (seeded).
 
     Returns a DataFrame with ``iteration``, ``theta``, ``loss`` = F(θ) = ¼ E_x[x²] (θ*² − θ²)² (exact expectation).
@@ -508,7 +534,8 @@ def repro_quadratic_toy(*, eta: float = 1.05, theta0: float = 0.5, x_min: float 
     F = tail["loss"].to_numpy()
     in_F = bool(np.all((F > eps_o ** 2) & (F < 0.17)))
     valid_eta = lo_eta < eta < hi_eta
-    m = {"eps_o": eps_o, "loss_min": float(F.min()), "loss_max": float(F.max()), "theta_low_max": float(th[below].max()),
+    m = {"eps_o": eps_o, "loss_min": float(F.min()), "loss_max": float(F.max()),
+         "theta_low_max": float(th[below].max()),
          "theta_low_min": float(th[below].min()), "theta_high_min": float(th[above].min()),
          "theta_high_max": float(th[above].max()), "alternates": float(alternates)}
     verdict = "reproduced" if (valid_eta and alternates and in_low and in_high and in_F) else "not reproduced"
@@ -516,7 +543,8 @@ def repro_quadratic_toy(*, eta: float = 1.05, theta0: float = 0.5, x_min: float 
            if verdict == "reproduced" else "a bound of the proposition is violated (see measured)")
     measured = (f"eta = {eta} ({'inside' if valid_eta else 'OUTSIDE'} the range ({lo_eta:.3f}, {hi_eta:.3f})). "
                 f"After {burn_in} iterations: theta alternates below/above theta* at every step: {alternates}; "
-                f"low iterates in [{m['theta_low_min']:.3f}, {m['theta_low_max']:.3f}] (bound (0.65, {1 - eps_o:.3f})), "
+                f"low iterates in [{m['theta_low_min']:.3f}, {m['theta_low_max']:.3f}] "
+                f"(bound (0.65, {1 - eps_o:.3f})), "
                 f"high in [{m['theta_high_min']:.3f}, {m['theta_high_max']:.3f}] (bound ({1 + eps_o:.3f}, 1.162)); "
                 f"F in [{m['loss_min']:.4f}, {m['loss_max']:.4f}] (bound ({eps_o ** 2:.1e}, 0.17)).")
     return Outcome(data={"trace": df, "bounds": {"eps_o": eps_o, "burn_in": burn_in, "F_low": eps_o ** 2,
@@ -537,8 +565,9 @@ def _relu1d_jacobian(w, b, a, x):
 
 
 def _distinct_kinks(w, b, a, lo, hi, tol=1e-3, amp_tol=1e-8):
-    """Number of distinct kink positions −b_j/w_j inside [lo, hi] of units with a non-negligible slope change
-    |a_j w_j| (kinks closer than ``tol`` are merged).
+    """Number of distinct kink positions −b_j/w_j inside [lo, hi].
+
+    Only units with a non-negligible slope change |a_j w_j| count; kinks closer than ``tol`` are merged.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         k = np.where(w != 0, -b / w, np.inf)
@@ -625,8 +654,10 @@ def repro_relu1d(*, T: int = 31_623, eta: float = 2e-4, fractions: Sequence[floa
                  warmup_per_fraction: float = 400.0, decays: Sequence[float] = (2.5, 3.0), width: int = 100,
                  seed: int = 0, checkpoints: int = 100, tau: float = 0.999, normalize_rows: bool = True,
                  rank_threshold: float = RANK_THRESHOLD_RELU, progress: Progress = None) -> Outcome:
-    """Figs. 6.4 / 6.12 / 6.13 (§6.4.2, §6.9): 1-D regression, 100 ReLUs, SGD batch 1 with a long linear
-    warm-up ``η_t = η + (F − 1) η t/T`` up to p·T (F = ``warmup_per_fraction``·p) then ÷ decay; p = 2 % vs 50 %.
+    """Figs. 6.4 / 6.12 / 6.13 (§6.4.2, §6.9): 1-D regression with 100 ReLUs, short vs long linear warm-up.
+
+    SGD batch 1 with a long linear warm-up ``η_t = η + (F − 1) η t/T`` up to p·T (F = ``warmup_per_fraction``·p) then ÷
+    decay; p = 2 % vs 50 %.
 
     Public-code settings: η = 2e-4, F = 400·p (Fig. 6.4) or 500·p (Fig. 6.12), decay 2.5 / 3.0, T = 10^4.5.
     Criterion (faithful reproduction, Fig. 6.4): the 50 % run ends with fewer kinks, lower rank and lower FSC than the
@@ -651,7 +682,8 @@ def repro_relu1d(*, T: int = 31_623, eta: float = 2e-4, fractions: Sequence[floa
         m[f"final_rank_{key}"], m[f"final_fsc_{key}"] = float(end["rank"]), float(end["fsc"])
         m[f"final_kinks_{key}"] = float(end["kinks"])
         plateau = g[(g["iteration"] >= 0.02 * T) & (g["iteration"] <= p * T)]
-        m[f"plateau_log10_loss_median_{key}"] = float(np.log10(plateau["train_loss"]).median()) if len(plateau) else float("nan")
+        m[f"plateau_log10_loss_median_{key}"] = (float(np.log10(plateau["train_loss"]).median()) if len(plateau)
+                                                  else float("nan"))
         early, before = _at(df, nm, min(0.1, p / 2), T), _at(df, nm, p - 0.01, T)
         m[f"rank_early_{key}"], m[f"rank_before_decay_{key}"] = float(early["rank"]), float(before["rank"])
         m[f"fsc_early_{key}"], m[f"fsc_before_decay_{key}"] = float(early["fsc"]), float(before["fsc"])
@@ -662,7 +694,8 @@ def repro_relu1d(*, T: int = 31_623, eta: float = 2e-4, fractions: Sequence[floa
     high = m[f"plateau_log10_loss_median_{b}"] > -1.5
     near = -1.0 <= m[f"plateau_log10_loss_median_{b}"] <= 0.0   # within half a decade of the thesis' 10^-0.5
     if simpler and falls and near:
-        verdict, why = "reproduced", "simpler predictor, rank and FSC fall, warm-up loss within half a decade of 10^-0.5"
+        verdict, why = "reproduced", ("simpler predictor, rank and FSC fall, warm-up loss within half a decade of "
+                                      "10^-0.5")
     elif simpler and falls and high:
         verdict, why = "partial", (f"the warm-up loss level (median 10^{m[f'plateau_log10_loss_median_{b}']:.2f}) is "
                                    "above 10^-1.5 but not within half a decade of the thesis' 10^-0.5")
@@ -670,7 +703,8 @@ def repro_relu1d(*, T: int = 31_623, eta: float = 2e-4, fractions: Sequence[floa
         verdict, why = "not reproduced", "; ".join(w for w, ok in (
             ("the longer schedule does not end simpler (kinks, rank, FSC)", simpler),
             ("rank/FSC do not fall during the warm-up", falls), ("the warm-up loss is below 10^-1.5", high)) if not ok)
-    measured = (f"Final (decay at {a}% vs {b}%): kinks {m[f'final_kinks_{a}']:.0f} vs {m[f'final_kinks_{b}']:.0f}, rank "
+    measured = (f"Final (decay at {a}% vs {b}%): kinks {m[f'final_kinks_{a}']:.0f} vs "
+                f"{m[f'final_kinks_{b}']:.0f}, rank "
                 f"{m[f'final_rank_{a}']:.0f} vs {m[f'final_rank_{b}']:.0f}, FSC {m[f'final_fsc_{a}']:.1%} vs "
                 f"{m[f'final_fsc_{b}']:.1%}, train loss {m[f'final_loss_{a}']:.1e} vs {m[f'final_loss_{b}']:.1e}. "
                 f"During the {b}% warm-up: median log10 loss {m[f'plateau_log10_loss_median_{b}']:.2f}, rank "
@@ -683,8 +717,9 @@ def repro_relu1d(*, T: int = 31_623, eta: float = 2e-4, fractions: Sequence[floa
                                  rank_threshold=rank_threshold),
                    notes=["eta, warm-up factor (400p; 500p for Fig. 6.12), decays and T are public-code values; the "
                           "thesis gives none.",
-                          f"FSC threshold tau = {tau} (thesis 0.95; the 1-D notebook uses 0.999 with per-example normalised "
-                          f"activations — with only 12 training points almost all units correlate above 0.95); rank threshold "
+                          f"FSC threshold tau = {tau} (thesis 0.95; the 1-D notebook uses 0.999 with per-example "
+                          f"normalised activations — with only 12 training points almost all units correlate above "
+                          f"0.95); rank threshold "
                           f"{rank_threshold:g} on 3*width fresh points."])
 
 
@@ -696,8 +731,9 @@ def _mlp_params(net) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
 
 
 def _mlp_forward(Ws, bs, X):
-    """Forward pass of a ReLU MLP with scalar output (numpy): returns (output [m], activations [a0 .. a_L-1],
-    pre-activations) for inputs X [m, d].
+    """Forward pass of a ReLU MLP with scalar output (numpy) for inputs X [m, d].
+
+    Returns (output [m], activations [a0 .. a_L-1], pre-activations).
     """
     acts, pres = [X], []
     a = X
@@ -711,8 +747,9 @@ def _mlp_forward(Ws, bs, X):
 
 
 def mlp_jacobian(Ws, bs, X) -> np.ndarray:
-    """φ_θ(X) of a ReLU MLP with scalar output: per-example gradients of the output w.r.t. all parameters,
-    ``[m, |θ|]`` in the order (W_1, b_1, W_2, b_2, ...) — closed-form backpropagation, vectorised over examples.
+    """φ_θ(X) of a ReLU MLP with scalar output: per-example gradients of the output w.r.t. all parameters.
+
+    Shape ``[m, |θ|]`` in the order (W_1, b_1, W_2, b_2, ...) — closed-form backpropagation, vectorised over examples.
     """
     _, acts, pres = _mlp_forward(Ws, bs, X)
     m = X.shape[0]
@@ -732,8 +769,10 @@ def train_relu_nets(students: Sequence[torch.nn.Module], x: torch.Tensor, y: tor
                     rank_threshold: float = RANK_THRESHOLD_RELU, x_fresh: torch.Tensor | None = None,
                     keep_first_layer: bool = False, common_order: bool = True,
                     progress: Progress = None) -> tuple[pd.DataFrame, list]:
-    """SGD with batch 1 on ``(f(x_i) − y_i)²`` (public code ``train_fc_net``: ``mean((ŷ − y)²)``), one step-size
-    sequence ``etas[s]`` per student, all students trained together (closed-form backpropagation in numpy,
+    """SGD with batch 1 on ``(f(x_i) − y_i)²`` for several students at once, one step-size sequence each.
+
+    The loss is the public code's (``train_fc_net``: ``mean((ŷ − y)²)``); one step-size sequence ``etas[s]`` per
+    student, all students trained together (closed-form backpropagation in numpy,
     vectorised over runs). With ``common_order`` (default) all runs visit the examples in the same seeded order
     (common random numbers: the runs differ only by their step sizes); otherwise each run draws its own order.
 
@@ -815,7 +854,8 @@ def train_relu_nets(students: Sequence[torch.nn.Module], x: torch.Tensor, y: tor
     return pd.DataFrame(rows), snaps
 
 
-def _ts_verdict(df: pd.DataFrame, names: list[str], fractions, T: int, layers: int) -> tuple[dict, tuple[str, str], str]:
+def _ts_verdict(df: pd.DataFrame, names: list[str], fractions, T: int,
+                layers: int) -> tuple[dict, tuple[str, str], str]:
     m: dict[str, float] = {}
     final = {}
     for nm, key in zip(names, ["small"] + [f"{int(p * 100)}" for p in fractions]):
@@ -847,7 +887,8 @@ def _ts_verdict(df: pd.DataFrame, names: list[str], fractions, T: int, layers: i
                     for l in range(1, layers + 1))
     rank_falls = m["rank_before_decay_last"] < min(m["rank_init"], m["rank_small_eta_same_iteration"])
     if ordered and sparser and fsc_falls and rank_falls:
-        verdict = ("reproduced", "test losses ordered by schedule length; FSC and Jacobian rank fall in the large-step phase")
+        verdict = ("reproduced", "test losses ordered by schedule length; FSC and Jacobian rank fall in the "
+                                 "large-step phase")
     elif ordered and sparser and fsc_falls:
         verdict = ("partial", "test losses ordered and FSC falls on every layer, but the Jacobian rank does not fall "
                               "below its initial value and the small-step run's")
@@ -888,7 +929,8 @@ def repro_teacher_student(*, T: int = 10_000, eta_small: float = 0.011, eta: flo
     data = teacher_student_data(d=d, n=n, teacher_hidden=teacher_hidden, seed=seed)
     names = ["small η"] + [f"large η, decay at {int(p * 100)}%" for p in fractions]
     schedules = [piecewise_constant(T, eta_small)] + [
-        linear_warmup(T, eta, p, warmup_factor, exponent=warmup_exponent, decay=dec) for p, dec in zip(fractions, decays)]
+        linear_warmup(T, eta, p, warmup_factor, exponent=warmup_exponent, decay=dec)
+        for p, dec in zip(fractions, decays)]
     students = [make_student(d, student_hidden, scales=student_scale, bias=True, seed=seed) for _ in names]
     df, _ = train_relu_nets(students, data.x_train, data.y_train, data.x_test, data.y_test, np.stack(schedules),
                             names=names, seed=seed, checkpoints=checkpoints, tau=tau, normalize_rows=normalize_rows,
@@ -905,7 +947,8 @@ def repro_teacher_student(*, T: int = 10_000, eta_small: float = 0.011, eta: flo
                                  student_scale=student_scale, seed=seed, tau=tau, normalize_rows=normalize_rows,
                                  rank_threshold=rank_threshold),
                    notes=["All step sizes, the warm-up and the sizes are public-code values (thesis: none).",
-                          f"FSC tau = {tau} with per-example normalised activations (public toy code); thesis tau = 0.95."])
+                          f"FSC tau = {tau} with per-example normalised activations (public toy code); "
+                          "thesis tau = 0.95."])
 
 
 # ------------------------------------------------------------------ Fig. 6.9: SGD vs SDE vs gradient flow
@@ -913,9 +956,11 @@ def repro_sde(*, n: int = 80, d: int = 200, r: int = 20, T: int = 100_000, eta_l
               decay_at: float = 0.5, decay: float = 1.5, c: float | None = None, substeps: int = 10, u0: float = 0.1,
               seed: int = 3, checkpoints: int = 100, rank_threshold: float = RANK_THRESHOLD_DIAG,
               l0_threshold: float = L0_THRESHOLD_DIAG, progress: Progress = None) -> Outcome:
-    """Fig. 6.9 (§6.8) for diagonal nets: SGD (large η decayed at ``decay_at``; the Fig. 6.2 setting) vs the
-    discretised SDE (Eq. 6.58) with γ_t = η_t/k, k = ``substeps`` (thesis 10), η_t = η^SGD_{⌊t/k⌋},
-    δ_t = c · L(θ^SGD_{⌊t/k⌋}), vs gradient flow (the same recursion without noise).
+    """Fig. 6.9 (§6.8) for diagonal nets: SGD vs its SDE vs gradient flow.
+
+    SGD (large η decayed at ``decay_at``; the Fig. 6.2 setting) vs the discretised SDE (Eq. 6.58) with γ_t = η_t/k, k =
+    ``substeps`` (thesis 10), η_t = η^SGD_{⌊t/k⌋}, δ_t = c · L(θ^SGD_{⌊t/k⌋}), vs gradient flow (the same recursion
+    without noise).
 
     ``c=None`` uses c = 2/n [derived]: over one SGD step the SDE injects noise with covariance η² δ φᵀφ, while the
     batch-1 SGD noise has covariance ≈ η² (1/n) Σ_i r_i² ∇h_i ∇h_iᵀ ≈ η² (2L/n) φᵀφ — equal for δ = 2L/n.
@@ -977,7 +1022,8 @@ def repro_sde(*, n: int = 80, d: int = 200, r: int = 20, T: int = 100_000, eta_l
                                  substeps=substeps, u0=u0, seed=seed, rank_threshold=rank_threshold,
                                  l0_threshold=l0_threshold),
                    notes=[f"c = {c:.4g}: the thesis tunes c per setting to match SGD's dynamics (§6.8) and does not "
-                          "report it; the default 2/n matches the covariance of batch-1 SGD noise [derived].", f"k = {substeps} SDE steps per SGD step (thesis: 10).",
+                          "report it; the default 2/n matches the covariance of batch-1 SGD noise [derived].",
+                          f"k = {substeps} SDE steps per SGD step (thesis: 10).",
                           "delta_t uses SGD's instantaneous full training loss, as written in the thesis (no "
                           "smoothing)."])
 
@@ -1003,15 +1049,19 @@ def _neuron_geometry(W0: np.ndarray, W: np.ndarray, a: np.ndarray, teacher: np.n
 
 def largest_stable_step(students_fn, data, schedule_fn, *, lo: float, hi: float, iters: int = 8,
                            seed: int = 0) -> float:
-    """Largest step size η in ``[lo, hi]`` for which batch-1 SGD with the step sizes ``schedule_fn(η)`` does not
-    diverge on ``data`` (its final train loss is finite and below 10³); the "large step" of the toy experiments is
-    chosen just below it (the public code tunes it by hand per draw). Not the "edge of stability" 2/λ_max of GD.
+    """Largest step size η in ``[lo, hi]`` for which batch-1 SGD does not diverge, by bisection.
+
+    SGD runs with the step sizes ``schedule_fn(η)`` on ``data``; it does not diverge (its final train loss is finite and
+    below 10³); the "large step" of the toy experiments is chosen just below it (the public code tunes it by hand per
+    draw). Not the "edge of stability" 2/λ_max of GD.
 
     Args:
         students_fn: ``() -> ReLUNet``, a fresh student with the run's initialisation (called once per probe).
         data: a :class:`~workbench.models.teacher_student.TeacherStudentData`.
         schedule_fn: ``η -> ndarray [T]`` of step sizes.
-        lo, hi: search interval (``lo`` must not diverge). iters: bisection halvings (precision (hi − lo)/2^iters).
+        lo: lower end of the search interval (must not diverge).
+        hi: upper end of the search interval.
+        iters: bisection halvings (precision (hi − lo)/2^iters).
         seed: example order of the probes (as the runs).
 
     Returns:
@@ -1043,10 +1093,11 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
                     student_width: int = 20, student_scales: Sequence[float] = (0.5, 0.0), seed: int = 0,
                     checkpoints: int = 100, tau: float = 0.99, normalize_rows: bool = True,
                     rank_threshold: float = RANK_THRESHOLD_RELU, progress: Progress = None) -> Outcome:
-    """Figs. 6.10 and 6.14 (§6.9): two-layer ReLU nets without biases in the teacher–student setup of
-    Chizat et al. (d = 2, teacher: 3 unit-norm neurons with ±1 output weights; student: 20 neurons), SGD batch 1 with
-    a small constant η vs a large η decayed at 10/30/50 % (public code: η 0.13 vs 0.455, decays 2/4/5,
-    T = 10^4.15, n = 15, student init scales (0.5, 0.0)).
+    """Figs. 6.10 and 6.14 (§6.9): two-layer ReLU teacher–student nets, small vs large decayed step size.
+
+    Nets without biases in the teacher–student setup of Chizat et al. (d = 2, teacher: 3 unit-norm neurons with ±1
+    output weights; student: 20 neurons), SGD batch 1 with a small constant η vs a large η decayed at 10/30/50 % (public
+    code: η 0.13 vs 0.455, decays 2/4/5, T = 10^4.15, n = 15, student init scales (0.5, 0.0)).
 
     The public large step 0.455 was tuned by hand for the public draw ("good stabilization"); it diverges on most
     other draws. ``eta_large=None`` (default) takes ``stable_fraction`` × the largest non-diverging step of the
@@ -1091,7 +1142,7 @@ def repro_two_layer(*, T: int = 14_125, eta_small: float = 0.13, eta_large: floa
     rows, geo = [], []
     for run, key in zip(names, keys):
         mine = [sn for sn in snaps if sn[0] == run]
-        for stage, (_, it, W, a) in (("init", mine[0]), ("final", mine[-1])):
+        for stage, (_, _it, W, a) in (("init", mine[0]), ("final", mine[-1])):
             for i, (px, py) in enumerate(W[:, :2]):
                 rows.append({"run": run, "neuron": i, "stage": stage, "x": float(px), "y": float(py),
                              "out_weight": float(a[i])})
@@ -1145,9 +1196,10 @@ def repro_relu1d_overregularized(*, factors: Sequence[float] = (400.0, 500.0, 60
                                  width: int = 100, seed: int = 0, checkpoints: int = 30, tau: float = 0.999,
                                  normalize_rows: bool = True, rank_threshold: float = RANK_THRESHOLD_RELU,
                                  stuck_level: float = 10 ** -1.5, progress: Progress = None) -> Outcome:
-    """Fig. 6.12: the 50 % schedule of Fig. 6.4 with a larger warm-up factor (F = 500·p instead of 400·p)
-    over-regularises — the run "fails to fit all the training points and gets stuck at a too high value of the
-    training loss (≈ 10^-0.5)".
+    """Fig. 6.12: a larger warm-up factor over-regularises the 1-D ReLU regression.
+
+    The 50 % schedule of Fig. 6.4 with a larger warm-up factor (F = 500·p instead of 400·p) over-regularises — the run
+    "fails to fit all the training points and gets stuck at a too high value of the training loss (≈ 10^-0.5)".
 
     For every initialisation in ``seeds`` (Blanc et al. init of :class:`~workbench.models.toy.ReLU1D`) and every
     warm-up factor in ``factors`` (per unit of p: F = factor·``fraction``), one SGD run (batch 1) with
@@ -1155,13 +1207,13 @@ def repro_relu1d_overregularized(*, factors: Sequence[float] = (400.0, 500.0, 60
     T = 10^4.5); runs from the same init share the example order, so the factors are compared on equal terms.
     A run is *stuck* when its final train loss (mean square over the 12 points) is above ``stuck_level``.
 
-    Whether a given init over-regularises at 500× depends on the draw (the thesis shows one draw; the public code
-    uses seed 3 of its own generator), so the reproduction reports the fraction of stuck inits per factor.
-    Verdict: ``reproduced`` when 500× gets stuck on most inits (> 50 %) and the fraction of stuck inits grows
-    with the factor from 0 at the smallest (400×: Fig. 6.4 fits); ``partial`` when only the fraction grows (a
-    weaker criterion than "500× gets stuck"); ``not reproduced`` otherwise. Measured over inits 0–7: 400× 0/8,
-    500× 1/8, 600× 3/8 stuck (partial) (the stuck runs end at train loss 0.13–0.36). Data: ``metrics`` / ``functions`` (per run), ``points``, ``summary``
-    (DataFrame init, factor, run, final_loss, stuck, kinks), ``stuck_level``, ``T``.
+    Whether a given init over-regularises at 500× depends on the draw (the thesis shows one draw; the public code uses
+    seed 3 of its own generator), so the reproduction reports the fraction of stuck inits per factor. Verdict:
+    ``reproduced`` when 500× gets stuck on most inits (> 50 %) and the fraction of stuck inits grows with the factor
+    from 0 at the smallest (400×: Fig. 6.4 fits); ``partial`` when only the fraction grows (a weaker criterion than
+    "500× gets stuck"); ``not reproduced`` otherwise. Measured over inits 0–7: 400× 0/8, 500× 1/8, 600× 3/8 stuck
+    (partial) (the stuck runs end at train loss 0.13–0.36). Data: ``metrics`` / ``functions`` (per run), ``points``,
+    ``summary`` (DataFrame init, factor, run, final_loss, stuck, kinks), ``stuck_level``, ``T``.
     """
     factors = [float(f) for f in factors]
     seeds = [int(v) for v in seeds]
@@ -1194,11 +1246,13 @@ def repro_relu1d_overregularized(*, factors: Sequence[float] = (400.0, 500.0, 60
                                    f"the claim '500x gets stuck': 500x is stuck on only {f500:.0%} of the inits"
                                    if f500 == f500 else "no 500x run measured")
     else:
-        verdict, why = "not reproduced", "the fraction of stuck inits does not grow with the warm-up factor from 0 at the smallest"
+        verdict, why = "not reproduced", ("the fraction of stuck inits does not grow with the warm-up factor from 0 "
+                                          "at the smallest")
     stuck_runs = summary[summary["stuck"] & (summary["factor"] == hi_f)]
     per_init = "; ".join(
-        f"init {k}: " + ", ".join(f"{f:g}x {summary[(summary.init == k) & (summary.factor == f)].final_loss.iloc[0]:.1e}"
-                                  for f in factors) for k in seeds)
+        f"init {k}: "
+        + ", ".join(f"{f:g}x {summary[(summary.init == k) & (summary.factor == f)].final_loss.iloc[0]:.1e}"
+                    for f in factors) for k in seeds)
     measured = (f"Runs stuck above train loss {stuck_level:.2g} after the {fraction:.0%} schedule: "
                 + ", ".join(f"{f:g}x warm-up {int(frac[f] * len(seeds))}/{len(seeds)} inits" for f in factors)
                 + (f" (stuck {hi_f:g}x runs end at " + ", ".join(f"{v:.2f}" for v in stuck_runs.final_loss) + ")"
@@ -1261,9 +1315,11 @@ register("fig6.5", repro_teacher_student, chapter=6, title="Three-layer teacher-
                "loss, lower the Jacobian rank and the feature sparsity coefficient on both hidden layers, and give a "
                "lower test loss for longer schedules at the same final train loss (Fig. 6.5, §6.4.2).",
          params=[Param("T", 10_000), Param("eta_small", 0.011), Param("eta", 0.04), Param("seed", 5),
-                 Param("checkpoints", 100, test=30), Param("tau", 0.99, help="FSC threshold (toy code 0.99; thesis 0.95)")],
+                 Param("checkpoints", 100, test=30),
+                 Param("tau", 0.99, help="FSC threshold (toy code 0.99; thesis 0.95)")],
          figure="workbench.viz.thesis_sparse:teacher_student_figure")
-register("fig6.10", repro_two_layer, chapter=6, title="Two-layer teacher-student, d = 2: neuron clustering (Figs. 6.10, 6.14)",
+register("fig6.10", repro_two_layer, chapter=6,
+         title="Two-layer teacher-student, d = 2: neuron clustering (Figs. 6.10, 6.14)",
          claim="Two-layer ReLU nets (Chizat et al. setup): with a small step the neurons stay near their "
                "initialisation (lazy); only with a large step do they cluster on the teacher directions, giving "
                "sparser features (Figs. 6.10, 6.14; §6.9).",
