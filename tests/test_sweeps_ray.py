@@ -148,6 +148,7 @@ def test_a_local_ray_that_cannot_start_is_tried_twice_then_one_line_error(tmp_pa
     # each attempt: node address 127.0.0.1, no dashboard, Ray's start-up timeouts raised; all restored afterwards
     for c in calls:
         assert c["_node_ip_address"] == "127.0.0.1" and c["include_dashboard"] is False
+        assert c["address"] == "local"  # never the cluster a `ray start` recorded in /tmp/ray, nor RAY_ADDRESS
         assert c["env"] == {**LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
     assert not {*LOCAL_RAY_ENV, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"} & set(os.environ)
     from ray._private import ray_constants
@@ -307,8 +308,10 @@ def test_a_study_joins_a_running_ray_by_its_loopback_address(tmp_path, ray_sessi
     study = tmp_path / "s.yaml"
     study.write_text(yaml.safe_dump({"name": "join", "base": base.to_dict(), "params": {"optim.lr": [0.05]},
                                      "backend": "ray", "ray_address": address, "root": str(tmp_path / "sweeps")}))
+    # a fresh shell: not told about Ray's token authentication (on for a local Ray); the driver asks the address
+    env = {k: v for k, v in os.environ.items() if k != "RAY_AUTH_MODE"}
     out = subprocess.run([sys.executable, "-m", "workbench", "sweep", str(study), "--no-progress"], cwd=REPO,
-                         capture_output=True, text=True, timeout=300)
+                         capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr[-3000:]
     recs = read_trials(tmp_path / "sweeps" / "join")
     assert [r["status"] for r in recs] == ["finished"]

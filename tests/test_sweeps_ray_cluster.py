@@ -69,6 +69,12 @@ def _loopback(ip: str) -> bool:
     return ip.startswith("127.") or ip == "::1"
 
 
+@pytest.fixture(scope="module")
+def monkeypatch_module():
+    with pytest.MonkeyPatch.context() as mp:
+        yield mp
+
+
 class _StartUpPriority:
     """Ray's processes start at a raised CPU priority (nice -10 where allowed), then go back to this process's.
 
@@ -101,7 +107,7 @@ class _StartUpPriority:
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
+def cluster(tmp_path_factory, monkeypatch_module):
     """Head + 1 worker node on 127.0.0.1 (1 CPU each); started up to 3 times (a loaded machine can make Ray's
     agents miss the raylet's fixed 15 s start-up wait); every Ray process is gone afterwards."""
     ray = pytest.importorskip("ray")
@@ -112,6 +118,12 @@ def cluster(tmp_path_factory):
     if ray.is_initialized():
         pytest.skip("a Ray session is already running in this process")
     worker_tmp = tmp_path_factory.mktemp("node2")
+    # Cluster records its address in /tmp/ray/ray_current_cluster "for convenience in unit testing": every
+    # plain ray.init() on this machine (other test runs, other users) would then join this cluster instead of
+    # starting its own. The tests give the address explicitly: never write it.
+    import ray._private.utils as ray_utils
+
+    monkeypatch_module.setattr(ray_utils, "write_ray_address", lambda *a, **k: None)
     c, err = None, None
     t0 = time.monotonic()
     for _ in range(3):
@@ -236,6 +248,9 @@ def test_a_study_on_a_two_node_cluster_spreads_trials_and_brings_every_run_folde
     res = run_study(study, callbacks=[watch])
     took = time.monotonic() - t0
     assert not ray.is_initialized()  # the driver left the cluster; the cluster runs on
+    from ray._private.utils import read_ray_address
+
+    assert read_ray_address() != cluster.address  # a plain ray.init() elsewhere never joins the test's cluster
     assert res.status == "finished" and res.counts() == {"finished": 4}, res.records
     # every Ray service of both nodes (GCS, raylets, agents, workers) listens on 127.0.0.1 only
     names = {n for n, _ in sockets}

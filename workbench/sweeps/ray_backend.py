@@ -239,6 +239,8 @@ def _raylet_running() -> bool:
 def init_local_ray(ray=None, *, num_cpus: int | None = None, attempts: int = RAY_START_ATTEMPTS, **kwargs) -> None:
     """Start a local Ray whose services listen on 127.0.0.1 only (see :class:`_LoopbackStart`).
 
+    Always a new Ray (``address="local"``: a cluster another ``ray start`` recorded on this machine, or
+    ``RAY_ADDRESS``, is not joined; a study joins one with ``ray_address``).
     No dashboard (``include_dashboard=False``; its host would be 127.0.0.1 too), worker output not forwarded, Ray's
     start-up timeouts raised (:data:`LOCAL_RAY_ENV`). A start that fails (on a loaded machine: "The current node
     timed out during startup") is tried once more after the processes it left are stopped.
@@ -248,7 +250,10 @@ def init_local_ray(ray=None, *, num_cpus: int | None = None, attempts: int = RAY
     """
     if ray is None:
         ray, _ = _import_ray()
-    opts = dict(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, dashboard_host="127.0.0.1",
+    # address "local": always a new Ray of this process's own, never the cluster a `ray start` or a test's
+    # ray.cluster_utils.Cluster recorded in /tmp/ray/ray_current_cluster (or RAY_ADDRESS): use ray_address for that
+    opts = dict(address="local", num_cpus=num_cpus or os.cpu_count(), include_dashboard=False,
+                dashboard_host="127.0.0.1",
                 _node_ip_address="127.0.0.1", log_to_driver=False, ignore_reinit_error=True,
                 logging_level=logging.WARNING)
     opts.update(kwargs)

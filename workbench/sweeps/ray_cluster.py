@@ -115,7 +115,8 @@ def cluster_nodes(address: str, timeout: float = JOIN_TIMEOUT_S) -> list[dict]:
     One gRPC call to the GCS's node service (``GetAllNodeInfo``, Ray's generated stubs), with a deadline.
 
     Returns:
-        ``[{"node_id": hex, "ip": str, "head": bool, "resources": {name: amount}}]``.
+        ``[{"node_id": hex, "ip": str, "head": bool, "resources": {name: amount}}]``; None when the cluster
+        asks for an authentication token (Ray's token authentication, on by default for ``ray start``).
 
     Raises:
         RayClusterError: nothing answers (refused, unreachable, deadline), or the answer is not a Ray GCS's.
@@ -139,8 +140,8 @@ def cluster_nodes(address: str, timeout: float = JOIN_TIMEOUT_S) -> list[dict]:
         reply = stub.GetAllNodeInfo(gcs_service_pb2.GetAllNodeInfoRequest(), timeout=timeout)
     except grpc.RpcError as e:
         code = e.code() if hasattr(e, "code") else None
-        if code == grpc.StatusCode.UNAUTHENTICATED:  # token authentication on: ray.init will present the token
-            return []
+        if code == grpc.StatusCode.UNAUTHENTICATED:  # token authentication on: ray.init presents the token
+            return None
         details = (e.details() if hasattr(e, "details") else None) or ""
         if code == grpc.StatusCode.UNIMPLEMENTED or "HTTP/2" in details or "Socket closed" in details:
             what = "something answers there, but not a Ray cluster's GCS"
@@ -163,6 +164,33 @@ def cluster_nodes(address: str, timeout: float = JOIN_TIMEOUT_S) -> list[dict]:
     return out
 
 
+def _use_token(address: str) -> None:
+    """Present Ray's authentication token to a cluster that asks for one (``RAY_AUTH_MODE=token`` in this
+    process, as Ray does for a cluster it finds itself; the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``
+    or ``~/.ray/auth_token``).
+
+    Raises:
+        RayClusterError: no token here, or ``RAY_AUTH_MODE`` set to something else.
+    """
+    mode = os.environ.get("RAY_AUTH_MODE")
+    if mode is None:
+        try:
+            from ray._private.authentication.authentication_token_setup import \
+                maybe_enable_token_auth_if_token_available
+        except ImportError:  # another Ray version: the documented environment variable
+            os.environ["RAY_AUTH_MODE"] = "token"
+            return
+        if maybe_enable_token_auth_if_token_available(warn_if_disabled=False):
+            return
+    elif mode.lower() == "token":
+        return
+    raise RayClusterError(
+        f"the Ray cluster at {address} asks for an authentication token"
+        + (f" but RAY_AUTH_MODE={mode} here" if mode else " and none is set here")
+        + " -- copy the head node's ~/.ray/auth_token to this machine (or set RAY_AUTH_TOKEN) and unset "
+          "RAY_AUTH_MODE or set it to token")
+
+
 def _driver_ip(study, host: str | None) -> str | None:
     if study.ray_node_ip:
         return str(study.ray_node_ip)
@@ -174,6 +202,7 @@ def join_cluster(ray, study) -> list[dict]:
 
     Returns:
         The cluster's alive nodes (see :func:`cluster_nodes`; empty for ``auto`` or with token authentication).
+        A cluster that asks for Ray's authentication token gets it (see :func:`_use_token`).
 
     Raises:
         RayClusterError: one line naming the address and what to check (bad address, nothing or no Ray cluster
@@ -185,6 +214,9 @@ def join_cluster(ray, study) -> list[dict]:
     parsed = parse_address(address)
     host = parsed[0] if parsed else None
     nodes = cluster_nodes(address) if parsed else []
+    if nodes is None:
+        _use_token(address)
+        nodes = []
     node_ip = _driver_ip(study, host)
     if nodes and node_ip and node_ip not in {n["ip"] for n in nodes}:
         ips = ", ".join(sorted({n["ip"] for n in nodes}))
@@ -198,7 +230,7 @@ def join_cluster(ray, study) -> list[dict]:
         opts["_node_ip_address"] = node_ip
     # a loopback driver address stays loopback only with Ray's cluster switch off during ray.init
     guard = _LoopbackStart() if _is_loopback(node_ip) else contextlib.nullcontext()
-    env = {"RAY_gcs_server_port_wait_time_s": os.environ.get("RAY_gcs_server_port_wait_time_s")}
+    env = {k: os.environ.get(k) for k in ("RAY_gcs_server_port_wait_time_s",)}
     try:
         with guard:
             os.environ["RAY_gcs_server_port_wait_time_s"] = "10"  # GCS connect attempts (~1 s apart), not 150
@@ -209,9 +241,10 @@ def join_cluster(ray, study) -> list[dict]:
         except Exception:
             pass
         cause = e.__cause__ or e
+        last = [ln for ln in str(cause).splitlines() if ln.strip()][-1:] or [type(cause).__name__]  # no traceback
         raise RayClusterError(
             f"could not join the Ray cluster at {address} as node {node_ip or '(Ray chooses)'}: {_one_line(e, 160)}"
-            + (f" ({_one_line(cause, 200)})" if cause is not e else "")
+            + (f" ({_one_line(last[0], 200)})" if cause is not e else "")
             + " -- check that the study runs on a node of the cluster, that ray_node_ip is this node's address as "
               "the cluster knows it, and that Ray's version here matches the cluster's") from None
     finally:
