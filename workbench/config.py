@@ -82,8 +82,11 @@ class YAMLLimitError(yaml.YAMLError):
 
 
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as people write it, refuses duplicate keys and
-    bounds alias expansion and nesting (see :data:`YAML_MAX_ALIAS_EXPANSION`, :data:`YAML_MAX_DEPTH`)."""
+    """SafeLoader that also reads ``1e-3`` (no dot) as a float, as people write it.
+
+    It also refuses duplicate keys and bounds alias expansion and nesting (see :data:`YAML_MAX_ALIAS_EXPANSION`,
+    :data:`YAML_MAX_DEPTH`).
+    """
 
     def get_single_node(self):
         node = super().get_single_node()
@@ -118,8 +121,11 @@ _Loader.add_implicit_resolver(
 
 
 def _check_node_graph(root) -> None:
-    """Refuse a composed YAML node graph whose aliases expand it by more than :data:`YAML_MAX_ALIAS_EXPANSION`
-    values, that contains itself (a recursive alias), or that nests deeper than :data:`YAML_MAX_DEPTH`."""
+    """Refuse a composed YAML node graph that is too large, recursive or too deep.
+
+    Refused: aliases that expand it by more than :data:`YAML_MAX_ALIAS_EXPANSION` values, a graph that contains
+    itself (a recursive alias), or one that nests deeper than :data:`YAML_MAX_DEPTH`.
+    """
     sizes: dict[int, int] = {}     # expanded size of each node, memoized (a node reached twice: an alias)
     active: set[int] = set()
 
@@ -249,8 +255,10 @@ def _union_args(tp) -> tuple | None:
 
 
 def _conforms(value: Any, tp) -> bool:
-    """Whether ``value`` has type ``tp`` (an annotation): no coercion; ``bool`` is not an ``int``, an ``int`` is a
-    ``float``; ``list[T]`` accepts a list or tuple of ``T``."""
+    """Whether ``value`` has type ``tp`` (an annotation), without coercion.
+
+    ``bool`` is not an ``int``, an ``int`` is a ``float``; ``list[T]`` accepts a list or tuple of ``T``.
+    """
     if tp is Any:
         return True
     if tp is type(None) or tp is None:
@@ -628,6 +636,7 @@ class OptimConfig(_Section):
 
     @property
     def is_sam(self) -> bool:
+        """Whether the optimizer is SAM or ASAM (two gradient evaluations per step)."""
         return self.name in ("sam", "asam")
 
 
@@ -796,6 +805,7 @@ class RunConfig:
     # ------------------------------------------------------------------ naming
     @property
     def display_name(self) -> str:
+        """The run's ``name``, else e.g. ``SAM(rho=0.05)-lenet5-digits`` (optimizer, model, dataset)."""
         if self.name:
             return self.name
         opt = self.optim.name.upper()
@@ -805,10 +815,16 @@ class RunConfig:
 
     # ------------------------------------------------------------- conversion
     def to_dict(self) -> dict:
+        """The config as nested plain dicts (section → field → value); :meth:`from_dict` inverts it."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "RunConfig":
+        """A validated config from nested dicts (missing sections and fields take their defaults).
+
+        Raises:
+            ConfigError: not a mapping, an unknown section or field, a value of the wrong type or an invalid value.
+        """
         if not isinstance(d, Mapping):
             raise ConfigError(f"a run config must be a mapping of settings, got {_kind(d)} ({type(d).__name__})")
         known = {f.name for f in fields(cls)}
@@ -818,6 +834,7 @@ class RunConfig:
         return cls(**copy.deepcopy(dict(d)))
 
     def to_json(self, path: str | Path | None = None, *, indent: int = 2) -> str:
+        """The config as JSON text, also written to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=indent)
         if path is not None:
             Path(path).write_text(text + "\n")
@@ -825,11 +842,13 @@ class RunConfig:
 
     @classmethod
     def from_json(cls, text_or_path: str | Path) -> "RunConfig":
+        """From JSON text (starting with ``{``) or a JSON file (validated as :meth:`from_dict`)."""
         if isinstance(text_or_path, Path) or not str(text_or_path).lstrip().startswith("{"):
             return cls._from_file_data(load_json_file(text_or_path), text_or_path)
         return cls.from_dict(json.loads(str(text_or_path)))
 
     def to_yaml(self, path: str | Path | None = None) -> str:
+        """The config as YAML text, also written to ``path`` when given."""
         text = yaml.safe_dump(self.to_dict(), sort_keys=False)
         if path is not None:
             Path(path).write_text(text)
@@ -866,6 +885,7 @@ class RunConfig:
         raise ValueError(f"config file {str(p)!r}: unknown extension {p.suffix!r}; use .json, .yaml or .yml")
 
     def save(self, path: str | Path) -> None:
+        """Write the config to ``path``: JSON for a ``.json`` suffix, else YAML."""
         p = Path(path)
         if p.suffix == ".json":
             self.to_json(p)
@@ -902,9 +922,12 @@ class RunConfig:
 
 
 def _redefault_optim(optim: Any, old: "OptimConfig", keys: list[str]) -> None:
-    """After overrides that switch to or from ASAM (``optim.name`` / ``optim.adaptive``): a ``rho``/``eta`` that
-    was not overridden and still holds the old optimizer's default is reset to ``None``, so the new optimizer's
-    default applies (``optim.name=asam`` alone gives rho 0.5, eta 0.01)."""
+    """Reset ``rho``/``eta`` to ``None`` after overrides that switch to or from ASAM, so the new defaults apply.
+
+    The switch is an override of ``optim.name`` / ``optim.adaptive``; only a ``rho``/``eta`` that was not
+    overridden and still holds the old optimizer's default is reset (``optim.name=asam`` alone gives rho 0.5,
+    eta 0.01).
+    """
     if not isinstance(optim, dict) or not ({"optim.name", "optim.adaptive"} & set(keys)):
         return
     was_asam = old.name == "asam" or bool(old.adaptive)
