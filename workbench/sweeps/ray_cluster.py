@@ -6,6 +6,9 @@ Workflow (``backend: ray``)::
     ray start --address <head>:6379                    # on every other node
     workbench sweep study.yaml                         # on a cluster node, study.yaml with ray_address: <head>:6379
 
+On one machine, a cluster that listens on 127.0.0.1 only: ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 ray start --head
+--node-ip-address 127.0.0.1 --port 6379`` and ``ray_address: 127.0.0.1:6379``.
+
 **Joining** (:func:`join_cluster`). ``ray_address`` is the head node's GCS address ``host:port`` or ``auto``.
 Before ``ray.init`` the address is asked over gRPC for the cluster's nodes (Ray's own GCS service, a
 10-second deadline), so an address where nothing answers, or where something other than a Ray cluster answers,
@@ -15,7 +18,9 @@ node of the cluster. The driver's own node address is ``ray_node_ip``; by defaul
 ``ray_address`` is a loopback address (then Ray keeps it instead of swapping in the machine's interface
 address, see :class:`~workbench.sweeps.ray_backend._LoopbackStart`), else Ray's choice. The driver must run on
 a node of the cluster: if none of the cluster's nodes has the driver's address, the error says which
-addresses it has.
+addresses it has. A cluster that asks for Ray's authentication token (``ray start`` turns it on) gets the one
+found here (``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``, as Ray looks it up); without
+one, the error says to copy the head node's.
 
 **Resources** (``resources_per_trial``, default ``{cpu: 1, gpu: 0}``): each Ray trial reserves them
 (``tune.with_resources``); ``gpu: 1`` gives a trial one GPU of its own (Ray sets ``CUDA_VISIBLE_DEVICES`` and
@@ -29,7 +34,7 @@ artifact) is copied there [Ray docs, "Configuring Persistent Storage"]. Two set-
 
 * ``ray_storage: null`` (default): every trial writes its run folder straight into ``<study>/runs``, as with a
   local Ray. On a cluster this needs the study folder on a filesystem all nodes mount at the same path; a trial
-  on a node that does not see the study folder fails with a message saying so (nothing is written elsewhere).
+  on a node that does not see the study folder fails with a message saying so.
 * ``ray_storage: /mnt/shared/ray`` or ``s3://bucket/prefix``: a trial trains in its node-local Tune working
   directory (under that node's Ray temp folder) and hands the finished run folder(s) to Tune as the trial's
   checkpoint with its last report; Tune copies it to ``<ray_storage>/<study name>/trial_<id>/checkpoint_000000``
@@ -40,9 +45,10 @@ artifact) is copied there [Ray docs, "Configuring Persistent Storage"]. Two set-
 
 Every trial record carries ``node_id`` and ``node_ip`` (where it ran). A trial whose worker or node dies is
 started again on any node up to ``max_failures`` times (Tune's ``FailureConfig``); it is recorded once, when it
-ends. Shared between nodes: the study file's settings (sent with each trial), Tune's storage; not shared: the
-data (each node reads ``data.root`` at the same path; digits, moons and other built-in sets need nothing), the
-workbench installation (same version on every node), and in the default set-up, nothing else.
+ends. Shared between nodes: the study's settings (sent with each trial) and Tune's storage (``ray_storage``),
+or the study folder itself (default). Not shared: the data (each node reads ``data.root`` at the same path;
+digits, moons and the other built-in sets need nothing), the workbench and Ray installations (the same versions
+on every node), and the run folders of trials stopped early with ``ray_storage`` (they stay on their node).
 
 No UI imports.
 """
