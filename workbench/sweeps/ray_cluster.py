@@ -171,9 +171,10 @@ def cluster_nodes(address: str, timeout: float = JOIN_TIMEOUT_S) -> list[dict]:
 
 
 def _use_token(address: str) -> None:
-    """Present Ray's authentication token to a cluster that asks for one (``RAY_AUTH_MODE=token`` in this
-    process, as Ray does for a cluster it finds itself; the token from ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH``
-    or ``~/.ray/auth_token``).
+    """Present Ray's authentication token to a cluster that asks for one.
+
+    Sets ``RAY_AUTH_MODE=token`` in this process, as Ray does for a cluster it finds itself; the token comes from
+    ``RAY_AUTH_TOKEN``, ``RAY_AUTH_TOKEN_PATH`` or ``~/.ray/auth_token``.
 
     Raises:
         RayClusterError: no token here, or ``RAY_AUTH_MODE`` set to something else.
@@ -181,8 +182,9 @@ def _use_token(address: str) -> None:
     mode = os.environ.get("RAY_AUTH_MODE")
     if mode is None:
         try:
-            from ray._private.authentication.authentication_token_setup import \
-                maybe_enable_token_auth_if_token_available
+            from ray._private.authentication.authentication_token_setup import (
+                maybe_enable_token_auth_if_token_available,
+            )
         except ImportError:  # another Ray version: the documented environment variable
             os.environ["RAY_AUTH_MODE"] = "token"
             return
