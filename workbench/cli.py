@@ -1,5 +1,8 @@
 """Command-line interface: ``workbench run | resume | runs | figures | demo | lab``.
 
+Over 700 lines, kept whole: the top-level commands and their shared one-line error handling; each package's own
+commands live in its ``cli`` module.
+
 Drives the same configs and writes the same run folders and figures as the
 notebooks. Run ``workbench --help`` or ``workbench COMMAND --help``.
 

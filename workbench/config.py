@@ -1,5 +1,8 @@
 """Dataclass configurations for runs, validated on construction.
 
+Over 700 lines, kept whole: every config section and its validation in one place, so that type checks and
+error messages are uniform across run configs, study files and ``--set`` overrides.
+
 A :class:`RunConfig` bundles five sections:
 
 * :class:`DataConfig`      which dataset, which classes, how it is split;

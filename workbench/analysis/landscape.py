@@ -1,5 +1,8 @@
 r"""Loss landscapes: directions, 1-D interpolation, 1-D slices and 2-D planes.
 
+Over 700 lines, kept whole: directions, interpolation, slices and planes share the scratch-copy and BatchNorm
+machinery that keeps the caller's models untouched.
+
 Three evaluations, all on scratch copies of the models (the models passed in
 are never modified: parameters, buffers and train/eval modes stay bitwise
 what they were):

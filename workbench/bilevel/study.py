@@ -35,7 +35,9 @@ are exported from the journal after every repetition. :func:`study_folder` gives
 settings its own folder. Progress callbacks that raise are disabled with a warning.
 
 Datasets: ``digits`` (scikit-learn's 8×8 digits, 0 vs 8: 352 images, so the paper's
-512/171 split is scaled down, see :func:`paper_settings`), ``mnist`` (0 vs 8) and
+512/171 split is scaled down, see :func:`paper_settings`), ``mnist-10k`` (the shipped
+MNIST test images, 0 vs 8: the paper's 1,954 test images, split 512/171 with the 1,271 left
+over as the fixed test set; the preset is :mod:`workbench.bilevel.mnist`), ``mnist`` (0 vs 8) and
 ``fashion-mnist`` (T-shirt vs pullover) through :func:`workbench.data.load_data` when their
 files are present (official test files as the fixed test set; with only MNIST's t10k files,
 a fixed seeded hold-out of the pool).

@@ -1,5 +1,8 @@
 """Sharpness-aware poisoning studies: the four-way comparison and the Table 4.1 search.
 
+Over 700 lines, kept whole: the comparison and the Table 4.1 search share their run folders, journals and
+definition binding.
+
 Source: [Murphy 2025, Ch. 4] (§4.2: the poisoning hyperparameter search of
 Table 4.1 judged by the Fig. 4.1 ratios; Tables 4.3-4.4: test accuracy, mean ±
 standard error over 5 seeds) and Ch. 5 (the LeNet-5/MNIST analysis, Figs. 5.1-5.10).

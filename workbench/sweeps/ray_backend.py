@@ -1,5 +1,8 @@
 """The Ray Tune backend of :func:`workbench.sweeps.run_study` (``backend: ray``).
 
+Over 700 lines, kept whole: Tune's trial function, driver callbacks and per-trial recording share one study's
+state; joining an existing cluster lives in :mod:`workbench.sweeps.ray_cluster`.
+
 Every Ray trial trains through the workbench's own code (:func:`workbench.engine.execute_trial`,
 i.e. :class:`workbench.training.Trainer` on ``study.config_for(params, seed)``)
 with one torch thread and writes an ordinary run folder under

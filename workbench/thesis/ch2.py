@@ -1,5 +1,8 @@
 """Chapter 2 of the thesis: fast adversarial training, gradient alignment and GradAlign.
 
+Over 700 lines, kept whole: one module per thesis chapter, so that a figure's code, its criterion and its
+registry entry read together with the chapter.
+
 Source: [Andriushchenko 2024, Ch. 2] (PhD thesis; section, equation and figure numbers below refer to
 it). Everything here is core code (torch / numpy /
 pandas); figures are built by :mod:`workbench.viz.thesis_adv`.

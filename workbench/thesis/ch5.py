@@ -1,5 +1,8 @@
 """Chapter 5 reproductions — "Towards understanding sharpness-aware minimization" [Andriushchenko 2024, Ch. 5].
 
+Over 700 lines, kept whole: one module per thesis chapter, so that a figure's code, its criterion and its
+registry entry read together with the chapter.
+
 Section, equation and figure numbers below refer to that thesis.
 
 Registered in :mod:`workbench.thesis.registry` (figures: :mod:`workbench.viz.thesis_sam`):

@@ -1,5 +1,9 @@
 """Chapter 6 of the thesis: SGD with large step sizes learns sparse features.
 
+Over 700 lines, kept whole: one module per thesis chapter, so that a figure's code, its criterion and its
+registry entry read together with the chapter (sections below: schedules, diagonal nets, the quadratic toy,
+1-D ReLU regression, teacher–student nets, SDE, registry).
+
 Source: [Andriushchenko 2024, Ch. 6] (section, equation and figure numbers below refer to it). The
 thesis gives no numeric step sizes for its toy experiments; every η, decay factor and warm-up factor below is
 from the public code ``tml-epfl/sgd-sparse-features`` and is a parameter.

@@ -1,5 +1,8 @@
 """The training engine: SGD / Adam / SAM / ASAM / m-SAM on any registered model and dataset.
 
+Over 700 lines, kept whole: the step loop, checkpointing, resume, defenses and the plugin hooks all act on one
+Trainer's state; the plugin base classes (Probe, Stepper) sit here so their contract is read next to it.
+
 :class:`Trainer` runs one :class:`~workbench.config.RunConfig`, writes the run
 folder as it goes (``metrics.jsonl`` flushed per record, atomic checkpoints,
 ``status.json``) and emits events (:mod:`workbench.training.events`) to

@@ -1,5 +1,8 @@
 """PoisonPanel: craft a sharpness-aware poison S′ = S + Δ from a notebook and watch it form.
 
+Over 700 lines, kept whole: the widgets of one panel and their callbacks share the panel's state; the figures
+it shows are built in :mod:`workbench.viz`.
+
 Thin wiring over :func:`workbench.poisoning.craft_poison` ([Murphy 2025,
 Ch. 3]): the widgets build a SAM :class:`~workbench.config.RunConfig` and a
 :class:`~workbench.poisoning.PoisonConfig` (invalid settings go to the status

@@ -1,5 +1,8 @@
 """SweepPanel: define a study from widgets, run it in the background, watch its trials fill in.
 
+Over 700 lines, kept whole: the widgets of one panel and their callbacks share the panel's state; the figures
+it shows are built in :mod:`workbench.viz.sweeps`.
+
 Thin wiring over :mod:`workbench.sweeps`: the widgets build a
 :class:`~workbench.sweeps.StudyConfig` (validation errors go to the status
 line), :func:`~workbench.sweeps.run_study` runs it on a background thread and
