@@ -38,7 +38,6 @@ import socket
 import threading
 import time
 import traceback
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +54,7 @@ from ..optim import SAM, build_optimizer, build_scheduler, sam_step
 from ..runs import Run, RunLock, load_checkpoint
 from .device import resolve_device, seed_everything, set_deterministic
 from .evaluate import evaluate
-from .events import EpochEnd, ProbeResult, RunEnded, RunStarted, StatusChanged, StepEnd
+from .events import CallbackList, EpochEnd, ProbeResult, RunEnded, RunStarted, StatusChanged, StepEnd
 
 if TYPE_CHECKING:
     from ..data import IndexedTensorDataset
@@ -214,7 +213,7 @@ class Trainer:
         if not isinstance(config, RunConfig):
             raise TypeError(f"config must be a RunConfig, got {type(config).__name__}")
         self.config = config
-        self._callbacks = list(callbacks)
+        self._callbacks = CallbackList(callbacks, what="training")  # the workbench's one error policy
         self.probes = list(probes)
         self.stepper = stepper if stepper is not None else Stepper()
         self._custom_stepper = stepper is not None
@@ -428,16 +427,8 @@ class Trainer:
 
     # -------------------------------------------------------------- events
     def _emit(self, event) -> None:
-        for fn in list(self._callbacks):
-            try:
-                fn(event)
-            except Exception as e:  # a broken callback must not kill training
-                warnings.warn(f"training callback {fn!r} raised {type(e).__name__}: {e}; it is disabled",
-                              RuntimeWarning, stacklevel=2)
-                try:
-                    self._callbacks.remove(fn)
-                except ValueError:
-                    pass
+        # a callback that raises is disabled with a warning naming it (CallbackList), training goes on
+        self._callbacks(event)
 
     def _set_status(self, status: str, **info) -> None:
         self.status = status
