@@ -12,6 +12,7 @@ import urllib.request
 from pathlib import Path
 
 import nbformat
+import psutil
 import pytest
 
 from workbench.app.estimate import estimate_training, format_duration, probe_training
@@ -152,7 +153,14 @@ def test_the_kernel_of_a_closed_page_is_shut_down(tmp_path):
     extra = ["--MappingKernelManager.cull_idle_timeout=2", "--MappingKernelManager.cull_interval=1"]
     with serve(env=env, log=tmp_path / "voila.log", extra=extra) as srv:
         def kernels():
-            return [c for c in _children(srv.proc.pid) if "ipykernel" in " ".join(c.cmdline())]
+            out = []
+            for c in _children(srv.proc.pid):
+                try:
+                    if c.status() != psutil.STATUS_ZOMBIE and "ipykernel" in " ".join(c.cmdline()):
+                        out.append(c)
+                except psutil.Error:  # it ended (or is a zombie) between listing and reading: not a live kernel
+                    pass
+            return out
 
         status, _ = _get(srv.landing_url)   # the page is read and closed: no browser keeps its kernel connected
         assert status == 200 and len(kernels()) == 1, srv.log_tail()
