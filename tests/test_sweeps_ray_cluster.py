@@ -133,6 +133,7 @@ def cluster(tmp_path_factory, monkeypatch_module):
                     num_cpus=1, node_ip_address="127.0.0.1", include_dashboard=False, dashboard_host="127.0.0.1",
                     _system_config=HEALTH))
                 worker = c.add_node(num_cpus=1, node_ip_address="127.0.0.1", temp_dir=str(worker_tmp))
+                c.wait_for_nodes()  # both nodes registered with the GCS before any study schedules a trial
             break
         except Exception as e:  # noqa: BLE001 - Ray raises plain Exception here
             err = e
