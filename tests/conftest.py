@@ -37,3 +37,20 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+_SLOW_LIST = Path(__file__).with_name("slow_tests.txt")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests listed in ``tests/slow_tests.txt`` (measured at 2 s or more) ``slow``.
+
+    ``make test-fast`` (``-m "not slow and not browser"``) then stays under 3 minutes on 2 cores; ``make test``
+    runs every test. Tests decorated ``@pytest.mark.slow`` are slow whether listed or not.
+    """
+    if not _SLOW_LIST.is_file():
+        return
+    listed = {ln.strip() for ln in _SLOW_LIST.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
+    for item in items:
+        if item.nodeid in listed:
+            item.add_marker(pytest.mark.slow)
