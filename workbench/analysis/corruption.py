@@ -313,6 +313,6 @@ def headline(r: CorruptionResult, extra=()) -> dict:
     """
     row = {"base_loss": float(r.base_loss), "base_acc": float(r.base_acc)}
     for n, gi, ri in zip(np.asarray(r.sizes), r.gradient_increase, r.random_increase_mean):
-        row[f"n={int(n)}: gradient"] = float(gi)
-        row[f"n={int(n)}: random"] = float(ri)
+        row[f"gradient n={int(n)}"] = float(gi)
+        row[f"random n={int(n)}"] = float(ri)
     return row

@@ -339,7 +339,7 @@ def corruption_figure(runs: Mapping[str, tuple], *, budget: str = "", theme: str
     Args:
         runs: ``{label: (sizes, gradient_increase, random_mean, random_std)}``: ``sizes`` the numbers ``n``
             of corrupted weights, the others loss increases in nats (``random_std`` may be ``None``).
-        budget: the budget in words for the y label, e.g. ``"‖a‖₂ = 0.5"``.
+        budget: the budget in words for the title, e.g. ``"‖a‖₂ = 0.5"``.
         theme: ``"screen"`` or ``"paper"`` (:func:`~workbench.viz.theme.apply_theme`).
         title: figure title (default: a descriptive one).
         log_y: logarithmic loss-increase axis (non-positive values are not drawn).
@@ -362,9 +362,11 @@ def corruption_figure(runs: Mapping[str, tuple], *, budget: str = "", theme: str
                                  marker=dict(size=7, symbol="circle-open")))
     fig.update_xaxes(title_text="corrupted weights n", type="category", categoryorder="array",
                      categoryarray=[str(n) for n in order])
-    ylabel = "loss increase L(w + a) − L(w) (nats)"
-    fig.update_yaxes(title_text=ylabel + (f", {budget}" if budget else ""), type="log" if log_y else "linear")
-    return _finish(fig, theme, title, "Parameter corruption: loss increase vs corruption size")
+    # a short axis title (a long one runs off the plot); the budget goes into the title
+    fig.update_yaxes(title_text="loss increase (nats)",
+                     type="log" if log_y else "linear")
+    default = "Parameter corruption: loss increase L(w + a) − L(w)" + (f", {budget}" if budget else "")
+    return _finish(fig, theme, title, default)
 
 
 _NORM_TEXT = {"l2": "‖a‖₂", "linf": "‖a‖∞", "l1": "‖a‖₁"}
