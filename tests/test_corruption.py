@@ -166,7 +166,7 @@ def test_the_corruption_analysis_in_analyze_cli_panel_tables_and_figures(run, tm
     assert row["gradient n=100"] == pytest.approx(float(r.gradient_increase[2])) and "random n=10" in row
     fig = result_figure("corruption", [out])
     assert [t.name.split(" · ")[1] for t in fig.data] == ["gradient-based", "random"]
-    assert list(fig.data[0].x) == ["0", "10", "100"] and "‖a‖₂ = 0.5" in fig.layout.yaxis.title.text
+    assert list(fig.data[0].x) == ["0", "10", "100"] and "‖a‖₂ = 0.5" in fig.layout.title.text
     live = progress_figure("corruption", reports[-1].data)
     assert "computing" in live.layout.title.text and len(live.data) == 2
     with pytest.raises(ValueError, match="corruption.norm"):
