@@ -8,6 +8,8 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.workbench-installed
 PORT   ?= 8888
 PYTEST_ARGS ?=
+# test processes (pytest-xdist; each test file stays in one process, so its fixtures and order hold)
+TEST_WORKERS ?= 2
 
 APP_PORT ?= 8866
 
@@ -26,11 +28,11 @@ lab: $(STAMP)
 	"$(BIN)/workbench" lab --port $(PORT)
 
 test: $(STAMP)
-	"$(BIN)/python" -m pytest $(PYTEST_ARGS)
+	"$(BIN)/python" -m pytest -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 # the fast tier: everything not marked slow or browser (under 3 minutes on 2 cores)
 test-fast: $(STAMP)
-	"$(BIN)/python" -m pytest -m "not slow and not browser" $(PYTEST_ARGS)
+	"$(BIN)/python" -m pytest -n $(TEST_WORKERS) --dist loadfile -m "not slow and not browser" $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	"$(BIN)/ruff" check workbench tests benchmarks

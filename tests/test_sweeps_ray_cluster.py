@@ -13,7 +13,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -117,7 +119,9 @@ def cluster(tmp_path_factory, monkeypatch_module):
 
     if ray.is_initialized():
         pytest.skip("a Ray session is already running in this process")
-    worker_tmp = tmp_path_factory.mktemp("node2")
+    # Ray puts Unix sockets under the node's temp folder, and a socket path may not exceed 107 bytes: a short
+    # folder directly under the system temp folder (pytest's, e.g. under pytest-xdist, can be too deep)
+    worker_tmp = Path(tempfile.mkdtemp(prefix="wbnode2-"))
     # Cluster records its address in /tmp/ray/ray_current_cluster "for convenience in unit testing": every
     # plain ray.init() on this machine (other test runs, other users) would then join this cluster instead of
     # starting its own. The tests give the address explicitly: never write it.
@@ -153,6 +157,7 @@ def cluster(tmp_path_factory, monkeypatch_module):
     import psutil
 
     gone, alive = psutil.wait_procs(procs, timeout=20)
+    shutil.rmtree(worker_tmp, ignore_errors=True)
     assert not alive, [(p.pid, p.name()) for p in alive]  # no Ray process outlives the tests
 
 
