@@ -137,8 +137,12 @@ def test_train_run_stops_on_the_study_signal_and_resumes(tmp_path):
 
 
 def test_study_modules_import_no_viz_ui_or_plotting():
+    # the study modules and the core (config, data, models, optim, training, runs, analysis) import no UI or figures
     mods = ["workbench.engine", "workbench.poisoning.study", "workbench.targeted.study", "workbench.bilevel.study",
-            "workbench.sweeps.runner", "workbench.sweeps.ray_backend"]
+            "workbench.sweeps.runner", "workbench.sweeps.ray_backend", "workbench.config", "workbench.data",
+            "workbench.models", "workbench.optim", "workbench.training", "workbench.runs", "workbench.analysis",
+            "workbench.analysis.tasks", "workbench.analysis.curvature", "workbench.analysis.corruption",
+            "workbench.analysis_registry"]
     code = (f"import sys; import {', '.join(mods)}; bad = [m for m in sys.modules if m.startswith(("
             "'workbench.viz', 'workbench.ui', 'workbench.app', 'plotly', 'ipywidgets'))]; print(bad); "
             "sys.exit(1 if bad else 0)")
