@@ -58,7 +58,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from ..runs.store import CheckpointError, atomic_write_bytes, load_checkpoint
+from ..runs.store import CheckpointError, atomic_write_bytes, file_sha256, load_checkpoint
 from .tour import PACK_INDEX, TourSettings, prepare
 
 __all__ = ["PACK_FORMAT", "PACK_VERSION", "MAX_BYTES", "MAX_FILES", "PackError", "build_pack", "load_pack",
@@ -135,14 +135,6 @@ def _inside(root: Path, name: str) -> Path:
     if real != dst and not real.is_relative_to(root):
         raise PackError(f"{str(dst)!r} already exists and points outside the runs folder {str(root)!r}")
     return dst
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _write_json(path: Path, obj) -> None:
@@ -463,7 +455,7 @@ def _run_files(run: Path) -> dict[str, dict]:
                 from None
         p = run / rel
         st = p.stat()
-        out[rel] = {"size": st.st_size, "sha256": _sha256(p), "mtime_ns": st.st_mtime_ns}
+        out[rel] = {"size": st.st_size, "sha256": file_sha256(p), "mtime_ns": st.st_mtime_ns}
     return out
 
 

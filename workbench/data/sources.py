@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from workbench.config import DataConfig
+from workbench.runs.store import file_sha256
 
 __all__ = [
     "RawDataset",
@@ -279,16 +280,6 @@ def mnist10k_dir() -> Path:
     return Path(__file__).resolve().parent / "mnist10k"
 
 
-def _sha256(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def read_mnist10k(cfg: DataConfig, folder: Path | None = None) -> RawDataset:
     """The real MNIST test set shipped with the package: 10,000 images ``uint8 [N, 1, 28, 28]``, labels 0-9.
 
@@ -316,7 +307,7 @@ def read_mnist10k(cfg: DataConfig, folder: Path | None = None) -> RawDataset:
         if not path.is_file():
             raise FileNotFoundError(f"mnist-10k: {path} is missing: the package data of workbench is incomplete; "
                                     "reinstall the package (pip install --force-reinstall .)")
-        got = _sha256(path)
+        got = file_sha256(path)
         if got != expected:
             raise ValueError(f"mnist-10k: {path} has SHA-256 {got}, expected {expected}: the file is corrupted or "
                              "was replaced; reinstall the package")

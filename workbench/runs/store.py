@@ -56,7 +56,7 @@ from . import logs as _logs
 from .logs import LogError, read_jsonl
 
 __all__ = ["effective_status", "dedupe_records", "Run", "RunData", "CheckpointError", "CorruptRunError", "RunLockedError", "list_runs",
-           "load_run", "load_runs", "run_folders", "is_run_folder", "atomic_write_bytes", "atomic_torch_save",
+           "load_run", "load_runs", "run_folders", "is_run_folder", "atomic_write_bytes", "atomic_torch_save", "file_sha256",
            "load_checkpoint", "STATUSES"]
 
 STATUSES = ("created", "running", "paused", "finished", "stopped", "diverged", "failed")
@@ -113,6 +113,17 @@ def _fsync_dir(path: Path) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def file_sha256(path: str | Path) -> str:
+    """The SHA-256 of a file's bytes as 64 hex digits, read in 1 MiB chunks (packs, the bundled MNIST files)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
