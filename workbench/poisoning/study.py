@@ -263,6 +263,33 @@ class _Study:
         self.done += 1
         self.emit("skipped", prev)
 
+    @staticmethod
+    def finished(rec: dict | None, need: str = "run_path") -> bool:
+        """Whether ``rec`` is a finished record whose ``need`` path (run folder, poison file) still exists."""
+        return bool(rec and rec.get("status") in DONE and rec.get(need) and Path(rec[need]).exists())
+
+    def run_variants(self, cfgs: dict[str, RunConfig], seed: int, *, skip: tuple[str, ...] = ()) -> tuple[int, bool]:
+        """Train one seed's variants (``cfgs``: variant -> config) in order, skipping finished ones.
+
+        Returns:
+            ``(skipped, stopped)``: how many were already finished, and whether the study stopped.
+        """
+        skipped = 0
+        for key, cfg in cfgs.items():
+            if key in skip:
+                continue
+            prev = self.latest.get(("trial", key, seed))
+            if self.finished(prev):
+                skipped += 1
+                self.skip(prev)
+                continue
+            if self.stopping():
+                return skipped, True
+            rec = self.run({"kind": "trial", "variant": key, "label": VARIANTS[key], "seed": seed}, cfg, prev)
+            if rec["status"] == "stopped":
+                return skipped, True
+        return skipped, False
+
     def run(self, head: dict, cfg: RunConfig, prev: dict | None, *, poison: PoisonConfig | None = None) -> dict:
         """Train (or resume) one run of the study, recorded ``running`` as it starts and again as it ends.
 
@@ -599,21 +626,10 @@ def compare_poison(base_cfg: RunConfig, poison_cfg: PoisonConfig | None = None, 
     if status == "finished":
         for seed in seeds:
             cfgs = variant_configs(base_cfg, seed, poison_path=poison_path, noise_path=noise_path, root=runs_dir)
-            for key, cfg in cfgs.items():
-                prev = latest.get(("trial", key, seed))
-                if prev is not None and prev.get("status") in DONE and prev.get("run_path") and \
-                        Path(prev["run_path"]).is_dir():
-                    skipped += 1
-                    study.skip(prev)
-                    continue
-                if study.stopping():
-                    status = "stopped"
-                    break
-                rec = study.run({"kind": "trial", "variant": key, "label": VARIANTS[key], "seed": seed}, cfg, prev)
-                if rec["status"] == "stopped":
-                    status = "stopped"
-                    break
-            if status == "stopped":
+            n, stopped = study.run_variants(cfgs, seed)
+            skipped += n
+            if stopped:
+                status = "stopped"
                 break
     trials = _trials_frame(latest, seeds)
     if status == "finished" and not (trials["status"] == "finished").all():
@@ -656,8 +672,7 @@ def _compare_per_seed(study: "_Study", base_cfg: RunConfig, poison_cfg: PoisonCo
     status = "finished"
     study.emit("started", {"path": str(path), "seeds": seeds, "protocol": "per_seed"})
 
-    def finished(rec: dict | None, need: str = "run_path") -> bool:
-        return rec is not None and rec.get("status") in DONE and bool(rec.get(need)) and Path(rec[need]).exists()
+    finished = study.finished
 
     for seed in seeds:
         prev = latest.get(("craft", None, seed))
@@ -686,22 +701,10 @@ def _compare_per_seed(study: "_Study", base_cfg: RunConfig, poison_cfg: PoisonCo
         if not noise_path.is_file():
             save_poison(matched_noise(load_poison(poison_path), seed=int(noise_seed) + seed), noise_path)
         cfgs = variant_configs(base_cfg, seed, poison_path=poison_path, noise_path=noise_path, root=runs_dir)
-        for key, cfg in cfgs.items():
-            if key == "sam_clean":
-                continue
-            prev = latest.get(("trial", key, seed))
-            if finished(prev):
-                skipped += 1
-                study.skip(prev)
-                continue
-            if study.stopping():
-                status = "stopped"
-                break
-            rec = study.run({"kind": "trial", "variant": key, "label": VARIANTS[key], "seed": seed}, cfg, prev)
-            if rec["status"] == "stopped":
-                status = "stopped"
-                break
-        if status == "stopped":
+        n, stopped = study.run_variants(cfgs, seed, skip=("sam_clean",))  # SAM on S is the crafting run itself
+        skipped += n
+        if stopped:
+            status = "stopped"
             break
     trials = _trials_frame(latest, seeds)
     if status == "finished" and not (trials["status"] == "finished").all():
@@ -844,8 +847,7 @@ def poison_search(base_cfg: RunConfig, grid: Mapping[str, Sequence] | None = Non
     study.total, status = 2 * len(todo), "finished"
     study.emit("started", {"path": str(path), "combinations": len(combos), "seeds": seeds})
 
-    def finished(rec: dict | None, need: str) -> bool:
-        return bool(rec and rec.get("status") in DONE and rec.get(need) and Path(rec[need]).exists())
+    finished = study.finished
 
     ids = []
     for params, seed in todo:
