@@ -149,10 +149,11 @@ def _greedy_incremental(S: Tensor, k: int) -> Tensor:
         new = S[:, j]
         rows = torch.nonzero(new > cur).squeeze(1)
         if rows.numel():
-            Sr = S[rows]  # [r, n]
+            Sr = S.index_select(0, rows)  # [r, n]
             old_c, new_c = cur[rows, None], new[rows, None]
-            # F(e|S) = Σ_i max(0, s_ie − cur_i): only rows whose cur_i rose change
-            gains -= (Sr - old_c).clamp_min_(0).sum(0) - (Sr - new_c).clamp_min_(0).sum(0)
+            # F(e|S) = Σ_i max(0, s_ie − cur_i): only rows whose cur_i rose (old → new) change, each by
+            # max(0, s − old) − max(0, s − new) = clamp(s, old, new) − old (one pass instead of two)
+            gains -= (torch.clamp(Sr, min=old_c, max=new_c) - old_c).sum(0)
             cur[rows] = new[rows]
     return torch.tensor(order, dtype=torch.long)
 
