@@ -8,6 +8,13 @@ learning-rate/momentum search under a fixed budget and the final comparison
 (:func:`~workbench.poisoning.fairness.run_fairness`), printing what each step chose and the
 final test-accuracy table. A reduced size, e.g. ``--set train.epochs=3 data.max_train=512
 --initial 3 --budget 2 --seeds 0 1``, runs in minutes on a CPU.
+
+``workbench poison-ch5 [--out DIR] [--results DIR] [--seeds 0 1 2 3 4] [--epochs 30] [--lr 0.001]
+[--data mnist-10k] [--max-train N] [--hessian-seeds ...] [--count 1024] [--threads 1]`` runs (or resumes) the
+LeNet-5 analysis of [Murphy 2025, Ch. 5] (:func:`~workbench.poisoning.ch5.run_ch5`, per-seed protocol), printing
+a line per run, then stores its three results (:func:`~workbench.poisoning.ch5.summarize_ch5`) as
+``<results>/murphy2025/ch5-losses.json``, ``ch5-crafting.json`` and ``ch5-sharpness.json`` for the claims ledger.
+At the report's size (5 seeds × 30 epochs on mnist-10k) it takes about an hour on one CPU core.
 """
 from __future__ import annotations
 
@@ -62,8 +69,52 @@ def cmd_fairness(args) -> int:
     return 0
 
 
+def cmd_ch5(args) -> int:
+    import time
+
+    import torch
+
+    from .ch5 import run_ch5, save_ch5, summarize_ch5
+    from .study import PoisonStudyEvent
+
+    if args.threads < 1:
+        raise ValueError(f"--threads {args.threads} is invalid: give a positive integer")
+    if args.count is not None and args.count < 1:
+        raise ValueError(f"--count {args.count} is invalid: give a positive integer")
+    torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+
+    def report(ev):
+        if isinstance(ev, PoisonStudyEvent) and ev.kind in ("run_ended", "skipped"):
+            r = ev.record
+            what = f"crafting run (SAM) seed {r.get('seed')}" if r.get("kind") == "craft" else \
+                f"{r.get('label')} seed {r.get('seed')}"
+            acc = f", test acc {r['test_acc']:.4f}" if r.get("test_acc") is not None else ""
+            print(f"[{ev.done}/{ev.total}] {what}: {'already finished' if ev.kind == 'skipped' else r['status']}"
+                  f"{acc} ({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    out = Path(args.out) if args.out else Path("runs") / "poison"
+    cmp = run_ch5(out, seeds=args.seeds, data=args.data, lr=args.lr, epochs=args.epochs, max_train=args.max_train,
+                  callbacks=[report])
+    print(f"study {cmp.status}: {cmp.path}", flush=True)
+    if cmp.status != "finished":
+        print("not all runs finished: run the same command again to resume; nothing stored", flush=True)
+        return 130 if cmp.status == "stopped" else 1
+    results = summarize_ch5(cmp, hessian_seeds=args.hessian_seeds, count=args.count,
+                             progress=lambda m: print(f"analysis: {m}", flush=True))
+    cmd = (f"workbench poison-ch5 --seeds {' '.join(map(str, args.seeds))} --epochs {args.epochs} --lr {args.lr:g} "
+           f"--data {args.data} --count {args.count}"
+           + (f" --max-train {args.max_train}" if args.max_train is not None else "")
+           + (f" --hessian-seeds {' '.join(map(str, args.hessian_seeds))}" if args.hessian_seeds else ""))
+    for p in save_ch5(results, Path(args.results) / "murphy2025", command=cmd):
+        print(f"stored {p}")
+    for r in results:
+        print(f"{r.name}: {r.verdict} ({r.verdict_reason})")
+    return 0
+
+
 def add_commands(subparsers) -> None:
-    """Add ``poison-fairness`` to an argparse subparsers object."""
+    """Add ``poison-fairness`` and ``poison-ch5`` to an argparse subparsers object."""
     p = subparsers.add_parser("poison-fairness",
                               help="the fair-comparison protocol of sharpness-aware poisoning (Murphy 2025, §4.2.1)")
     p.add_argument("config", help="base run config (data, model, epochs; lr and momentum are searched)")
@@ -76,3 +127,20 @@ def add_commands(subparsers) -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the final comparison")
     p.add_argument("--out", help="output folder (default <root>/fairness/<data>-<model>)")
     p.set_defaults(fn=cmd_fairness)
+
+    from .ch5 import CH5_EPOCHS, CH5_LR, CH5_SEEDS
+
+    c = subparsers.add_parser("poison-ch5", help="the LeNet-5 analysis of sharpness-aware poisoning (Murphy 2025, "
+                              "Ch. 5, Figs. 5.1-5.10), stored for the claims ledger")
+    c.add_argument("--out", help="parent of the study folder (default runs/poison)")
+    c.add_argument("--results", default="results", help="folder of stored results (default results/)")
+    c.add_argument("--seeds", type=int, nargs="+", default=list(CH5_SEEDS), help="seeds (default 0 1 2 3 4)")
+    c.add_argument("--epochs", type=int, default=CH5_EPOCHS, help="epochs of every run (default 30)")
+    c.add_argument("--lr", type=float, default=CH5_LR, help="SGD/SAM learning rate (default 0.001, the report's)")
+    c.add_argument("--data", default="mnist-10k", help="dataset (default mnist-10k)")
+    c.add_argument("--max-train", type=int, default=None, help="keep only this many training images")
+    c.add_argument("--hessian-seeds", type=int, nargs="+", default=None,
+                   help="seeds of the Hessian and interpolation analyses (default: all)")
+    c.add_argument("--count", type=int, default=1024, help="examples per Hessian / interpolation (default 1024)")
+    c.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    c.set_defaults(fn=cmd_ch5)
