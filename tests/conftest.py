@@ -52,5 +52,5 @@ def pytest_collection_modifyitems(config, items):
         return
     listed = {ln.strip() for ln in _SLOW_LIST.read_text().splitlines() if ln.strip() and not ln.startswith("#")}
     for item in items:
-        if item.nodeid in listed:
+        if item.nodeid in listed or item.nodeid.split("[")[0] in listed:   # a listed name covers all its params
             item.add_marker(pytest.mark.slow)
