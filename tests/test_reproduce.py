@@ -203,3 +203,31 @@ def test_bilevel_records_are_imported_as_two_fig2_results(tmp_path):
     d.to_csv(src / "records.csv", index=False)
     import_bilevel_results(tmp_path)
     assert load_result(tmp_path / "carnerero-cano2021" / "fig2-lambda.json")["verdict"] == "not reproduced"
+
+
+@pytest.mark.parametrize("eps, epic_success, verdict", [(8 / 255, [False] * 20, "reproduced"),
+                                                       (1.0, [False] * 20, "partial"),
+                                                       (8 / 255, [True] * 8 + [False] * 12, "not reproduced")])
+def test_gradient_matching_records_give_table2_and_keep_a_paper_scale_result(tmp_path, eps, epic_success, verdict):
+    from workbench.reproduce.ledger import import_epic_results
+
+    rows = _epic_records("gradient_matching", eps, [True] * 10 + [False] * 10, epic_success)
+    for r in rows:
+        r["scenario"], r["epochs"] = "scratch", 12
+        if r["defense"] != "None":
+            r["defense"] = "EPIC-0.1"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (src / "studies.json").write_text(json.dumps({"dataset": "mnist-10k"}))
+    import_epic_results(tmp_path / "out", source=src)
+    doc = load_result(tmp_path / "out" / "yang2022" / "table2.json")
+    assert doc["verdict"] == verdict, doc["verdict_reason"]
+    assert doc["metrics"]["success_undefended"] == 0.5 and doc["metrics"]["epochs"] == 12
+    row = _row(ledger_rows(tmp_path / "out"), "Table 2")
+    assert row["verdict"] == verdict and _pct_in(doc["metrics"]["success_epic"], row["measured"])
+    # a result that was not imported (a paper-scale GPU run) is never overwritten by the CPU study
+    doc["command"] = "workbench reproduce --paper-scale yang2022-table2"
+    (tmp_path / "out" / "yang2022" / "table2.json").write_text(json.dumps(doc))
+    import_epic_results(tmp_path / "out", source=src)
+    assert load_result(tmp_path / "out" / "yang2022" / "table2.json")["command"].endswith("yang2022-table2")
