@@ -5,6 +5,7 @@ workbench reproduce --report --results R --out F
 workbench reproduce --list                        # the paper-scale configurations
 workbench reproduce --paper-scale NAME [--plan] [--tiny]
 workbench reproduce --store NAME [--size test|full] [--set k=v ...]   # run a thesis reproduction, store it
+workbench reproduce --corruption [--tiny]          # parameter corruption [Sun 2020, Alg. 1-2], LeNet-5 / MNIST
 """
 from __future__ import annotations
 
@@ -23,7 +24,11 @@ def add_commands(subparsers) -> None:
     p.add_argument("--list", action="store_true", help="list the paper-scale configurations with their time")
     p.add_argument("--paper-scale", metavar="NAME", help="run a paper-scale configuration (GPU) and store it")
     p.add_argument("--plan", action="store_true", help="with --paper-scale: print the plan and expected time only")
-    p.add_argument("--tiny", action="store_true", help="with --paper-scale: a tiny CPU check of the same pipeline")
+    p.add_argument("--tiny", action="store_true",
+                   help="with --paper-scale or --corruption: a tiny CPU check of the same pipeline")
+    p.add_argument("--corruption", action="store_true",
+                   help="random vs gradient-based parameter corruption of LeNet-5 trained with SGD and SAM on MNIST "
+                        "(one torch thread, minutes on a CPU); stored in --results")
     p.add_argument("--store", metavar="NAME", help="run thesis reproduction NAME and store its result")
     p.add_argument("--size", default="full", choices=("full", "test"), help="with --store: the size")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="with --store: parameter values")
@@ -37,8 +42,8 @@ def cmd_reproduce(args) -> int:
     from . import paper_scale
     from .ledger import ledger_rows, verdict_counts, write_ledger
 
-    if not (args.report or args.list or args.paper_scale or args.store):
-        raise SystemExit("error: say what to do: --report, --list, --paper-scale NAME or --store NAME")
+    if not (args.report or args.list or args.paper_scale or args.store or args.corruption):
+        raise SystemExit("error: say what to do: --report, --list, --paper-scale NAME, --store NAME or --corruption")
     if args.list:
         for name in paper_scale.CONFIGS:
             print(paper_scale.plan(name))
@@ -60,6 +65,10 @@ def cmd_reproduce(args) -> int:
             print(paper_scale.plan(args.paper_scale, tiny=args.tiny))
         else:
             paper_scale.run_paper_scale(args.paper_scale, tiny=args.tiny, results=args.results)
+    if args.corruption:
+        from .corruption import run_and_store
+
+        run_and_store(args.results, tiny=args.tiny)
     if args.report:
         if args.import_studies:
             from .ledger import import_bilevel_results, import_epic_results

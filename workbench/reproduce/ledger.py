@@ -213,8 +213,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("Anonymous n.d.", "Parameter corruption (Sun 2020)",
           "Gradient-based parameter corruption hurts far more than random corruption of the same size.",
           "qualitative", "ResNet-34 CIFAR-10 / ImageNet", result="anonymous/corruption.json",
-          measured=lambda m: (f"loss change gradient {_num(m.get('loss_change_gradient'))} vs random "
-                              f"{_num(m.get('loss_change_random'))}")),
+          measured=lambda m: (f"n={_num(m.get('headline_n'), '.0f')}, l2 eps={_num(m.get('headline_epsilon'), 'g')}, "
+                              f"SGD: loss change gradient {_num(m.get('loss_change_gradient'))} vs random "
+                              f"{_num(m.get('loss_change_random'))} nats ({_num(m.get('ratio'), '.3g')}x); SAM: "
+                              f"{_num(m.get('loss_change_gradient_sam'))} vs {_num(m.get('loss_change_random_sam'))}; "
+                              f">= 10x every random draw in {_num(m.get('cells_holding'), '.0f')} of "
+                              f"{_num(m.get('cells_tested'), '.0f')} cells (n >= 10), weakest "
+                              f"{_num(m.get('min_ratio_vs_max_random'), '.3g')}x")),
 )
 
 
