@@ -75,3 +75,16 @@ def test_three_steps_under_a_fixed_budget(tmp_path, capsys):
     out = capsys.readouterr().out
     assert f"lr={res.chosen['step3']['lr']:.3g}" in out and f"| {TUNED} |" in out and "| SGD on S′ |" in out
     assert sorted(p.name for p in (tmp_path / "f" / "runs").iterdir()) == before
+
+
+def test_cli_prints_a_line_per_finished_run(tmp_path, capsys):
+    from workbench.cli import main
+
+    cfg = tmp_path / "base.yaml"
+    _base(tmp_path).save(cfg)
+    assert main(["poison-fairness", str(cfg), "--initial", "1", "--budget", "1", "--seeds", "0",
+                 "--poison", "iterations=1", "--grid", "lr=0.01", "--out", str(tmp_path / "f")]) == 0
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("[run ")]
+    # step 1 (1), step 2 (SAM crafting + SGD on its poison), step 3 (1), step 4 (craft, poison, noise, baseline)
+    assert len(lines) >= 7 and lines[0].startswith("[run 1] step1-0: finished, val_acc ")
+    assert all(": finished" in ln and ln.endswith(" s)") for ln in lines)

@@ -41,6 +41,27 @@ def _pairs(items, flag: str) -> dict:
     return out
 
 
+def _fairness_progress():
+    """A callback printing one line per finished run of the protocol (name, status, accuracy, time)."""
+    import time
+
+    from ..training.events import RunEnded, RunStarted
+
+    t0, names, count = time.perf_counter(), {}, [0]
+
+    def report(ev):
+        if isinstance(ev, RunStarted):
+            names[ev.run_id] = ev.name
+        elif isinstance(ev, RunEnded):
+            count[0] += 1
+            m = ev.final_metrics or {}
+            acc = "".join(f", {k} {m[k]:.4f}" for k in ("val_acc", "test_acc") if isinstance(m.get(k), float))
+            print(f"[run {count[0]}] {names.get(ev.run_id, ev.run_id)}: {ev.status}{acc} "
+                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
+
+    return report
+
+
 def cmd_fairness(args) -> int:
     from ..config import RunConfig
     from .fairness import FairnessSettings, run_fairness
@@ -54,7 +75,8 @@ def cmd_fairness(args) -> int:
     grid = {k: [_value(x) for x in v.split(",")] for k, v in _pairs(args.grid, "--grid").items()} or None
     s = FairnessSettings(initial_trials=args.initial, budget=args.budget, seeds=tuple(args.seeds),
                          poison_grid=grid)
-    res = run_fairness(cfg, s, poison_cfg=poison, root=Path(args.out) if args.out else None)
+    res = run_fairness(cfg, s, poison_cfg=poison, root=Path(args.out) if args.out else None,
+                       callbacks=[_fairness_progress()])
     c = res.chosen
     print(f"step 1 (initial search, {s.initial_trials} trials): lr={c['step1']['lr']:.3g} "
           f"momentum={c['step1']['momentum']:.3f}")
