@@ -152,6 +152,7 @@ def _epic_records(attack, eps, undefended, epic, acc_drop=0.0):
     ("gm unresolved", "partial"),
     ("fc not measured", "partial"),
     ("gm costs accuracy", "not reproduced"),
+    ("all unresolved", "not reproduced"),
 ])
 def test_epic_table1_verdict_follows_each_attack(tmp_path, case, verdict):
     from workbench.reproduce.ledger import import_epic_results
@@ -163,7 +164,8 @@ def test_epic_table1_verdict_follows_each_attack(tmp_path, case, verdict):
         if case == "fc not measured" and attack == "feature_collision":
             continue
         eps = 1.0 if (case == "bp crafted at 255/255" and attack == "bullseye_polytope") else 8 / 255
-        u, e = weak if (case == "gm unresolved" and attack == "gradient_matching") else strong
+        u, e = weak if case == "all unresolved" or (case == "gm unresolved" and attack == "gradient_matching") \
+            else strong
         drop = 0.05 if (case == "gm costs accuracy" and attack == "gradient_matching") else 0.0
         rows += _epic_records(attack, eps, u, e, drop)
     src = tmp_path / "src"
@@ -205,13 +207,17 @@ def test_bilevel_records_are_imported_as_two_fig2_results(tmp_path):
     assert load_result(tmp_path / "carnerero-cano2021" / "fig2-lambda.json")["verdict"] == "not reproduced"
 
 
-@pytest.mark.parametrize("eps, epic_success, verdict", [(8 / 255, [False] * 20, "reproduced"),
-                                                       (1.0, [False] * 20, "partial"),
-                                                       (8 / 255, [True] * 8 + [False] * 12, "not reproduced")])
-def test_gradient_matching_records_give_table2_and_keep_a_paper_scale_result(tmp_path, eps, epic_success, verdict):
+@pytest.mark.parametrize("eps, undefended, epic_success, verdict", [
+    (8 / 255, 10, [False] * 20, "reproduced"),
+    (1.0, 10, [False] * 20, "partial"),
+    (8 / 255, 10, [True] * 8 + [False] * 12, "not reproduced"),     # no 5-fold cut
+    (8 / 255, 1, [False] * 20, "not reproduced"),                   # 1/20 -> 0/20: nothing to resolve
+])
+def test_gradient_matching_records_give_table2_and_keep_a_paper_scale_result(tmp_path, eps, undefended, epic_success,
+                                                                             verdict):
     from workbench.reproduce.ledger import import_epic_results
 
-    rows = _epic_records("gradient_matching", eps, [True] * 10 + [False] * 10, epic_success)
+    rows = _epic_records("gradient_matching", eps, [True] * undefended + [False] * (20 - undefended), epic_success)
     for r in rows:
         r["scenario"], r["epochs"] = "scratch", 12
         if r["defense"] != "None":
@@ -223,7 +229,7 @@ def test_gradient_matching_records_give_table2_and_keep_a_paper_scale_result(tmp
     import_epic_results(tmp_path / "out", source=src)
     doc = load_result(tmp_path / "out" / "yang2022" / "table2.json")
     assert doc["verdict"] == verdict, doc["verdict_reason"]
-    assert doc["metrics"]["success_undefended"] == 0.5 and doc["metrics"]["epochs"] == 12
+    assert doc["metrics"]["success_undefended"] == undefended / 20 and doc["metrics"]["epochs"] == 12
     row = _row(ledger_rows(tmp_path / "out"), "Table 2")
     assert row["verdict"] == verdict and _pct_in(doc["metrics"]["success_epic"], row["measured"])
     # a result that was not imported (a paper-scale GPU run) is never overwritten by the CPU study
