@@ -57,6 +57,14 @@ def test_three_steps_under_a_fixed_budget(tmp_path, capsys):
     assert list(res.table["variant"])[0] == TUNED and (res.table["test_acc_n"] == 2).all()
     saved = json.loads((tmp_path / "f" / "fairness.json").read_text())
     assert saved["chosen"] == res.chosen and len(saved["table"]) == len(res.table)
+    # the outcome for the claims ledger: numbers from the per-seed trials
+    from workbench.poisoning.fairness import fairness_result
+
+    rep = fairness_result(res, data="digits", model="mlp", test_count=359)
+    acc = res.trials[res.trials.status == "finished"].pivot_table(index="seed", columns="variant", values="test_acc")
+    assert rep.metrics["diff_poison"] == pytest.approx(float((acc["SGD on S′"] - acc[TUNED]).mean()))
+    assert rep.metrics["seeds"] == 2 and rep.verdict in ("reproduced", "not reproduced")
+    assert (rep.verdict == "reproduced") == (rep.metrics["diff_poison_lo"] > 0) and "95% CI" in rep.verdict_reason
     # resume: nothing is trained again
     before = sorted(p.name for p in (tmp_path / "f" / "runs").iterdir())
     again = run_fairness(_base(tmp_path), s, poison_cfg=PoisonConfig(iterations=1), root=tmp_path / "f")

@@ -88,6 +88,22 @@ def cmd_fairness(args) -> int:
         print(f"| {r['variant']} | {100 * r['test_acc_mean']:.2f} ± {100 * r['test_acc_se']:.2f} | "
               f"{int(r['test_acc_n'])} |")
     print(f"wrote {res.path}")
+    if args.results:
+        from ..data import load_data
+        from ..reproduce.store import save_result
+        from .fairness import fairness_result
+
+        test_count = len(load_data(cfg.data).test)
+        rep = fairness_result(res, data=cfg.data.name, model=cfg.model.name, test_count=test_count)
+        path = Path(args.results) / "murphy2025" / f"fairness-{cfg.data.name}-{cfg.model.name}.json"
+        cmd = (f"workbench poison-fairness {args.config} --initial {s.initial_trials} --budget {s.budget} --seeds "
+               + " ".join(map(str, s.seeds)) + (" --set " + " ".join(args.set) if args.set else "")
+               + (" --poison " + " ".join(args.poison) if args.poison else "")
+               + (" --grid " + " ".join(args.grid) if args.grid else ""))
+        save_result(rep, path, command=cmd, tables={"trials": res.trials.drop(
+            columns=[c for c in res.trials.columns if c.endswith("path")]), "table": res.table})
+        print(f"{rep.verdict}: {rep.verdict_reason}")
+        print(f"stored {path}")
     return 0
 
 
@@ -148,6 +164,8 @@ def add_commands(subparsers) -> None:
     p.add_argument("--budget", type=int, default=4, help="budget B of steps 2 and 3")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="seeds of the final comparison")
     p.add_argument("--out", help="output folder (default <root>/fairness/<data>-<model>)")
+    p.add_argument("--results", help="also store the outcome for the claims ledger in this results folder "
+                   "(<results>/murphy2025/fairness-<data>-<model>.json)")
     p.set_defaults(fn=cmd_fairness)
 
     from .ch5 import CH5_EPOCHS, CH5_LR, CH5_SEEDS

@@ -33,7 +33,7 @@ def _pct(v) -> str:
 
 
 def _pp(v) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:+.2f} pts"
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{round(100 * v, 2) or 0.0:+.2f} pts"
 
 
 def _num(v, fmt=".3g") -> str:
