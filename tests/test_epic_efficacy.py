@@ -22,6 +22,7 @@ from workbench.defenses.efficacy import (
     head_model,
     load_stored_results,
     mcnemar_exact,
+    read_records,
     run_efficacy,
     summarize,
     transfer_features,
@@ -171,3 +172,22 @@ def test_stored_results_are_paired_and_say_how_they_were_run():
         assert g["trials"].nunique() == 1, att            # paired: each defense saw the same targets
         st = next(x for x in meta["studies"] if x["attack"] == att)
         assert st["trials"] == int(g["trials"].iloc[0]) and st["settings"]
+
+
+def test_a_study_folder_refuses_another_definition_but_takes_more_trials_and_defenses(tmp_path):
+    from workbench.engine import SpecMismatchError
+
+    data = load_data(DataConfig(name="digits", split="pooled", max_train=120))
+    model = pretrain(data, epochs=1, seed=0)
+    kw = dict(attack="feature_collision", trials=1, budget=0.05, victim={"epochs": 1},
+              attack_kwargs={"iterations": 2}, defenses=[{"name": "none"}])
+    run_efficacy(EfficacyStudy(**kw), tmp_path / "s", data=data, pretrained=model)
+    # more trials and another defense: the same folder resumes (trial 0's undefended victim is not retrained)
+    more = dict(kw, trials=2, defenses=[{"name": "none"}, {"name": "epic", "budget": 0.2, "period": 1, "warmup": 0}])
+    df = run_efficacy(EfficacyStudy(**more), tmp_path / "s", data=data, pretrained=model)
+    assert len(df) == 4 and len(read_records(tmp_path / "s")) == 4
+    # another budget would reuse poisons crafted for the old one: refused, nothing written
+    before = (tmp_path / "s" / "records.jsonl").read_bytes()
+    with pytest.raises(SpecMismatchError):
+        run_efficacy(EfficacyStudy(**dict(kw, budget=0.1)), tmp_path / "s", data=data, pretrained=model)
+    assert (tmp_path / "s" / "records.jsonl").read_bytes() == before

@@ -135,14 +135,14 @@ def test_epic_study_records_are_imported_as_the_table1_result(tmp_path):
     assert row["verdict"] == doc["verdict"]
 
 
-def _epic_records(attack, eps, undefended, epic, acc_drop=0.0):
+def _epic_records(attack, eps, undefended, epic, acc_drop=0.0, budget=0.01):
     rows = []
     for t, (u, e) in enumerate(zip(undefended, epic)):
         for lab, ok, acc in (("None", u, 0.98), ("EPIC-0.2", e, 0.98 - acc_drop)):
             rows.append({"dataset": "mnist-10k", "attack": attack, "scenario": "transfer", "trial": t,
                          "defense": lab, "success": bool(ok), "clean_success": False, "test_acc": acc,
                          "dropped": 10 if lab != "None" else 0, "poisons_dropped": 0, "poisons": 70,
-                         "clean_dropped": 0, "linf": eps, "train_seconds": 1.0, "epsilon": eps})
+                         "clean_dropped": 0, "linf": eps, "train_seconds": 1.0, "epsilon": eps, "budget": budget})
     return rows
 
 
@@ -153,6 +153,7 @@ def _epic_records(attack, eps, undefended, epic, acc_drop=0.0):
     ("fc not measured", "partial"),
     ("gm costs accuracy", "not reproduced"),
     ("all unresolved", "not reproduced"),
+    ("gm also at 5 % poisons, where epic fails", "reproduced"),    # the paper's 1 % rows decide
 ])
 def test_epic_table1_verdict_follows_each_attack(tmp_path, case, verdict):
     from workbench.reproduce.ledger import import_epic_results
@@ -168,6 +169,9 @@ def test_epic_table1_verdict_follows_each_attack(tmp_path, case, verdict):
             else strong
         drop = 0.05 if (case == "gm costs accuracy" and attack == "gradient_matching") else 0.0
         rows += _epic_records(attack, eps, u, e, drop)
+    if case.startswith("gm also at 5 %"):
+        rows += _epic_records("gradient_matching", 8 / 255, [True] * 10 + [False] * 10, [True] * 10 + [False] * 10,
+                              budget=0.05)
     src = tmp_path / "src"
     src.mkdir()
     (src / "records.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -270,13 +270,13 @@ def _t_interval(v: pd.Series, level: float = 0.95) -> tuple[float, float, float]
 
 
 # ------------------------------------------------------------------ records
-_RECORD_KEY = ("dataset", "attack", "scenario", "trial", "defense")
+_RECORD_KEY = ("dataset", "attack", "scenario", "budget", "trial", "defense")
 
 
 def _journal(root: str | Path):
     """The study's journal ``records.jsonl`` (:class:`workbench.engine.Journal`).
 
-    Key: (dataset, attack, scenario, trial, defense).
+    Key: (dataset, attack, scenario, budget, trial, defense).
     """
     from ..engine import Journal
 
@@ -284,7 +284,7 @@ def _journal(root: str | Path):
 
 
 def read_records(root: str | Path) -> pd.DataFrame:
-    """The records of a study folder (``records.jsonl``), latest per (dataset, attack, scenario, trial, defense).
+    """A study folder's records (``records.jsonl``), latest per (dataset, attack, scenario, budget, trial, defense).
 
     Torn lines (a killed study) are skipped.
     """
@@ -344,7 +344,13 @@ def run_efficacy(study: EfficacyStudy, root: str | Path | None = None, *, data=N
         have = set(zip(mine["trial"], mine["defense"]))
         rows = mine.to_dict("records")
     if root is not None:
+        from ..engine import bind_spec
+
         root.mkdir(parents=True, exist_ok=True)
+        # the folder's poisons and records are valid only for this definition; more trials or defenses may be added
+        bind_spec(root / "spec.json", {k: v for k, v in study.to_dict().items() if k not in ("trials", "defenses")},
+                  what="EPIC efficacy study", hint="attack, dataset, scenario, budget, epsilon, attack settings, "
+                  "victim, pretraining, seed and max_train (trials and defenses may change)")
         atomic_write_bytes(root / "study.json", (json.dumps(study.to_dict(), indent=1) + "\n").encode())
     model_cfg = ModelConfig(name="lenet5")
     if pretrained is None:
@@ -445,19 +451,20 @@ _SCENARIO_LABELS = {"scratch": "From-scratch", "transfer": "Transfer", "finetune
 
 
 def summarize(df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
-    """One row per (dataset, attack, scenario, defense), numbers as fractions / counts.
+    """One row per (dataset, attack, scenario, budget, defense), numbers as fractions / counts.
 
-    Columns: dataset, attack, scenario, defense, trials, successes, success, success_lo, success_hi
-    (Wilson interval at ``level``), p_vs_none (exact McNemar against the undefended victim on the
-    same trials; NaN for the undefended row), clean_success (target already misclassified as y_adv
-    without poisons), test_acc, test_acc_lo, test_acc_hi (t-interval), dropped, poisons_dropped
-    (mean counts per victim), poisons (per trial), clean_dropped, linf (largest |Δ|, pixel scale),
-    train_seconds (mean victim wall time).
+    Columns: dataset, attack, scenario, budget (poisons as a fraction of the training set), defense, trials,
+    successes, success, success_lo, success_hi (Wilson interval at ``level``), p_vs_none (exact McNemar
+    against the undefended victim on the same trials; NaN for the undefended row), clean_success (target
+    already misclassified as y_adv without poisons), test_acc, test_acc_lo, test_acc_hi (t-interval),
+    dropped, poisons_dropped (mean counts per victim), poisons (per trial), clean_dropped, linf (largest
+    |Δ|, pixel scale), train_seconds (mean victim wall time).
     """
     if df.empty:
         return pd.DataFrame()
     out = []
-    for (ds, att, sc), g in df.groupby(["dataset", "attack", "scenario"], sort=False):
+    df = df.assign(budget=df["budget"]) if "budget" in df else df.assign(budget=float("nan"))
+    for (ds, att, sc, bud), g in df.groupby(["dataset", "attack", "scenario", "budget"], sort=False, dropna=False):
         none = g[g["defense"] == "None"].set_index("trial")["success"]
         for lab, h in g.groupby("defense", sort=False):
             k, n = int(h["success"].sum()), len(h)
@@ -468,7 +475,8 @@ def summarize(df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
             else:
                 common = h.set_index("trial")["success"].index.intersection(none.index)
                 p = mcnemar_exact(none.loc[common].to_numpy(), h.set_index("trial")["success"].loc[common].to_numpy())
-            out.append({"dataset": ds, "attack": att, "scenario": sc, "defense": lab, "trials": n, "successes": k,
+            out.append({"dataset": ds, "attack": att, "scenario": sc, "budget": float(bud), "defense": lab,
+                        "trials": n, "successes": k,
                         "success": k / n, "success_lo": lo, "success_hi": hi, "p_vs_none": p,
                         "clean_success": float(h["clean_success"].mean()), "test_acc": acc, "test_acc_lo": alo,
                         "test_acc_hi": ahi, "dropped": float(h["dropped"].mean()),
@@ -488,7 +496,9 @@ def efficacy_table(df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     def f(r):
         p = "–" if r["p_vs_none"] != r["p_vs_none"] else f"{r['p_vs_none']:.2g}"
         return {"Attack": _ATTACK_LABELS.get(r["attack"], r["attack"]),
-                "Scenario": _SCENARIO_LABELS.get(r["scenario"], r["scenario"]), "Defense": r["defense"],
+                "Scenario": _SCENARIO_LABELS.get(r["scenario"], r["scenario"]),
+                "Poisons": "–" if r["budget"] != r["budget"] else f"{100 * r['budget']:g} %",
+                "Defense": r["defense"],
                 f"Attack success [{pct}% Wilson]": f"{r['successes']}/{r['trials']} = {100 * r['success']:.0f}% "
                                                    f"[{100 * r['success_lo']:.0f}, {100 * r['success_hi']:.0f}]",
                 "p vs none (McNemar)": p,
