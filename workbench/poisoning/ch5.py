@@ -218,9 +218,10 @@ def _verdict(holds: dict[str, bool], scale: str) -> tuple[str, str]:
     bad = [k for k, v in holds.items() if not v]
     if not ok:
         return "not reproduced", f"none of {', '.join(bad)} holds ({scale})"
+    verb = "holds" if len(ok) == 1 else "hold"
     if not bad:
-        return "partial", f"{', '.join(ok)} hold, but at a reduced scale ({scale}), so at most partial"
-    return "partial", f"{', '.join(ok)} hold; {', '.join(bad)} do not ({scale})"
+        return "partial", f"{', '.join(ok)} {verb}, but at a reduced scale ({scale}), so at most partial"
+    return "partial", f"{', '.join(ok)} {verb}; {', '.join(bad)} {'does' if len(bad) == 1 else 'do'} not ({scale})"
 
 
 def _settings(cmp, seeds: list[int]) -> dict:
@@ -294,7 +295,8 @@ def _losses(cmp, seeds: list[int], scale: str) -> Ch5Result:
     acc = "; ".join(f"{VAR[k]} {100 * m[f'test_acc_{s}']:.2f} ± {100 * m[f'test_acc_{s}_se']:.2f} %"
                     for k, s in _SHORT.items())
     measured = (
-        f"Test accuracy (mean ± s.e. over {len(seeds)} seeds, {int(m['n_test'])} test images, one image = "
+        f"Test accuracy (mean ± s.e. over {len(seeds)} seed{'s' if len(seeds) != 1 else ''}, "
+        f"{int(m['n_test'])} test images, one image = "
         f"{one:.2f} points): {acc}. Paired by seed (95 % t-interval, points): poison − clean "
         f"{_ci_text(diffs['sgd_clean'], 100, '+.2f')}, poison − noise {_ci_text(diffs['sgd_noise'], 100, '+.2f')}, "
         f"poison − SAM {_ci_text(diffs['sam_clean'], 100, '+.2f')}. Validation loss, final (minimum, at epoch): "
@@ -398,7 +400,8 @@ def _crafting(cmp, seeds: list[int], scale: str) -> Ch5Result:
     verdict, why = _verdict(holds, scale)
     dk = sorted(drift["frozen_after_epoch"].unique().tolist()) if len(drift) else []
     measured = (
-        f"Means over {len(seeds)} crafting runs (one per seed). Fig. 5.2: ‖Δ‖_F {m['frob_first']:.1f} after epoch 1 "
+        f"Means over {len(seeds)} crafting run{'s' if len(seeds) != 1 else ''} (one per seed). "
+        f"Fig. 5.2: ‖Δ‖_F {m['frob_first']:.1f} after epoch 1 "
         f"→ {m['frob_saved']:.1f} ± {m['frob_saved_se']:.1f} at the end ({100 * m['frob_relative']:.1f} % of the clean "
         f"inputs' norm), increasing in {100 * m['frob_increasing']:.0f} % of the epochs. Figs. 5.5/5.6: 5 inner "
         f"iterations lower a batch's 𝓑 from {m['b_before']:.4f} to {m['b_after']:.4f}; epoch means of 𝓑 (before "
@@ -471,13 +474,15 @@ def _sharpness(cmp, seeds: list[int], hessian_seeds: list[int], scale: str, *, k
     holds = {"Fig. 5.9 (no significant change of λ₁ on the same clean test images)": same,
              "Fig. 5.10 (one basin: no loss barrier ≥ 0.01 between the minima)": no_barrier}
     verdict, why = _verdict(holds, scale)
+    tr_ci = (m["train_lambda1_diff"], m["train_lambda1_diff_lo"], m["train_lambda1_diff_hi"])
+    why += (f"; λ₁ poison − clean on each run's own training data {_ci_text(tr_ci, 1, '+.2f')}, on the same clean "
+            f"test images {_ci_text(test_ci, 1, '+.2f')}")
     if len(hessian_seeds) < 2:
         why += "; one seed gives no interval for the eigenvalues"
-    tr_ci = (m["train_lambda1_diff"], m["train_lambda1_diff_lo"], m["train_lambda1_diff_hi"])
     n = int(m["hessian_count"]) if math.isfinite(m["hessian_count"]) else 0
     measured = (
         f"Top-{k} Hessian eigenvalues (Lanczos, {n} examples, seeds {', '.join(map(str, hessian_seeds))}, means): on "
-        f"each run's own training data λ₁..λ{k} clean "
+        f"each run's own training data λ₁, …, λ_{k} clean "
         + ", ".join(f"{m[f'train_lambda{i}_clean']:.2f}" for i in range(1, k + 1)) + " vs poison "
         + ", ".join(f"{m[f'train_lambda{i}_poison']:.2f}" for i in range(1, k + 1))
         + f" (λ₁ poison − clean {_ci_text(tr_ci, 1, '+.2f')}); on the same clean test images clean "

@@ -68,6 +68,11 @@ class Claim:
     paper_scale_config: str | None = None
 
 
+def _ci_of(m: dict, key: str, fmt: str = "+.4f") -> str:
+    """``"value [lo, hi]"`` of metric ``key`` and its ``key_lo`` / ``key_hi`` interval."""
+    return f"{_num(m.get(key), fmt)} [{_num(m.get(key + '_lo'), fmt)}, {_num(m.get(key + '_hi'), fmt)}]"
+
+
 def _thesis(name: str) -> str:
     return f"thesis/{name}.json"
 
@@ -88,6 +93,39 @@ CLAIMS: tuple[Claim, ...] = (
           "CIFAR-10/100, DenseNet-40, WRN-16/28, 5 runs", result="murphy2025/table4.4.json",
           measured=lambda m: f"{_pct(m.get('acc_standard'))} / {_pct(m.get('acc_poison'))} / {_pct(m.get('acc_sam'))}",
           needs_gpu=True),
+    Claim("Murphy 2025", "Figs. 5.1 / 5.3 / 5.4",
+          "LeNet-5 on MNIST: late in training the poisoned run's validation loss is below the clean run's and below "
+          "matched random noise's; SAM converges more slowly than SGD on the poison.",
+          "qualitative (curves)", "MNIST (60,000 train), LeNet-5, one run per curve",
+          result="murphy2025/ch5-losses.json",
+          measured=lambda m: (f"late val loss poison − clean {_ci_of(m, 'fig51_late_val_loss_poison_minus_clean')}, "
+                              f"poison − noise {_ci_of(m, 'fig53_late_val_loss_poison_minus_noise')}, mean val loss "
+                              f"SAM − poison {_ci_of(m, 'fig54_mean_val_loss_sam_minus_poison')} (paired 95% CI); "
+                              f"test acc clean / poison / SAM / noise {_pct(m.get('test_acc_clean'))} / "
+                              f"{_pct(m.get('test_acc_poison'))} / {_pct(m.get('test_acc_sam'))} / "
+                              f"{_pct(m.get('test_acc_noise'))}")),
+    Claim("Murphy 2025", "Figs. 5.2 / 5.5-5.8",
+          "Crafting: ‖Δ‖_F grows steadily; the inner iterations lower the cosine loss, largest early; at frozen "
+          "earlier weights the poisons' loss rises above the clean baseline (drift); SAM's 1 − cos(g, g′) stays ≤ 0.1.",
+          "‖Δ‖_F 300 -> 1,063 over 30 epochs; loss settles ~0.05; 1 − cos ≤ 0.1",
+          "MNIST (60,000 train), LeNet-5, one crafting run", result="murphy2025/ch5-crafting.json",
+          measured=lambda m: (f"‖Δ‖_F {_num(m.get('frob_first'), '.1f')} -> {_num(m.get('frob_saved'), '.1f')}; "
+                              f"loss {_num(m.get('b_before'), '.4f')} -> {_num(m.get('b_after'), '.4f')} per batch, "
+                              f"epoch means {_num(m.get('b_epoch_first'), '.4f')} (epoch 1) -> "
+                              f"{_num(m.get('b_epoch_last'), '.4f')} (last); drift rising in "
+                              f"{_pct(m.get('drift_rising_fraction'))}, above the clean baseline in "
+                              f"{_pct(m.get('drift_above_clean_fraction'))}; SAM 1 − cos epoch means <= "
+                              f"{_num(m.get('sam_max'), '.4f')}")),
+    Claim("Murphy 2025", "Figs. 5.9 / 5.10",
+          "The top Hessian eigenvalues of the clean and poison minima are similar (no significant sharpness change); "
+          "interpolation shows similar minima, slightly more sensitive around the poison one.",
+          "qualitative (bar chart, curve)", "MNIST (60,000 train), LeNet-5, one run",
+          result="murphy2025/ch5-sharpness.json",
+          measured=lambda m: (f"λ₁ clean {_num(m.get('test_lambda1_clean'), '.2f')} vs poison "
+                              f"{_num(m.get('test_lambda1_poison'), '.2f')} on the same test images (diff "
+                              f"{_ci_of(m, 'test_lambda1_diff', '+.2f')}), {_num(m.get('train_lambda1_clean'), '.2f')}"
+                              f" vs {_num(m.get('train_lambda1_poison'), '.2f')} on their own training data; "
+                              f"barrier (test) {_num(m.get('interp_test_barrier'), '.4f')}")),
     # ------------------------------------------------------------------ Andriushchenko 2024
     Claim("Andriushchenko 2024", "Fig. 5.1 / 5.16",
           "Only low-m worst-case SAM improves generalization substantially; random perturbations and n-SAM barely "
