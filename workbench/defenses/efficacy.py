@@ -45,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -56,6 +55,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import Tensor, nn
+
+from ..stats import t_interval
 
 __all__ = ["DEFAULT_DATASET", "ATTACK_SCENARIOS", "EfficacyStudy", "default_defenses", "transfer_features",
            "head_model", "run_efficacy", "read_records", "summarize", "efficacy_table", "wilson_interval",
@@ -254,19 +255,6 @@ def mcnemar_exact(a: np.ndarray, b: np.ndarray) -> float:
     from scipy.stats import binomtest
 
     return float(binomtest(n10, n01 + n10, 0.5).pvalue)
-
-
-def _t_interval(v: pd.Series, level: float = 0.95) -> tuple[float, float, float]:
-    v = v.dropna().astype(float)
-    if len(v) == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(v.mean())
-    if len(v) < 2:
-        return m, float("nan"), float("nan")
-    from scipy.stats import t
-
-    h = float(t.ppf(0.5 + level / 2, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
-    return m, m - h, m + h
 
 
 # ------------------------------------------------------------------ records
@@ -469,7 +457,7 @@ def summarize(df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
         for lab, h in g.groupby("defense", sort=False):
             k, n = int(h["success"].sum()), len(h)
             lo, hi = wilson_interval(k, n, level)
-            acc, alo, ahi = _t_interval(h["test_acc"], level)
+            acc, alo, ahi = t_interval(h["test_acc"], level)
             if lab == "None" or none.empty:
                 p = float("nan")
             else:

@@ -136,17 +136,9 @@ def paired_interval(a: Sequence[float], b: Sequence[float], level: float = 0.95)
     Returns:
         ``(mean, lo, hi)``; ``lo``/``hi`` are NaN with fewer than 2 pairs, all NaN with none.
     """
-    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
-    d = d[np.isfinite(d)]
-    if len(d) == 0:
-        return float("nan"), float("nan"), float("nan")
-    m = float(d.mean())
-    if len(d) < 2:
-        return m, float("nan"), float("nan")
-    from scipy.stats import t
+    from ..stats import t_interval
 
-    h = float(t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d)))
-    return m, m - h, m + h
+    return t_interval(np.asarray(a, dtype=float) - np.asarray(b, dtype=float), level)
 
 
 def _mse(v: Sequence[float]) -> tuple[float, float]:

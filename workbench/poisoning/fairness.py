@@ -280,20 +280,13 @@ def run_fairness(base_cfg: RunConfig, settings: FairnessSettings | None = None, 
 
 def _paired(trials: pd.DataFrame, a: str, b: str, level: float = 0.95) -> tuple[float, float, float, int]:
     """Mean of ``a − b`` test accuracy paired by seed, with its t-interval; ``(mean, lo, hi, n)``."""
-    from scipy import stats
+    from ..stats import t_interval
 
     fin = trials[trials["status"] == "finished"].pivot_table(index="seed", columns="variant", values="test_acc")
     if a not in fin or b not in fin:
         return float("nan"), float("nan"), float("nan"), 0
     d = (fin[a] - fin[b]).dropna().to_numpy(dtype=float)
-    n = len(d)
-    if n == 0:
-        return float("nan"), float("nan"), float("nan"), 0
-    m = float(d.mean())
-    if n < 2:
-        return m, float("nan"), float("nan"), n
-    h = float(stats.t.ppf(0.5 + level / 2, n - 1) * d.std(ddof=1) / math.sqrt(n))
-    return m, m - h, m + h, n
+    return (*t_interval(d, level), len(d))
 
 
 def fairness_result(res: FairnessResult, *, data: str = "", model: str = "", test_count: int | None = None):
