@@ -96,7 +96,14 @@ def _start_lab(tmp_path, port, token):
     with urllib.request.urlopen(req, timeout=60) as r:
         assert r.status == 201
     tree = [psutil.Process(proc.pid)] + psutil.Process(proc.pid).children(recursive=True)
-    assert any("ipykernel" in " ".join(c.cmdline()) for c in tree), [c.cmdline() for c in tree]
+
+    def cmd(c):  # a short-lived helper may already have exited (a zombie or gone): it is not the kernel
+        try:
+            return " ".join(c.cmdline())
+        except psutil.Error:
+            return ""
+
+    assert any("ipykernel" in cmd(c) for c in tree), [cmd(c) for c in tree]
     return proc, tree
 
 
