@@ -369,6 +369,37 @@ _EPIC_LABELS = {"gradient_matching": "Gradient Matching (from scratch)", "bullse
 PAPER_EPSILON = 8 / 255
 #: The paper's poison budget, a fraction of the training set [Yang 2022, §4.1].
 PAPER_BUDGET = 0.01
+_EPIC_IMPORTED = "workbench reproduce --report (imported from the EPIC efficacy study)"
+
+
+def _save_with_scale(rep, path: Path, scale: str, command: str) -> Path:
+    """:func:`~workbench.reproduce.store.save_result` ``rep`` to ``path`` with the measured ``scale`` beside it."""
+    import json
+
+    from .store import save_result
+
+    save_result(rep, path, command=command)
+    doc = load_result(path)
+    doc["scale"] = scale
+    path.write_text(json.dumps(doc, indent=1) + "\n")
+    return path
+
+
+def _undefended_and_epic(g):
+    """The summary rows (undefended, first EPIC defense) of one attack, or ``None`` when either is missing."""
+    none, epic = g[g.defense == "None"], g[g.defense.astype(str).str.startswith("EPIC")]
+    return None if none.empty or epic.empty else (none.iloc[0], epic.iloc[0])
+
+
+def _epic_outcome(u, e) -> str:
+    """EPIC's outcome against one attack from its summary rows ``u`` (undefended) and ``e`` (EPIC).
+
+    ``"holds"``: success cut at least 5-fold with McNemar p < 0.05 at <= 2 points of accuracy; ``"fails"``: no
+    5-fold cut at that accuracy cost; ``"unresolved"``: a cut the trials cannot resolve (or no undefended success).
+    """
+    if not (e.success <= u.success / 5 and u.test_acc - e.test_acc <= 0.02):
+        return "fails"
+    return "holds" if e.p_vs_none < 0.05 and u.success > 0 else "unresolved"
 
 
 def import_epic_results(results: str | Path, source: str | Path | None = None) -> Path | None:
@@ -394,7 +425,6 @@ def import_epic_results(results: str | Path, source: str | Path | None = None) -
     from types import SimpleNamespace
 
     from ..defenses.efficacy import load_stored_results, summarize
-    from .store import save_result
 
     df, meta = load_stored_results(source)
     if df.empty:
@@ -404,11 +434,10 @@ def import_epic_results(results: str | Path, source: str | Path | None = None) -
     metrics: dict = {}
     held, failed, unresolved, wider, attacks = [], [], [], [], []
     for attack, g in s.groupby("attack", sort=False):
-        none = g[g.defense == "None"]
-        epic = g[g.defense.astype(str).str.startswith("EPIC")]
-        if none.empty or epic.empty or attack not in EPIC_ATTACKS:
+        pair = _undefended_and_epic(g)
+        if pair is None or attack not in EPIC_ATTACKS:
             continue
-        u, e = none.iloc[0], epic.iloc[0]
+        u, e = pair
         k = EPIC_ATTACKS[attack]
         eps = float(df.loc[df.attack == attack, "epsilon"].max())
         attacks.append(attack)
@@ -416,13 +445,7 @@ def import_epic_results(results: str | Path, source: str | Path | None = None) -
                         f"{k}_p_vs_none": float(e.p_vs_none), f"{k}_acc_undefended": float(u.test_acc),
                         f"{k}_acc_epic": float(e.test_acc), f"{k}_dropped_epic": float(e.dropped),
                         f"{k}_trials": float(u.trials), f"{k}_epsilon": 255 * eps, f"{k}_linf": 255 * float(u.linf)})
-        cut = bool(e.success <= u.success / 5 and u.test_acc - e.test_acc <= 0.02)
-        if not cut:
-            failed.append(attack)
-        elif e.p_vs_none < 0.05 and u.success > 0:
-            held.append(attack)
-        else:
-            unresolved.append(attack)
+        {"fails": failed, "holds": held, "unresolved": unresolved}[_epic_outcome(u, e)].append(attack)
         if attack != "feature_collision" and eps > PAPER_EPSILON + 1e-9:
             wider.append(f"{attack} at epsilon {255 * eps:.0f}/255")
     if not attacks:
@@ -450,11 +473,7 @@ def import_epic_results(results: str | Path, source: str | Path | None = None) -
                           verdict_reason="; ".join(reasons), measured=str(meta.get("studies", "")), metrics=metrics,
                           settings={"attacks": attacks, "source": "workbench.defenses.efficacy stored records"},
                           notes=[str(meta.get("not_run", ""))] if meta.get("not_run") else [], seconds=0.0)
-    path = Path(results) / "yang2022" / "table1.json"
-    save_result(rep, path, command="workbench reproduce --report (imported from the EPIC efficacy study)")
-    doc = load_result(path)
-    doc["scale"] = scale
-    path.write_text(__import__("json").dumps(doc, indent=1) + "\n")
+    path = _save_with_scale(rep, Path(results) / "yang2022" / "table1.json", scale, _EPIC_IMPORTED)
     _import_epic_table2(results, df, s, meta)
     return path
 
@@ -467,7 +486,9 @@ def _paper_budget(df):
     for _, g in df.groupby("attack", sort=False):
         b = g["budget"].astype(float)
         keep.append(g[b == b.iloc[(b - PAPER_BUDGET).abs().argmin()]])
-    return __import__("pandas").concat(keep)
+    import pandas as pd
+
+    return pd.concat(keep)
 
 
 def _import_epic_table2(results, df, s, meta) -> Path | None:
@@ -480,19 +501,17 @@ def _import_epic_table2(results, df, s, meta) -> Path | None:
     """
     from types import SimpleNamespace
 
-    from .store import save_result
 
     path = Path(results) / "yang2022" / "table2.json"
     if path.is_file() and "imported" not in str(load_result(path).get("command", "")):
         return None
-    g = s[(s.attack == "gradient_matching") & (s.scenario == "scratch")]
-    none, epic = g[g.defense == "None"], g[g.defense.astype(str).str.startswith("EPIC")]
-    if none.empty or epic.empty:
+    pair = _undefended_and_epic(s[(s.attack == "gradient_matching") & (s.scenario == "scratch")])
+    if pair is None:
         return None
-    u, e = none.iloc[0], epic.iloc[0]
+    u, e = pair
     eps = float(df.loc[df.attack == "gradient_matching", "epsilon"].max())
-    cut = bool(e.success <= u.success / 5 and u.test_acc - e.test_acc <= 0.02)
-    resolved = bool(e.p_vs_none < 0.05 and u.success > 0)
+    outcome = _epic_outcome(u, e)
+    cut, resolved = outcome != "fails", outcome == "holds"
     wider = eps > PAPER_EPSILON + 1e-9
     verdict = "not reproduced" if not (cut and resolved) else ("partial" if wider else "reproduced")
     why = (f"{e.defense} cuts gradient-matching success {100 * u.success:.0f}% -> {100 * e.success:.0f}% "
@@ -511,12 +530,8 @@ def _import_epic_table2(results, df, s, meta) -> Path | None:
                           measured=str(meta.get("studies", "")), metrics=metrics,
                           settings={"source": "workbench.defenses.efficacy stored records (gradient matching)"},
                           notes=[], seconds=0.0)
-    save_result(rep, path, command="workbench reproduce --report (imported from the EPIC efficacy study)")
-    doc = load_result(path)
-    doc["scale"] = (f"{meta.get('dataset', '')}, {int(u.trials)} targets, victims from scratch "
-                    f"{int(metrics['epochs'])} epochs")
-    path.write_text(__import__("json").dumps(doc, indent=1) + "\n")
-    return path
+    return _save_with_scale(rep, path, f"{meta.get('dataset', '')}, {int(u.trials)} targets, victims from scratch "
+                            f"{int(metrics['epochs'])} epochs", _EPIC_IMPORTED)
 
 
 def _epic_table1(m: dict) -> str:
@@ -551,7 +566,6 @@ def import_bilevel_results(results: str | Path, source: str | Path | None = None
 
     import pandas as pd
 
-    from .store import save_result
 
     src = Path(source) if source is not None else Path(results) / "bilevel" / "mnist-10k-0v8"
     if not (src / "records.csv").is_file():
@@ -590,12 +604,10 @@ def import_bilevel_results(results: str | Path, source: str | Path | None = None
                               settings={"dataset": "mnist-10k 0 vs 8", "model": "L2 logistic regression",
                                         "n_train": settings.get("n_train"), "n_val": settings.get("n_val")},
                               notes=[], seconds=0.0)
-        path = Path(results) / "carnerero-cano2021" / name
-        save_result(out, path, command="workbench reproduce --report --import-studies (bilevel study records)")
-        doc = load_result(path)
-        doc["scale"] = (f"MNIST 0 vs 8 from mnist-10k, {settings.get('n_train', '?')}/{settings.get('n_val', '?')} "
-                        f"train/val, {reps} repetitions")
-        path.write_text(json.dumps(doc, indent=1) + "\n")
+        path = _save_with_scale(out, Path(results) / "carnerero-cano2021" / name,
+                                f"MNIST 0 vs 8 from mnist-10k, {settings.get('n_train', '?')}/"
+                                f"{settings.get('n_val', '?')} train/val, {reps} repetitions",
+                                "workbench reproduce --report --import-studies (bilevel study records)")
     return path
 
 
