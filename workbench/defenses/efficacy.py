@@ -451,7 +451,8 @@ def summarize(df: pd.DataFrame, level: float = 0.95) -> pd.DataFrame:
     if df.empty:
         return pd.DataFrame()
     out = []
-    df = df.assign(budget=df["budget"]) if "budget" in df else df.assign(budget=float("nan"))
+    if "budget" not in df:   # records written before the budget was recorded
+        df = df.assign(budget=float("nan"))
     for (ds, att, sc, bud), g in df.groupby(["dataset", "attack", "scenario", "budget"], sort=False, dropna=False):
         none = g[g["defense"] == "None"].set_index("trial")["success"]
         for lab, h in g.groupby("defense", sort=False):
